@@ -1,0 +1,235 @@
+r"""Step-size schedules :math:`\eta_t` and EMA weight schedules :math:`\gamma_t`.
+
+Conventions used across the toolkit (theory, torch training loops and docs alike):
+
+* iterations are counted ``t = 0, 1, 2, ...``; ``eta(t)`` is the step size of the update that
+  produces :math:`\theta_{t+1}` from :math:`\theta_t`;
+* the EMA is updated *after* each step with the newest iterate,
+
+  .. math:: \bar\theta_t = (1 - \gamma_t)\,\bar\theta_{t-1} + \gamma_t\,\theta_t ,
+
+  and ``gamma(0) = 1`` for every schedule, so :math:`\bar\theta_0 = \theta_0`;
+* ``beta = 1 - gamma`` is the weight on the old average.
+
+Every schedule is a frozen dataclass, validated on construction and vectorized over ``t``:
+``schedule(t)`` accepts an int or an integer array and returns floats of the same shape.
+
+BEMA (Block & Zhang 2025, "EMA without the lag") is described by :class:`BEMASchedule`;
+its update rule, which needs a snapshot :math:`\theta_0` at burn-in, is in
+:mod:`gvatheory.averagers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ._checks import check_int, check_positive, check_range
+
+
+def _steps(t) -> np.ndarray:
+    arr = np.asarray(t)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"t={t!r} must be a non-negative integer or integer array")
+    if np.any(arr < 0):
+        raise ValueError(f"t={t!r} is out of range: steps must be >= 0")
+    return arr.astype(np.float64)
+
+
+def _out(t, values: np.ndarray):
+    return float(values) if np.ndim(t) == 0 else values
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """Anything that maps a step (or array of steps) to a float (or array)."""
+
+    def __call__(self, t): ...
+
+
+# ---------------------------------------------------------------- step sizes eta_t
+
+
+@dataclass(frozen=True)
+class ConstantLR:
+    r""":math:`\eta_t = \eta`."""
+
+    eta: float
+
+    def __post_init__(self):
+        check_positive("eta", self.eta)
+
+    def __call__(self, t):
+        return _out(t, np.full(np.shape(_steps(t)), float(self.eta)))
+
+
+@dataclass(frozen=True)
+class InverseTimeLR:
+    r""":math:`\eta_t = \eta_0 / (1 + t / t_0)`; ``t0=1`` is the classic 1/t schedule."""
+
+    eta0: float
+    t0: float = 1.0
+
+    def __post_init__(self):
+        check_positive("eta0", self.eta0)
+        check_positive("t0", self.t0)
+
+    def __call__(self, t):
+        s = _steps(t)
+        return _out(t, self.eta0 / (1.0 + s / self.t0))
+
+
+@dataclass(frozen=True)
+class CosineLR:
+    r""":math:`\eta_t = \eta_{min} + \tfrac12(\eta_0-\eta_{min})(1+\cos(\pi\min(t,T)/T))`, reaching
+    :math:`\eta_{min}` (default 0) at ``t = T`` and staying there."""
+
+    eta0: float
+    T: int
+    eta_min: float = 0.0
+
+    def __post_init__(self):
+        check_positive("eta0", self.eta0)
+        check_int("T", self.T, 1)
+        check_range("eta_min", self.eta_min, 0.0, float(self.eta0))
+
+    def __call__(self, t):
+        s = np.minimum(_steps(t), self.T)
+        return _out(t, self.eta_min + 0.5 * (self.eta0 - self.eta_min) * (1.0 + np.cos(np.pi * s / self.T)))
+
+
+@dataclass(frozen=True)
+class StepDecayLR:
+    r""":math:`\eta_t = \eta_0\,\mathrm{drop}^{\lfloor t/\mathrm{every}\rfloor}`."""
+
+    eta0: float
+    drop: float = 0.1
+    every: int = 1000
+
+    def __post_init__(self):
+        check_positive("eta0", self.eta0)
+        check_range("drop", self.drop, 0.0, 1.0, low_open=True)
+        check_int("every", self.every, 1)
+
+    def __call__(self, t):
+        s = _steps(t)
+        return _out(t, self.eta0 * self.drop ** np.floor(s / self.every))
+
+
+# ---------------------------------------------------------------- EMA weights gamma_t
+
+
+@dataclass(frozen=True)
+class ConstantEMA:
+    r""":math:`\gamma_t = \gamma` for ``t >= 1`` (and 1 at ``t = 0``, and before ``burn_in``)."""
+
+    gamma: float
+    burn_in: int = 0
+
+    def __post_init__(self):
+        check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        check_int("burn_in", self.burn_in, 0)
+
+    def __call__(self, t):
+        s = _steps(t)
+        return _out(t, np.where(s <= self.burn_in, 1.0, float(self.gamma)))
+
+
+@dataclass(frozen=True)
+class PowerEMA:
+    r""":math:`\gamma_t = \max(t^{-\alpha}, \gamma_{min})` for ``t > burn_in``, and 1 (copy the
+    iterate) for ``t <= burn_in``. ``alpha = 1, gamma_min = 0`` is Polyak averaging from ``t=1``."""
+
+    alpha: float
+    gamma_min: float = 0.0
+    burn_in: int = 0
+
+    def __post_init__(self):
+        check_positive("alpha", self.alpha)
+        check_range("gamma_min", self.gamma_min, 0.0, 1.0)
+        check_int("burn_in", self.burn_in, 0)
+
+    def __call__(self, t):
+        s = _steps(t)
+        with np.errstate(divide="ignore"):
+            power = np.where(s > 0, np.maximum(s, 1.0) ** (-float(self.alpha)), 1.0)
+        g = np.minimum(np.maximum(power, self.gamma_min), 1.0)
+        return _out(t, np.where(s <= self.burn_in, 1.0, g))
+
+
+@dataclass(frozen=True)
+class PolyakEMA:
+    r""":math:`\gamma_t = 1/(t - \mathrm{burn\_in} + 1)` after burn-in: the uniform average of
+    :math:`\theta_{\mathrm{burn\_in}}, \dots, \theta_t`."""
+
+    burn_in: int = 0
+
+    def __post_init__(self):
+        check_int("burn_in", self.burn_in, 0)
+
+    def __call__(self, t):
+        s = _steps(t)
+        return _out(t, 1.0 / (np.maximum(s - self.burn_in, 0.0) + 1.0))
+
+
+@dataclass(frozen=True)
+class BEMASchedule:
+    r"""Weights of BEMA, the bias-corrected EMA of Block & Zhang (2025).
+
+    With :math:`\tau = t - \mathrm{burn\_in} + \mathrm{lag}` for ``t > burn_in``:
+
+    .. math::
+        \gamma_t = \max\big((1 + c\,\tau)^{-\kappa}, \gamma_{min}\big), \qquad
+        a_t = (1 + c\,\tau)^{-p},
+
+    and the reported iterate is :math:`\bar\theta_t + a_t(\theta_t - \theta_{\mathrm{burn\_in}})`.
+    (The BEMA paper calls :math:`\gamma_t` "beta_t"; here it is the weight on the newest
+    iterate, as everywhere in this toolkit.) Before and at burn-in, ``gamma = 1`` and ``a = 0``.
+    Defaults are the authors': ``kappa=0.5, p=0.2, c=1, lag=10``.
+    """
+
+    kappa: float = 0.5
+    p: float = 0.2
+    c: float = 1.0
+    lag: int = 10
+    gamma_min: float = 0.0
+    burn_in: int = 0
+
+    def __post_init__(self):
+        check_range("kappa", self.kappa, 0.0, 1.0, low_open=True)
+        check_range("p", self.p, 0.0, 1.0)
+        check_positive("c", self.c)
+        check_int("lag", self.lag, 0)
+        check_range("gamma_min", self.gamma_min, 0.0, 1.0)
+        check_int("burn_in", self.burn_in, 0)
+
+    def _tau(self, s: np.ndarray) -> np.ndarray:
+        return s - self.burn_in + self.lag
+
+    def __call__(self, t):
+        s = _steps(t)
+        g = np.maximum((1.0 + self.c * self._tau(s)) ** (-float(self.kappa)), self.gamma_min)
+        return _out(t, np.where(s <= self.burn_in, 1.0, np.minimum(g, 1.0)))
+
+    def bias_weight(self, t):
+        """:math:`a_t`, the weight on :math:`\\theta_t - \\theta_{burn\\_in}` (0 up to burn-in)."""
+        s = _steps(t)
+        a = (1.0 + self.c * self._tau(s)) ** (-float(self.p))
+        return _out(t, np.where(s <= self.burn_in, 0.0, a))
+
+
+def as_schedule(value: float | Schedule, *, kind: str) -> Schedule:
+    """Accept a number for a constant schedule: ``kind`` is ``"eta"`` or ``"gamma"``."""
+    if isinstance(value, Schedule) and not isinstance(value, (int, float, np.number)):
+        return value
+    if kind == "eta":
+        return ConstantLR(float(value))
+    if kind == "gamma":
+        return ConstantEMA(float(value))
+    raise ValueError(f"kind={kind!r} must be 'eta' or 'gamma'")
+

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from gvatheory.schedules import (
+    BEMASchedule,
+    ConstantEMA,
+    ConstantLR,
+    CosineLR,
+    InverseTimeLR,
+    PolyakEMA,
+    PowerEMA,
+    StepDecayLR,
+    as_schedule,
+)
+
+
+def test_step_sizes_by_hand():
+    assert ConstantLR(0.3)(7) == 0.3
+    np.testing.assert_allclose(InverseTimeLR(1.0, t0=1)(np.arange(4)), [1, 1 / 2, 1 / 3, 1 / 4])
+    np.testing.assert_allclose(InverseTimeLR(2.0, t0=10)(np.array([0, 10])), [2.0, 1.0])
+    np.testing.assert_allclose(CosineLR(1.0, T=4)(np.arange(6)), [1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2, 0, 0], atol=1e-15)
+    np.testing.assert_allclose(StepDecayLR(1.0, drop=0.5, every=2)(np.arange(5)), [1, 1, 0.5, 0.5, 0.25])
+
+
+def test_ema_weights_by_hand():
+    np.testing.assert_allclose(ConstantEMA(0.1)(np.arange(3)), [1, 0.1, 0.1])
+    np.testing.assert_allclose(ConstantEMA(0.1, burn_in=2)(np.arange(4)), [1, 1, 1, 0.1])
+    np.testing.assert_allclose(PowerEMA(0.5, gamma_min=0.4)(np.arange(5)), [1, 1, 2**-0.5, 3**-0.5, 0.5])
+    np.testing.assert_allclose(PowerEMA(0.5, gamma_min=0.6)(np.arange(5)), [1, 1, 2**-0.5, 0.6, 0.6])
+    np.testing.assert_allclose(PowerEMA(1.0, burn_in=3)(np.arange(6)), [1, 1, 1, 1, 1 / 4, 1 / 5])
+    np.testing.assert_allclose(PolyakEMA()(np.arange(4)), [1, 1 / 2, 1 / 3, 1 / 4])
+    np.testing.assert_allclose(PolyakEMA(burn_in=2)(np.arange(5)), [1, 1, 1, 1 / 2, 1 / 3])
+
+
+def test_polyak_weights_give_uniform_average():
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=20)
+    gam = PolyakEMA()(np.arange(20))
+    ema = theta[0]
+    for t in range(1, 20):
+        ema = (1 - gam[t]) * ema + gam[t] * theta[t]
+    assert ema == pytest.approx(theta.mean(), rel=1e-12)
+
+
+def test_bema_weights_by_hand():
+    s = BEMASchedule(burn_in=5)
+    # tau = t - burn_in + lag = 1 at t = burn_in + 1 - 10 + 10 ...
+    t = np.array([0, 5, 6, 7])
+    tau = np.array([6, 7]) - 5 + 10
+    np.testing.assert_allclose(s(t), [1, 1, *((1 + tau) ** -0.5)])
+    np.testing.assert_allclose(s.bias_weight(t), [0, 0, *((1 + tau) ** -0.2)])
+    assert BEMASchedule(gamma_min=0.3)(100) == 0.3
+
+
+def test_scalar_in_scalar_out_and_vectorized_shape():
+    assert isinstance(PowerEMA(0.7)(3), float)
+    assert PowerEMA(0.7)(np.zeros((2, 3), dtype=int)).shape == (2, 3)
+    assert isinstance(as_schedule(0.1, kind="eta"), ConstantLR)
+    assert isinstance(as_schedule(0.1, kind="gamma"), ConstantEMA)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ConstantLR(0.0), r"eta=0\.0 is out of range: must be in \(0, inf\)"),
+        (lambda: ConstantLR(float("nan")), "eta=nan must be finite"),
+        (lambda: ConstantEMA(1.5), r"gamma=1\.5 is out of range: must be in \(0, 1\]"),
+        (lambda: ConstantEMA(0.0), "gamma=0.0 is out of range"),
+        (lambda: PowerEMA(0.0), "alpha=0.0 is out of range"),
+        (lambda: PowerEMA(0.5, burn_in=-1), "burn_in=-1 is out of range"),
+        (lambda: CosineLR(1.0, T=0), "T=0 is out of range"),
+        (lambda: ConstantLR(1.0)(-1), "t=-1 is out of range"),
+        (lambda: ConstantLR(1.0)(0.5), "must be a non-negative integer"),
+    ],
+)
+def test_bad_input_names_parameter_and_range(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

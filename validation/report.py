@@ -1,0 +1,77 @@
+"""The pieces of a report: verdicts, sections, and the Markdown writer.
+
+A *study* (one module in ``validation.studies``) states a prediction of the theory, measures the
+same quantity, and returns a :class:`Section` holding its verdicts, a Markdown body and the
+figures it saved. :func:`write_report` assembles sections into ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One checked claim: what was predicted, whether the measurement agrees, and the numbers."""
+
+    claim: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Section:
+    """A report section produced by one study."""
+
+    key: str
+    title: str
+    body: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    command: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_report(sections: list[Section], outdir: Path, *, title: str, preamble: str = "") -> Path:
+    """Write ``outdir/report.md`` and ``outdir/verdicts.json``; return the Markdown path."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", ""]
+    if preamble:
+        lines += [preamble, ""]
+    lines += ["| section | verdicts passed | time (s) |", "| --- | --- | --- |"]
+    for s in sections:
+        ok = sum(v.passed for v in s.verdicts)
+        lines.append(f"| [{s.title}](#{s.key}) | {ok}/{len(s.verdicts)} | {s.seconds:.1f} |")
+    lines.append("")
+    for s in sections:
+        lines += [f'<a id="{s.key}"></a>', f"## {s.title}", ""]
+        if s.command:
+            lines += ["Reproduce this section alone:", "", f"    {s.command}", ""]
+        lines += [s.body.strip(), ""]
+        if s.verdicts:
+            lines += ["| claim | verdict | numbers |", "| --- | --- | --- |"]
+            for v in s.verdicts:
+                lines.append(f"| {v.claim} | {'PASS' if v.passed else 'FAIL'} | {v.detail} |")
+            lines.append("")
+        for fig in s.figures:
+            lines += [f"![{Path(fig).stem}]({_relative(fig, outdir)})", ""]
+    path = outdir / "report.md"
+    path.write_text("\n".join(lines))
+    (outdir / "verdicts.json").write_text(json.dumps(
+        {s.key: {"title": s.title, "seconds": s.seconds, "verdicts": [asdict(v) for v in s.verdicts]}
+         for s in sections}, indent=2))
+    return path

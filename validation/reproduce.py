@@ -1,0 +1,64 @@
+"""``gva reproduce``: run every study and write one report under ``runs/``.
+
+Studies are registered by name in :data:`SECTIONS` and imported only when selected, so a theory-only
+install can run the theory sections. Each study module exposes
+``run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .report import Section, write_report
+
+# name -> module in validation.studies, in report order.
+SECTIONS: dict[str, str] = {
+    "averaging": "validation.studies.averaging",
+    "cliff": "validation.studies.cliff",
+    "prop31": "validation.studies.prop31",
+    "linear-gva": "validation.studies.linear_gva",
+}
+
+
+def select_sections(only: list[str] | None, skip: list[str] | None) -> list[str]:
+    """Resolve ``--only`` / ``--skip`` into an ordered list of section names."""
+    for flag, names in (("--only", only), ("--skip", skip)):
+        unknown = sorted(set(names or ()) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"{flag} got unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    chosen = [s for s in SECTIONS if (not only or s in only) and s not in (skip or ())]
+    if not chosen:
+        raise ValueError("--only/--skip leave no section to run")
+    return chosen
+
+
+def reproduce(outdir: Path, *, quick: bool, seed: int = 0, only: list[str] | None = None,
+              skip: list[str] | None = None, quiet: bool = False) -> tuple[Path, list[Section]]:
+    """Run the selected studies into ``outdir`` and write the report; return its path and sections."""
+    names = select_sections(only, skip)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    config = {"quick": quick, "seed": seed, "sections": names,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (outdir / "config.json").write_text(json.dumps(config, indent=2))
+    sections = []
+    for name in names:
+        if not quiet:
+            print(f"[gva reproduce] {name} ...", flush=True)
+        module = importlib.import_module(SECTIONS[name])
+        start = time.perf_counter()
+        section = module.run(outdir / name, quick=quick, seed=seed, quiet=quiet)
+        section.seconds = time.perf_counter() - start
+        section.command = section.command or f"gva reproduce {'--quick ' if quick else ''}--only {name}"
+        sections.append(section)
+        if not quiet:
+            ok = sum(v.passed for v in section.verdicts)
+            print(f"[gva reproduce] {name}: {ok}/{len(section.verdicts)} verdicts pass ({section.seconds:.1f} s)", flush=True)
+    mode = "quick" if quick else "full"
+    path = write_report(sections, outdir, title=f"GVA toolkit: reproduction report ({mode})",
+                        preamble=f"Made by `gva reproduce{' --quick' if quick else ''}` with seed {seed}.")
+    return path, sections
