@@ -26,7 +26,8 @@ are *not* averaged: :meth:`averaged_model` and :meth:`swap` keep the module's cu
 To recompute BatchNorm statistics for the averaged weights use
 ``torch.optim.swa_utils.update_bn`` on the averaged copy.
 
-Updates use ``torch._foreach_*`` kernels; ``foreach=False`` runs a plain per-parameter loop of
+The parameters are looked up when a stabilizer is constructed: build it after moving the module
+to its device and dtype. Updates use ``torch._foreach_*`` kernels; ``foreach=False`` runs a plain per-parameter loop of
 the textbook formula, the reference implementation the tests and the benchmark compare against.
 """
 

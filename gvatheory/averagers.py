@@ -215,13 +215,11 @@ class PowerFunctionEMA:
     """
 
     sigma_rel: float
+    exponent: float = field(init=False)
 
     def __post_init__(self):
-        check_range("sigma_rel", self.sigma_rel, 0.0, 12**-0.5, low_open=True)
-
-    @property
-    def exponent(self) -> float:
-        return sigma_rel_to_exponent(self.sigma_rel)
+        # solved once: the schedule is called at every training step
+        object.__setattr__(self, "exponent", sigma_rel_to_exponent(self.sigma_rel))
 
     def __call__(self, t):
         s = _steps(t)
