@@ -371,18 +371,29 @@ class Prop31Table:
         return GrowthFit(kappa=float(coef[1]), kappa_se=float(np.sqrt(cov[1, 1])), lam=float(coef[2]),
                          intercept=float(coef[0]), r2=float(r2), used=used)
 
-    def plot(self, ax=None):
-        """Gap against :math:`H\\delta` (log scale), one curve per ``delta``, with the ceiling."""
+    def plot(self, ax=None, fit: GrowthFit | None = None):
+        """Gap against :math:`H\\delta` (log scale), one colour per ``delta``: the worst-case gap
+        (dots), its certified upper bound (dotted), the ceiling :math:`J_H(\\pi^\\star)` (dashed) and,
+        with ``fit``, the fitted :math:`e^{c + \\kappa H\\delta}\\delta^\\lambda` (thin solid)."""
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
+            _, ax = plt.subplots(figsize=(6.5, 4.5))
         for j, d in enumerate(self.delta):
-            line, = ax.semilogy(self.H * d, self.gap[:, j], "o-", ms=3, label=f"delta={d:g}")
-            ax.semilogy(self.H * d, self.upper[:, j], ":", color=line.get_color(), lw=1)
+            Hd = self.H * d
+            line, = ax.semilogy(Hd, self.gap[:, j], "o-", ms=4, label=f"delta={d:g}")
+            color = line.get_color()
+            ax.semilogy(Hd, self.upper[:, j], ":", color=color, lw=1.5)
+            ax.semilogy(Hd, self.ceiling, "--", color=color, lw=0.8)
+            if fit is not None and fit.used[:, j].any():
+                x = Hd[fit.used[:, j]]
+                ax.semilogy(x, np.exp(fit.intercept + fit.kappa * x + fit.lam * np.log(d)), "-", color="k", lw=0.8)
+        title = "Prop. 3.1: worst-case gap (dots), upper bound (dotted), ceiling (dashed)"
+        if fit is not None:
+            title += f"\nfit (black): kappa = {fit.kappa:.3f} +- {fit.kappa_se:.3f}"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("H * delta")
-        ax.set_ylabel("worst-case gap J_H(pi*) - J_H(pi* + Delta)")
-        ax.set_title("Prop. 3.1: gap (solid) and certified upper bound (dotted)")
+        ax.set_ylabel("J_H(pi*) - J_H(pi* + Delta)")
         ax.legend(fontsize=7)
         return ax.figure
 
