@@ -585,11 +585,11 @@ class GVAExperiment:
         """
         J = (self.J_raw if which == "raw" else self.J_ema)[:, -1]
         S = J.shape[0]
-        dev2 = (J - J.mean(axis=0)) ** 2
-        var = dev2.sum(axis=0) / (S - 1)
-        sd = np.sqrt(var)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # huge costs give inf, not NaN
+            dev2 = (J - J.mean(axis=0)) ** 2
+            sd = np.sqrt(dev2.sum(axis=0) / (S - 1))
             se = dev2.std(axis=0, ddof=1) / np.sqrt(S) / (2 * sd)
+        se = np.where(np.isfinite(sd), se, np.inf)
         return sd, se
 
     def loss_cv(self, which: str = "raw") -> float:

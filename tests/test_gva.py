@@ -206,3 +206,30 @@ def test_bad_inputs():
         run_sgd(_problem(), eta=0.01, gamma=0.1, batch=0, steps=1, seeds=1)
     with pytest.raises(ValueError, match="no fixed data set"):
         _problem(N=None).demonstrations()
+
+
+def test_cli_linear_gva_small_run(capsys, tmp_path):
+    import json
+
+    from validation.cli import main
+
+    args = ["theory", "linear-gva", "--steps", "200", "--seeds", "10", "--H", "25", "100", "--quiet", "--json"]
+    assert main(args + ["--plot", str(tmp_path / "g.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["H"] for r in out["rows"]] == [25, 100] and out["loss_bc sd/mean raw"] > 0
+    assert (tmp_path / "g.png").stat().st_size > 0
+    assert main(["theory", "linear-gva", "--N", "fresh", "--misspec", "0.05", "--steps", "50", "--seeds", "4",
+                 "--H", "25", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["theory", "linear-gva", "--rho", "1.5", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rho=1.5" in err[0]
+
+
+@pytest.mark.slow
+def test_linear_gva_study_quick_passes(tmp_path):
+    from validation.studies.linear_gva import run
+
+    section = run(tmp_path, quick=True, seed=0, quiet=True)
+    assert section.passed, [v for v in section.verdicts if not v.passed]
+    assert all(p.exists() for p in section.figures)

@@ -116,3 +116,27 @@ def test_bad_input():
         LinearClosedLoop(A=[[1.0]], B=[[1.0]], K=[[0.0]], s=1.0, x0_mean=[0], x0_cov=[[-1.0]])
     with pytest.raises(ValueError, match="exponential regime"):
         prop31_table(prop31_system(), [10], [0.01]).fit()
+
+
+def test_cli_prop31_table_json_plot(capsys, tmp_path):
+    import json
+
+    from validation.cli import main
+
+    assert main(["theory", "prop31", "--H", "50", "100", "200", "400", "--delta", "0.01", "0.02", "--json",
+                 "--plot", str(tmp_path / "p.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["rows"]) == 8 and out["fitted kappa"] > 0
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert main(["theory", "prop31", "--s", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "s=-1" in err[0]
+
+
+@pytest.mark.slow
+def test_prop31_study_quick_passes(tmp_path):
+    from validation.studies.prop31 import run
+
+    section = run(tmp_path, quick=True, seed=0, quiet=True)
+    assert section.passed, [v for v in section.verdicts if not v.passed]
+    assert all(p.exists() for p in section.figures)

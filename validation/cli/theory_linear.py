@@ -108,7 +108,8 @@ def _linear_gva(args: argparse.Namespace) -> int:
                          seeds=args.seeds, H=args.H, seed=args.seed, quiet=args.quiet)
     dev = exp.run.K[:, -1].reshape(args.seeds, -1) - exp.moments.mean_raw.reshape(-1)
     dev_ema = exp.run.ema[:, -1].reshape(args.seeds, -1) - exp.moments.mean_ema.reshape(-1)
-    extra = {"loss_bc sd/mean raw": exp.loss_cv("raw"), "loss_bc sd/mean ema": exp.loss_cv("ema"),
+    extra = {"eta * largest Hessian eigenvalue (SGD stable < 2)": args.eta * np.linalg.eigvalsh(problem.hessian()).max(),
+             "loss_bc sd/mean raw": exp.loss_cv("raw"), "loss_bc sd/mean ema": exp.loss_cv("ema"),
              "Var K (MC) raw": np.var(dev, axis=0, ddof=0), "Var K (Lyapunov) raw": np.diag(exp.moments.cov_raw),
              "Var K (MC) ema": np.var(dev_ema, axis=0, ddof=0), "Var K (Lyapunov) ema": np.diag(exp.moments.cov_ema)}
     emit(exp.rows(), as_json=args.json, title="GVA in a linear closed loop: sd of J_H across SGD seeds, raw vs EMA",
