@@ -98,6 +98,9 @@ class Cost:
     overflow: np.ndarray
 
 
+_COST_CHUNK = 16_384  # gains per batch of the doubling sums
+
+
 def _cost_doubling(A, B, Q, R, W, K: np.ndarray, horizons: np.ndarray) -> np.ndarray:
     """J_H for a batch of gains ``K`` (..., m, n) and sorted ``horizons``: (..., len(horizons)).
 
@@ -312,10 +315,14 @@ class LinearBC:
         scalar = np.ndim(H) == 0
         Hs = np.array([check_int("H", h, 1) for h in np.atleast_1d(H)])
         order = np.argsort(Hs)
+        flat = K.reshape((-1, self.m, self.n))
+        vals = np.empty((len(flat), len(Hs)), dtype=np.result_type(K, float))
         with np.errstate(over="ignore", invalid="ignore"):
-            raw = _cost_doubling(self.A, self.B, self.Q, self.R, self.cost_x0_cov, K, Hs[order])
-        vals = np.empty_like(raw)
-        vals[..., order] = raw
+            for start in range(0, len(flat), _COST_CHUNK):  # bounded memory for many gains
+                chunk = _cost_doubling(self.A, self.B, self.Q, self.R, self.cost_x0_cov,
+                                       flat[start:start + _COST_CHUNK], Hs[order])
+                vals[start:start + _COST_CHUNK, order] = chunk
+        vals = vals.reshape(K.shape[:-2] + (len(Hs),))
         if np.iscomplexobj(vals):
             return Cost(vals[..., 0] if scalar else vals, np.zeros(vals.shape, bool))
         overflow = ~np.isfinite(vals)

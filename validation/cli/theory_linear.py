@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--steps", type=int, default=4000, help="SGD steps")
     q.add_argument("--seeds", type=int, default=200, help="SGD seeds (Monte Carlo chains)")
     q.add_argument("--H", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="horizons")
+    q.add_argument("--record-every", type=int, default=1,
+                   help="evaluate J_H and loss_bc exactly every this many steps (default 1: every iterate)")
     q.add_argument("--data-seed", type=int, default=0, help="seed of the fixed demonstrations")
     add_seed_argument(q)
     add_output_arguments(q)
@@ -105,7 +107,8 @@ def _linear_gva(args: argparse.Namespace) -> int:
     problem = LinearBC(A, B, K, label_noise=args.label_noise, misspec=args.misspec, traj_len=args.traj_len,
                        N=args.N, data_seed=args.data_seed)
     exp = gva_experiment(problem, eta=args.eta, gamma=args.gamma, batch=args.batch, steps=args.steps,
-                         seeds=args.seeds, H=args.H, seed=args.seed, quiet=args.quiet)
+                         seeds=args.seeds, H=args.H, seed=args.seed, record_every=args.record_every,
+                         quiet=args.quiet)
     dev = exp.run.K[:, -1].reshape(args.seeds, -1) - exp.moments.mean_raw.reshape(-1)
     dev_ema = exp.run.ema[:, -1].reshape(args.seeds, -1) - exp.moments.mean_ema.reshape(-1)
     extra = {"eta * largest Hessian eigenvalue (SGD stable < 2)": args.eta * np.linalg.eigvalsh(problem.hessian()).max(),
