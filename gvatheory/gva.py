@@ -270,7 +270,10 @@ class LinearBC:
         """Exact imitation loss for a gain or a batch of gains ``K`` (..., m, n)."""
         K = np.asarray(K, dtype=float)
         Sxx, Sux, suu = self.moments()
-        return np.einsum("...ij,jk,...ik->...", K, Sxx, K) - 2 * np.einsum("...ij,ij->...", K, Sux) + suu
+        with np.errstate(over="ignore", invalid="ignore"):
+            val = np.einsum("...ij,jk,...ik->...", K, Sxx, K) - 2 * np.einsum("...ij,ij->...", K, Sux) + suu
+        # a diverged gain (inf/NaN entries) has infinite loss, reported as such rather than NaN
+        return np.where(np.isfinite(val), val, np.inf)
 
     def hessian(self) -> np.ndarray:
         r""":math:`\mathcal H = 2 I_m \otimes S_{xx}`, Hessian of :math:`\mathrm{loss}_{bc}` in row-major vec K."""
@@ -475,7 +478,11 @@ def delta_method(problem: LinearBC, mean, cov, H) -> DeltaMethod:
 
 @dataclass(frozen=True)
 class SGDRun:
-    r"""Gains along training for ``S`` SGD seeds: ``K`` and ``ema`` are (S, R, m, n) at ``steps`` (R,)."""
+    r"""Gains along training for ``S`` SGD seeds: ``K`` and ``ema`` are (S, R, m, n) at ``steps`` (R,).
+
+    ``diverged`` (S,) marks chains whose gain overflowed (SGD unstable at this step size); their
+    gains hold inf/NaN and every cost or loss computed from them is ``inf``.
+    """
 
     steps: np.ndarray
     K: np.ndarray
@@ -483,6 +490,7 @@ class SGDRun:
     eta: Schedule
     gamma: Schedule
     batch: int
+    diverged: np.ndarray
 
 
 _CHUNK = 256  # steps of random draws per seed at once; fixed so results never depend on memory
@@ -519,7 +527,8 @@ def run_sgd(problem: LinearBC, *, eta: float | Schedule, gamma: float | Schedule
     r = 1
     etas = np.atleast_1d(eta_s(np.arange(steps))) if steps else np.zeros(0)
     gammas = np.atleast_1d(gamma_s(np.arange(1, steps + 1))) if steps else np.zeros(0)
-    with tqdm(total=steps, disable=quiet, desc="linear-gva SGD", unit="step") as bar:
+    with tqdm(total=steps, disable=quiet, desc="linear-gva SGD", unit="step") as bar, \
+            np.errstate(over="ignore", invalid="ignore"):  # divergence is flagged below
         for start in range(0, steps, _CHUNK):
             c = min(_CHUNK, steps - start)
             draws = [problem.sample(g, (c, batch)) for g in rngs]
@@ -534,7 +543,8 @@ def run_sgd(problem: LinearBC, *, eta: float | Schedule, gamma: float | Schedule
                     out_K[:, r], out_E[:, r] = K, ema
                     r += 1
             bar.update(c)
-    return SGDRun(steps=rec, K=out_K, ema=out_E, eta=eta_s, gamma=gamma_s, batch=batch)
+    diverged = ~np.isfinite(out_K).all(axis=(1, 2, 3))
+    return SGDRun(steps=rec, K=out_K, ema=out_E, eta=eta_s, gamma=gamma_s, batch=batch, diverged=diverged)
 
 
 def sgd_reference(problem: LinearBC, *, eta: float | Schedule, gamma: float | Schedule, batch: int, steps: int,
@@ -602,6 +612,8 @@ class GVAExperiment:
     def loss_cv(self, which: str = "raw") -> float:
         """sd/mean of :math:`\\mathrm{loss}_{bc}` across seeds at the last step."""
         L = (self.loss_raw if which == "raw" else self.loss_ema)[:, -1]
+        if not np.isfinite(L).all():  # a diverged chain
+            return float("inf")
         return float(L.std(ddof=1) / L.mean())
 
     def rows(self) -> list[dict]:

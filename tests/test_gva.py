@@ -94,6 +94,17 @@ def test_overflow_is_inf_with_flag_and_no_warning():
     assert np.isfinite(c.value[1, 0]) and c.value[1, 1] == np.inf and c.overflow[1, 1]
 
 
+def test_divergent_sgd_is_flagged_not_nan():
+    p = _problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = run_sgd(p, eta=5.0, gamma=0.1, batch=2, steps=400, seeds=3, record_every=400)
+        c = p.cost(run.K[:, -1], 50)
+        loss = p.loss_bc(run.K[:, -1])
+    assert run.diverged.all()
+    assert np.all(c.value == np.inf) and c.overflow.all() and np.all(loss == np.inf)
+
+
 def test_first_sgd_steps_by_hand():
     p = _problem(N=5, traj_len=20, misspec=0.02)
     eta, gamma, b = 0.03, 0.2, 3
