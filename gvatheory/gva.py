@@ -413,10 +413,12 @@ def predict_moments(problem: LinearBC, *, eta: float | Schedule, gamma: float | 
     z = np.concatenate([(K0 - Kb).reshape(-1)] * 2)
     P = np.zeros((2 * d, 2 * d))
     etas, gammas = np.atleast_1d(eta_s(np.arange(steps))), np.atleast_1d(gamma_s(np.arange(1, steps + 1)))
-    for t in range(steps):
-        T, G = _joint(np.eye(d) - etas[t] * Hs, etas[t], gammas[t])
-        z = T @ z
-        P = T @ P @ T.T + G @ C @ G.T
+    with np.errstate(over="ignore", invalid="ignore"):  # an unstable eta gives non-finite moments
+        for t in range(steps):
+            T, G = _joint(np.eye(d) - etas[t] * Hs, etas[t], gammas[t])
+            z = T @ z
+            P = T @ P @ T.T + G @ C @ G.T
+    z, P = np.where(np.isfinite(z), z, np.inf), np.where(np.isfinite(P), P, np.inf)
     return MomentPrediction(step=steps, mean_raw=Kb + z[:d].reshape(Kb.shape), mean_ema=Kb + z[d:].reshape(Kb.shape),
                             cov_raw=P[:d, :d], cov_ema=P[d:, d:])
 
@@ -464,6 +466,9 @@ def delta_method(problem: LinearBC, mean, cov, H) -> DeltaMethod:
     (``var_first`` keeps only :math:`g^\top V g`)."""
     Hs = np.array([check_int("H", h, 1) for h in np.atleast_1d(H)])
     cov = np.asarray(cov, dtype=float)
+    if not (np.isfinite(cov).all() and np.isfinite(np.asarray(mean, dtype=float)).all()):  # moments of a divergent SGD
+        inf = np.full(len(Hs), np.inf)
+        return DeltaMethod(H=Hs, mean=inf, var_first=inf, var=inf)
     out = np.empty((3, len(Hs)))
     for k, h in enumerate(Hs):
         J, g, Hj = problem.cost_derivatives(mean, int(h))
@@ -606,7 +611,9 @@ class GVAExperiment:
             dev2 = (J - J.mean(axis=0)) ** 2
             sd = np.sqrt(dev2.sum(axis=0) / (S - 1))
             se = dev2.std(axis=0, ddof=1) / np.sqrt(S) / (2 * sd)
-        se = np.where(np.isfinite(sd), se, np.inf)
+        finite = np.isfinite(J).all(axis=0)
+        sd = np.where(finite, sd, np.inf)
+        se = np.where(finite & np.isfinite(sd), se, np.inf)
         return sd, se
 
     def loss_cv(self, which: str = "raw") -> float:

@@ -101,8 +101,11 @@ def test_divergent_sgd_is_flagged_not_nan():
         run = run_sgd(p, eta=5.0, gamma=0.1, batch=2, steps=400, seeds=3, record_every=400)
         c = p.cost(run.K[:, -1], 50)
         loss = p.loss_bc(run.K[:, -1])
+        exp = gva_experiment(p, eta=5.0, gamma=0.1, batch=2, steps=400, seeds=3, H=[10, 50])
     assert run.diverged.all()
     assert np.all(c.value == np.inf) and c.overflow.all() and np.all(loss == np.inf)
+    assert np.all(exp.final_sd("raw")[0] == np.inf) and np.all(exp.pred_raw.sd == np.inf)
+    assert exp.loss_cv() == np.inf
 
 
 def test_first_sgd_steps_by_hand():

@@ -109,12 +109,14 @@ def _linear_gva(args: argparse.Namespace) -> int:
     exp = gva_experiment(problem, eta=args.eta, gamma=args.gamma, batch=args.batch, steps=args.steps,
                          seeds=args.seeds, H=args.H, seed=args.seed, record_every=args.record_every,
                          quiet=args.quiet)
+    finite = lambda v: np.where(np.isfinite(v), v, np.inf)  # noqa: E731 (diverged chains: inf, not NaN)
     dev = exp.run.K[:, -1].reshape(args.seeds, -1) - exp.moments.mean_raw.reshape(-1)
     dev_ema = exp.run.ema[:, -1].reshape(args.seeds, -1) - exp.moments.mean_ema.reshape(-1)
     extra = {"eta * largest Hessian eigenvalue (SGD stable < 2)": args.eta * np.linalg.eigvalsh(problem.hessian()).max(),
              "loss_bc sd/mean raw": exp.loss_cv("raw"), "loss_bc sd/mean ema": exp.loss_cv("ema"),
-             "Var K (MC) raw": np.var(dev, axis=0, ddof=0), "Var K (Lyapunov) raw": np.diag(exp.moments.cov_raw),
-             "Var K (MC) ema": np.var(dev_ema, axis=0, ddof=0), "Var K (Lyapunov) ema": np.diag(exp.moments.cov_ema)}
+             "Var K (MC) raw": finite(np.var(dev, axis=0)), "Var K (Lyapunov) raw": np.diag(exp.moments.cov_raw),
+             "Var K (MC) ema": finite(np.var(dev_ema, axis=0)), "Var K (Lyapunov) ema": np.diag(exp.moments.cov_ema),
+             "diverged chains": int(exp.run.diverged.sum())}
     emit(exp.rows(), as_json=args.json, title="GVA in a linear closed loop: sd of J_H across SGD seeds, raw vs EMA",
          extra=extra)
     if args.plot:
