@@ -247,3 +247,36 @@ def test_linear_gva_study_quick_passes(tmp_path):
     section = run(tmp_path, quick=True, seed=0, quiet=True)
     assert section.passed, [v for v in section.verdicts if not v.passed]
     assert all(p.exists() for p in section.figures)
+
+
+def test_predict_moments_first_steps_by_hand_with_schedules():
+    from gvatheory.schedules import InverseTimeLR, PowerEMA
+
+    p = _problem(N=5, traj_len=20)
+    eta, gamma = InverseTimeLR(0.05, t0=10), PowerEMA(alpha=0.5)
+    K0 = p.K_star + [[0.01, 0.02]]
+    Kb, Hs, C = p.K_bar(), p.hessian(), p.gradient_noise_cov() / 3
+    pr1 = predict_moments(p, eta=eta, gamma=gamma, batch=3, steps=1, init=K0)
+    F0 = np.eye(2) - eta(0) * Hs
+    d1 = F0 @ (K0 - Kb).reshape(-1)
+    np.testing.assert_allclose(pr1.mean_raw.reshape(-1), Kb.reshape(-1) + d1, rtol=1e-12)
+    np.testing.assert_allclose(pr1.cov_raw, eta(0) ** 2 * C, rtol=1e-12)
+    # EMA after one step: (1 - gamma_1) ema_0 + gamma_1 K_1
+    g1 = gamma(1)
+    np.testing.assert_allclose(pr1.mean_ema.reshape(-1), Kb.reshape(-1) + (1 - g1) * (K0 - Kb).reshape(-1) + g1 * d1)
+    np.testing.assert_allclose(pr1.cov_ema, g1**2 * eta(0) ** 2 * C, rtol=1e-12)
+
+
+def test_predict_moments_with_schedules_matches_monte_carlo():
+    from gvatheory.schedules import InverseTimeLR, PowerEMA
+
+    p = _problem(N=5, traj_len=20, rho=0.9)
+    kw = dict(eta=InverseTimeLR(0.05, t0=100), gamma=PowerEMA(alpha=0.7, gamma_min=0.02), batch=4)
+    K0 = p.K_star + [[0.05, -0.05]]
+    pr = predict_moments(p, steps=400, init=K0, **kw)
+    run = run_sgd(p, steps=400, seeds=2000, seed=3, record_every=400, init=K0, **kw)
+    for arr, mean, cov in ((run.K[:, -1], pr.mean_raw, pr.cov_raw), (run.ema[:, -1], pr.mean_ema, pr.cov_ema)):
+        x = arr.reshape(len(arr), -1)
+        assert estimate(x).agrees(mean.reshape(-1))
+        dev = x - mean.reshape(-1)
+        assert estimate(dev[:, :, None] * dev[:, None, :]).agrees(cov)
