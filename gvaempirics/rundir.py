@@ -117,12 +117,10 @@ class RunDir:
 
     # ------------------------------------------------------------ metrics log
     def log(self, record: dict[str, Any]) -> None:
-        """Append one record (a flat JSON object) and flush it to disk."""
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        """Append one record (a flat JSON object). Records after the last checkpoint may be lost
+        in a crash; resuming writes them again, so the log is only synced at checkpoints."""
         with open(self.metrics_path, "a") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def metrics_size(self) -> int:
         return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
@@ -155,6 +153,8 @@ class RunDir:
         """Write ``state`` (plus the metrics-log length) atomically; keep the newest ``keep`` files."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"step_{step:09d}.pt"
+        with open(self.metrics_path, "ab") as fh:
+            os.fsync(fh.fileno())
         atomic_torch_save({**state, "step": step, "metrics_size": self.metrics_size()}, path)
         if keep is not None:
             for old in self.checkpoints()[:-keep]:
