@@ -1,0 +1,441 @@
+r"""Behavior cloning with stabilizers and every-iterate evaluation (paper Section 3, Figure 1).
+
+An imitator is trained by minibatch SGD (or Adam/AdamW) on the one-step imitation loss
+:math:`\ell_{BC}(\pi) = \mathbb{E}\,\|\pi(s) - a^\star\|^2` over expert demonstrations, where
+``s`` is the augmented state (observation and previous action). Alongside the raw iterate
+:math:`\theta_t` a stabilizer (EMA by default) is maintained. At evaluated iterates — every
+``eval_every`` steps, and at *every* step inside the zoom windows — both the raw and the
+stabilized weights are rolled out from the same seeded initial conditions with deterministic
+policies, so the only thing that changes between neighbouring evaluations is the SGD iterate.
+
+Everything goes to a :class:`~gvaempirics.rundir.RunDir`; a run killed at any point resumes to
+the same final numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gvatheory._checks import check_choice, check_int, check_positive, check_range
+from gvatheory.schedules import (
+    BEMASchedule,
+    ConstantEMA,
+    ConstantLR,
+    CosineLR,
+    InverseTimeLR,
+    PowerEMA,
+    StepDecayLR,
+)
+
+from .config import option, to_dict
+from .imitators import ImitatorSpec, make_imitator
+from .rundir import RunDir
+from .stabilizers import BEMA, EMA, Polyak
+
+STABILIZERS = ("ema", "constant-ema", "polyak", "bema")
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """A behavior-cloning run. Every field is a ``gva bc train`` flag and a config-file key."""
+
+    env: str = option("Hopper-v5", "gymnasium MuJoCo environment id")
+    expert: str = option("", "expert file (.pt); empty: the expert shipped for env")
+    n_demos: int = option(50, "expert trajectories in the training set")
+    demo_horizon: int = option(1000, "length of each demonstration")
+    val_demos: int = option(5, "extra expert trajectories held out for the validation loss")
+    demo_seed: int = option(0, "seed of the demonstrations' initial conditions")
+    fresh_data: bool = option(False, "replace the training set by new expert trajectories every fresh_every steps (infinite-data control)")
+    fresh_every: int = option(1000, "steps between fresh data draws (with fresh_data)")
+    policy: str = option("mlp", "imitator architecture", choices=("mlp", "transformer"))
+    depth: int = option(4, "layers (MLP) or transformer blocks")
+    width: int = option(256, "hidden width")
+    activation: str = option("relu", "activation", choices=("relu", "tanh", "gelu", "silu"))
+    layer_norm: bool = option(False, "layer norm after each hidden linear layer (MLP)")
+    dropout: float = option(0.0, "dropout probability")
+    history: int = option(1, "augmented states the policy reads (transformer window; 1 for MLP)")
+    optimizer: str = option("adam", "optimizer", choices=("sgd", "adam", "adamw"))
+    lr: float = option(3e-4, "peak learning rate eta")
+    lr_schedule: str = option("constant", "learning-rate schedule", choices=("constant", "cosine", "inverse", "step"))
+    lr_t0: float = option(1000.0, "t0 of the inverse schedule eta/(1+t/t0)")
+    lr_drop: float = option(0.1, "factor of the step schedule")
+    lr_every: int = option(10000, "steps between drops of the step schedule")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(0.0, "weight decay")
+    batch_size: int = option(64, "minibatch size")
+    grad_accum: int = option(1, "minibatches accumulated per step")
+    steps: int = option(20000, "optimizer steps")
+    stabilizer: str = option("ema", "averaged weights evaluated beside the raw ones", choices=STABILIZERS)
+    ema_alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)")
+    ema_gamma_min: float = option(1e-3, "power EMA floor gamma_min; also the constant EMA's gamma")
+    ema_burn_in: int = option(0, "steps during which the average copies the iterate")
+    eval_every: int = option(500, "evaluate raw and stabilized weights every this many steps")
+    zoom_windows: tuple[int, ...] = option((), "first steps of windows evaluated at every step")
+    zoom_length: int = option(50, "consecutive steps in each zoom window")
+    eval_ics: int = option(20, "seeded initial conditions per evaluation (same set for every iterate)")
+    eval_horizon: int = option(1000, "rollout horizon H")
+    eval_seed: int = option(12345, "seed of the evaluation initial conditions")
+    eval_batch: int = option(8, "checkpoints rolled out together")
+    checkpoint_every: int = option(2000, "steps between checkpoints (always at the end)")
+    seed: int = option(1, "seed of initialization, minibatches and dropout")
+    threads: int = option(2, "torch and MuJoCo threads")
+
+    def __post_init__(self):
+        for name in ("n_demos", "demo_horizon", "fresh_every", "depth", "width", "history", "lr_every",
+                     "batch_size", "grad_accum", "steps", "eval_every", "zoom_length", "eval_ics",
+                     "eval_horizon", "eval_batch", "checkpoint_every", "threads"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("val_demos", "demo_seed", "ema_burn_in", "eval_seed", "seed"):
+            check_int(name, getattr(self, name), 0)
+        check_positive("lr", self.lr)
+        check_positive("lr_t0", self.lr_t0)
+        check_range("lr_drop", self.lr_drop, 0.0, 1.0, low_open=True)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_positive("ema_alpha", self.ema_alpha)
+        check_range("ema_gamma_min", self.ema_gamma_min, 0.0, 1.0, low_open=True)
+        check_choice("stabilizer", self.stabilizer, STABILIZERS)
+        for start in self.zoom_windows:
+            check_int("zoom_windows", start, 0, self.steps)
+        self.imitator_spec(1, 1)  # architecture checks (history vs policy kind, heads)
+
+    def imitator_spec(self, d_in: int, d_act: int) -> ImitatorSpec:
+        return ImitatorSpec(d_in=d_in, d_act=d_act, kind=self.policy, depth=self.depth, width=self.width,
+                            activation=self.activation, layer_norm=self.layer_norm, dropout=self.dropout,
+                            history=self.history)
+
+    def lr_schedule_fn(self):
+        return {
+            "constant": lambda: ConstantLR(self.lr),
+            "cosine": lambda: CosineLR(self.lr, self.steps),
+            "inverse": lambda: InverseTimeLR(self.lr, self.lr_t0),
+            "step": lambda: StepDecayLR(self.lr, self.lr_drop, self.lr_every),
+        }[self.lr_schedule]()
+
+    def eval_steps(self) -> list[int]:
+        """Evaluated iterates: 0, every ``eval_every``, the zoom windows, and the last one."""
+        steps = set(range(0, self.steps + 1, self.eval_every)) | {self.steps}
+        for start in self.zoom_windows:
+            steps |= set(range(start, min(start + self.zoom_length, self.steps + 1)))
+        return sorted(steps)
+
+
+def windows(states: Tensor, history: int) -> Tensor:
+    """Sliding windows of the last ``history`` augmented states of each trajectory.
+
+    ``states`` ``(N, H, d)`` -> ``(N, H, history, d)``; before the first step the window is padded
+    with the first state (the evaluator pads its rollouts the same way).
+    """
+    H = states.shape[1]
+    idx = (torch.arange(H)[:, None] - history + 1 + torch.arange(history)[None, :]).clamp_min(0)  # (H, W)
+    return states[:, idx]  # (N, H, W, d)
+
+
+def make_stabilizer(cfg: BCConfig, model: nn.Module):
+    if cfg.stabilizer == "ema":
+        return EMA(model, PowerEMA(cfg.ema_alpha, cfg.ema_gamma_min, cfg.ema_burn_in))
+    if cfg.stabilizer == "constant-ema":
+        return EMA(model, ConstantEMA(cfg.ema_gamma_min, cfg.ema_burn_in))
+    if cfg.stabilizer == "polyak":
+        return Polyak(model, burn_in=cfg.ema_burn_in)
+    return BEMA(model, BEMASchedule(gamma_min=cfg.ema_gamma_min, burn_in=cfg.ema_burn_in))
+
+
+def make_optimizer(cfg: BCConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class BCData:
+    """Training and validation pairs: inputs ``(n, history, d_in)``, targets ``(n, d_act)``."""
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+
+    @classmethod
+    def from_trajectories(cls, train_states, train_actions, val_states, val_actions, history: int) -> "BCData":
+        def flat(states, actions):
+            s = torch.as_tensor(np.asarray(states), dtype=torch.float32)
+            a = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
+            return windows(s, history).reshape(-1, history, s.shape[-1]), a.reshape(-1, a.shape[-1])
+
+        tx, ty = flat(train_states, train_actions)
+        vx, vy = flat(val_states, val_actions)
+        return cls(tx, ty, vx, vy)
+
+
+@torch.no_grad()
+def bc_loss(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 65536) -> float:
+    """Mean squared action error over all pairs (eval mode; chunks bound the memory)."""
+    was = model.training
+    model.eval()
+    total = sum(float(((model(x[i:i + chunk]) - y[i:i + chunk]) ** 2).sum()) for i in range(0, len(x), chunk))
+    model.train(was)
+    return total / (len(x) * y.shape[-1])
+
+
+class NaNLossError(ValueError):
+    """The training loss became NaN or inf; the run directory stays resumable from its last checkpoint."""
+
+
+# Rolls out a list of parameter dicts of one imitator architecture from the run's fixed initial
+# conditions; returns (returns (n, n_ic), lengths (n, n_ic)).
+RolloutFn = Callable[[nn.Module, Sequence[dict[str, Tensor]]], tuple[np.ndarray, np.ndarray]]
+
+
+class BCTrainer:
+    """One behavior-cloning run: training, evaluation schedule, checkpoints and resume."""
+
+    def __init__(self, cfg: BCConfig, run: RunDir, data: BCData, rollout: RolloutFn, *,
+                 fresh_data: Callable[[int], BCData] | None = None, meta: dict[str, Any] | None = None,
+                 quiet: bool = False):
+        self.cfg, self.run, self.data, self.rollout = cfg, run, data, rollout
+        self.fresh_data, self.meta, self.quiet = fresh_data, meta or {}, quiet
+        torch.manual_seed(cfg.seed)
+        d_in, d_act = data.train_x.shape[-1], data.train_y.shape[-1]
+        self.model = make_imitator(cfg.imitator_spec(d_in, d_act))
+        self.model.set_normalization(data.train_x[:, -1])
+        self.optimizer = make_optimizer(cfg, self.model.parameters())
+        self.stabilizer = make_stabilizer(cfg, self.model)
+        self.lr = cfg.lr_schedule_fn()
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.eval_set = set(cfg.eval_steps())
+        self.pending: list[tuple[int, dict[str, Tensor], dict[str, Tensor]]] = []
+        self.step = 0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "stabilizer": self.stabilizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "data": dataclasses.asdict(self.data) if self.fresh_data is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stabilizer.load_state_dict(state["stabilizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["data"] is not None:
+            self.data = BCData(**state["data"])
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------------ pieces
+    def _record(self) -> None:
+        """Log both losses of raw and averaged weights now; queue both for rollout."""
+        raw = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        avg = {k: v.clone() for k, v in self.stabilizer.averaged_parameters().items()}
+        d = self.data
+        rec = {"kind": "loss", "step": self.step,
+               "train": bc_loss(self.model, d.train_x, d.train_y), "val": bc_loss(self.model, d.val_x, d.val_y)}
+        with self.stabilizer.swap():
+            rec["train_avg"] = bc_loss(self.model, d.train_x, d.train_y)
+            rec["val_avg"] = bc_loss(self.model, d.val_x, d.val_y)
+        self.run.log(rec)
+        self.pending.append((self.step, raw, avg))
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        params = [p for _, raw, avg in self.pending for p in (raw, avg)]
+        returns, lengths = self.rollout(self.model, params)
+        for i, (step, _, _) in enumerate(self.pending):
+            for j, weights in enumerate(("raw", self.cfg.stabilizer)):
+                r, n = returns[2 * i + j], lengths[2 * i + j]
+                self.run.log({"kind": "eval", "step": step, "weights": weights, "mean": float(np.mean(r)),
+                              "returns": [float(x) for x in r], "lengths": [int(x) for x in n]})
+        self.pending.clear()
+
+    def _train_step(self) -> float:
+        cfg, d = self.cfg, self.data
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr(self.step))
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            idx = torch.randint(len(d.train_x), (cfg.batch_size,), generator=self.generator)
+            loss = ((self.model(d.train_x[idx]) - d.train_y[idx]) ** 2).mean()
+            (loss / cfg.grad_accum).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+        if not math.isfinite(total):
+            raise NaNLossError(
+                f"the training loss became {total} at step {self.step + 1}; stopped. The run directory "
+                f"{self.run.path} stays resumable from its last checkpoint (lower lr to avoid it)")
+        self.optimizer.step()
+        self.stabilizer.update()
+        self.step += 1
+        return total
+
+    def _checkpoint(self) -> None:
+        self._flush()
+        self.run.save_checkpoint(self.step, self.state_dict(), keep=2)
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> dict[str, Any]:
+        """Train to ``cfg.steps`` from wherever the run directory stands; return the summary."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        state = self.run.load_latest()
+        if state is None:
+            self.run.truncate_metrics(0)
+            self.run.log({"kind": "meta", **self.meta})
+            self.stabilizer.update()  # absorb theta_0
+            self._record()
+        else:
+            self.load_state_dict(state)
+        start = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"bc {cfg.env}", unit="step", disable=self.quiet, dynamic_ncols=True)
+        while self.step < cfg.steps:
+            if self.fresh_data is not None and self.step % cfg.fresh_every == 0 and self.step > 0:
+                self.data = self.fresh_data(self.step // cfg.fresh_every)
+            loss = self._train_step()
+            self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": float(self.lr(self.step - 1))})
+            if self.step in self.eval_set:
+                self._record()
+            if len(self.pending) >= cfg.eval_batch:
+                self._flush()
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self._checkpoint()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        bar.close()
+        self._flush()
+        summary = summarize(self.run)
+        summary["train_seconds_last_session"] = time.perf_counter() - start
+        self.run.write_summary(summary)
+        return summary
+
+
+@dataclass(frozen=True)
+class BCResult:
+    """Everything a run directory's log says about a BC run, as arrays.
+
+    ``returns[w]`` ``(n_eval, n_ic)`` and ``lengths[w]`` for ``w`` in ``("raw", stabilizer)``,
+    at ``eval_steps``; ``losses[key]`` at ``loss_steps`` (keys ``train``, ``val``, ``train_avg``,
+    ``val_avg``); ``train_steps`` / ``train_loss`` are the minibatch losses.
+    """
+
+    config: dict[str, Any]
+    eval_steps: np.ndarray
+    returns: dict[str, np.ndarray]
+    lengths: dict[str, np.ndarray]
+    loss_steps: np.ndarray
+    losses: dict[str, np.ndarray]
+    train_steps: np.ndarray
+    train_loss: np.ndarray
+    expert_return: float
+
+    @property
+    def weights(self) -> tuple[str, str]:
+        return ("raw", self.config["stabilizer"])
+
+    def zoom_windows(self) -> list[np.ndarray]:
+        """Index arrays (into ``eval_steps``) of each zoom window's consecutive iterates."""
+        out = []
+        for start in self.config["zoom_windows"]:
+            stop = start + self.config["zoom_length"]
+            idx = np.flatnonzero((self.eval_steps >= start) & (self.eval_steps < stop))
+            if len(idx) >= 2:
+                out.append(idx)
+        return out
+
+    def grid(self) -> np.ndarray:
+        """Indices of the regular evaluation grid (multiples of ``eval_every`` and the last step)."""
+        every = self.config["eval_every"]
+        return np.flatnonzero((self.eval_steps % every == 0) | (self.eval_steps == self.eval_steps.max()))
+
+
+def load_result(path: Path | RunDir, *, expert_return: float | None = None) -> BCResult:
+    """Read a BC run directory (complete or not) into a :class:`BCResult`."""
+    run = path if isinstance(path, RunDir) else RunDir(path)
+    cfg = run.read_config()
+    evals: dict[str, dict[int, dict]] = {}
+    losses, train = [], []
+    meta = {}
+    for rec in run.metrics():
+        kind = rec["kind"]
+        if kind == "eval":
+            evals.setdefault(rec["weights"], {})[rec["step"]] = rec
+        elif kind == "loss":
+            losses.append(rec)
+        elif kind == "train":
+            train.append((rec["step"], rec["loss"]))
+        elif kind == "meta":
+            meta.update(rec)
+    raw = evals.get("raw", {})
+    steps = np.array(sorted(s for s in raw if all(s in evals[w] for w in evals)), dtype=int)
+    returns = {w: np.array([evals[w][s]["returns"] for s in steps]) for w in evals}
+    lengths = {w: np.array([evals[w][s]["lengths"] for s in steps]) for w in evals}
+    if expert_return is None:
+        expert_return = float(meta.get("expert_return", np.nan))
+    tr = np.array(train, dtype=float).reshape(-1, 2)
+    return BCResult(
+        config=cfg, eval_steps=steps, returns=returns, lengths=lengths,
+        loss_steps=np.array([r["step"] for r in losses], dtype=int),
+        losses={k: np.array([r[k] for r in losses]) for k in ("train", "val", "train_avg", "val_avg")},
+        train_steps=tr[:, 0].astype(int), train_loss=tr[:, 1], expert_return=expert_return,
+    )
+
+
+def summarize(run: RunDir | BCResult) -> dict[str, Any]:
+    """GVA indices of raw and stabilized weights (see :mod:`gvaempirics.metrics` for the scales).
+
+    On the regular grid over the second half of training, and in every zoom window (consecutive
+    iterates): reward oscillation relative to the expert's return, loss oscillation relative to
+    the validation loss's decrease over the run, their ratio, and the per-initial-condition flip
+    rate (changes of more than 10% of the expert's return).
+    """
+    from .metrics import flip_rate, oscillation_index, window_spread
+
+    res = run if isinstance(run, BCResult) else load_result(run)
+    out: dict[str, Any] = {"steps_done": int(res.eval_steps.max()) if len(res.eval_steps) else 0,
+                           "expert_return": res.expert_return}
+    scale = res.expert_return
+    if not (len(res.eval_steps) >= 2 and math.isfinite(scale) and scale > 0):
+        return out
+    grid = res.grid()
+    late = grid[len(grid) // 2:]
+    loss_index = {w: np.searchsorted(res.loss_steps, res.eval_steps) for w in res.weights}
+    for w, key in zip(res.weights, ("val", "val_avg")):
+        val = res.losses[key][loss_index[w]]
+        decrease = float(res.losses["val"][0] - res.losses["val"].min())
+        r = res.returns[w]
+        entry = {
+            "final_return": float(r[-1].mean()), "final_return_sd": float(r[-1].std()),
+            "final_falls": int((res.lengths[w][-1] < res.config["eval_horizon"]).sum()),
+            "final_val_loss": float(val[-1]),
+        }
+        if len(late) >= 2 and decrease > 0:
+            entry["grid_reward_oscillation"] = oscillation_index(r[late].mean(1), scale)
+            entry["grid_loss_oscillation"] = oscillation_index(val[late], decrease)
+            entry["grid_flip_rate"] = flip_rate(r[late], scale)
+        zooms = res.zoom_windows()
+        if zooms and decrease > 0:
+            entry["zoom_reward_oscillation"] = float(np.mean([oscillation_index(r[z].mean(1), scale) for z in zooms]))
+            entry["zoom_reward_spread"] = float(np.mean([window_spread(r[z].mean(1), scale) for z in zooms]))
+            entry["zoom_loss_oscillation"] = float(np.mean([oscillation_index(val[z], decrease) for z in zooms]))
+            entry["zoom_flip_rate"] = float(np.mean([flip_rate(r[z], scale) for z in zooms]))
+            entry["zoom_amplification"] = entry["zoom_reward_oscillation"] / max(entry["zoom_loss_oscillation"], 1e-300)
+        out[w] = entry
+    return out
