@@ -429,6 +429,8 @@ class QuadraticSGD:
                             int(self.batch_size), kind, float(self.df), etas, gam, record,
                             _rng.ZIG_X, _rng.ZIG_F, final[sl], path[sl])
         divergent = divergent or not bool(np.all(np.isfinite(final)))
+        if divergent:  # an overflowed chain (inf - inf) is reported as inf, never NaN
+            final, path = _nan_to_inf(final), _nan_to_inf(path)
         return SGDSamples(final=final, times=times_arr if times is not None else None,
                           path=path if times is not None else None, divergent=divergent)
 
@@ -620,4 +622,8 @@ def simulate_scalar(n_chains: int, T: int, eta: float, gamma: float, sigma: floa
     with np.errstate(over="ignore", invalid="ignore"):
         _scalar_kernel(chain_keys(seed, n_chains), T, eta, gamma, sigma, theta0, mu, h, _rng.ZIG_X, _rng.ZIG_F,
                        out_theta, out_ema)
-    return out_theta, out_ema
+    return _nan_to_inf(out_theta), _nan_to_inf(out_ema)
+
+
+def _nan_to_inf(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x), np.inf, x)
