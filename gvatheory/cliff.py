@@ -673,8 +673,9 @@ class Prop41AsWritten:
         finite = np.isfinite(self.c1_needed)
         s = np.asarray(self.sigma)
         axes[1].loglog(s[finite], np.asarray(self.c1_needed)[finite], "o-", label="smallest $c_1$ on the grid")
-        axes[1].loglog(s, np.sqrt(C1_STATIONARY / 2) / s, "k--", lw=1,
-                       label=r"$\sqrt{c_1^{\mathrm{precise}}/2}\,/\,\sigma$")
+        # eta > eps / (sigma sqrt(m_1)) implies sigma^2 eta / (2 - eta) >= eps^2 / m_1 for eta <= 1.
+        axes[1].loglog(s, 1.0 / (s * math.sqrt(MEDIAN_CHI2_1)), "k--", lw=1,
+                       label=r"sufficient: $c_1 = 1/(\sigma\sqrt{m_1})$")
         axes[1].set(xlabel=r"noise scale $\sigma$", ylabel=r"$c_1$ needed for $\eta>c_1\varepsilon \Rightarrow$ gap $\geq C/2$",
                     title="text's SGD claim: $c_1$ scales like $1/\\sigma$")
         axes[1].legend(fontsize=8)
