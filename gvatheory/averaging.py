@@ -627,3 +627,93 @@ def simulate_scalar(n_chains: int, T: int, eta: float, gamma: float, sigma: floa
 
 def _nan_to_inf(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), np.inf, x)
+
+
+# ---------------------------------------------------------------- exact vs Monte Carlo, side by side
+
+
+@dataclass(frozen=True)
+class AveragingComparison:
+    r"""Exact laws and Monte Carlo samples of the same :class:`QuadraticSGD`, at the steps ``times``.
+
+    ``exact[j]`` is the law at ``times[j]``; ``samples.path[:, j]`` are the chains there; the last
+    time is ``T``. ``stationary`` is the stationary law (``None`` for time-varying schedules).
+    """
+
+    model: QuadraticSGD
+    times: np.ndarray
+    exact: tuple[JointGaussian, ...]
+    samples: SGDSamples
+    stationary: JointGaussian | None
+
+    @property
+    def labels(self) -> list[str]:
+        """``theta`` and one label per average (``ema[gamma=...]`` or the schedule's repr)."""
+        names = []
+        for g in self.model._gammas:
+            names.append(f"ema[gamma={g.gamma:g}]" if isinstance(g, ConstantEMA) and g.burn_in == 0 else f"ema[{g!r}]")
+        return ["theta", *names]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Mean and variance of every component and coordinate at ``T``: exact, MC, SE, z, stationary."""
+        final = self.samples.path[:, -1]
+        law = self.exact[-1]
+        est = {"mean": estimate(final, axis=0), "var": variance_estimate(final, axis=0)}
+        exact = {"mean": law.mean, "var": law.var}
+        stat = None if self.stationary is None else {"mean": self.stationary.mean, "var": self.stationary.var}
+        z = {k: np.asarray(est[k].z(exact[k])) for k in est}
+        rows = []
+        for c, label in enumerate(self.labels):
+            for i in range(self.model.dim):
+                for q in ("mean", "var"):
+                    rows.append({"quantity": f"{q} {label}" + (f"[{i}]" if self.model.dim > 1 else ""),
+                                 "exact": float(exact[q][c, i]), "MC": float(est[q].mean[c, i]),
+                                 "SE": float(est[q].se[c, i]), "z": float(z[q][c, i]),
+                                 "stationary": float(stat[q][c, i]) if stat else float("nan")})
+        return rows
+
+    def max_abs_z(self) -> float:
+        """Largest :math:`|z|` over the rows (means and variances at ``T``)."""
+        return max(abs(r["z"]) for r in self.rows())
+
+    def plot(self):
+        """Variance along t (mean over coordinates) of the iterate and each average: exact lines,
+        Monte Carlo points with 2-SE bars, stationary levels dashed."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        var_exact = np.array([law.var.mean(axis=1) for law in self.exact])  # (n_times, 1+m)
+        est = variance_estimate(self.samples.path, axis=0)
+        d = self.model.dim
+        mc = est.mean.mean(axis=2)
+        se = np.sqrt((est.se**2).sum(axis=2)) / d
+        t = self.times
+        for c, label in enumerate(self.labels):
+            (line,) = ax.plot(t[1:], var_exact[1:, c], label=f"{label} exact")
+            ax.errorbar(t[1:], mc[1:, c], yerr=2 * se[1:, c], fmt="o", ms=3, color=line.get_color(),
+                        label=f"{label} Monte Carlo ± 2 SE")
+            if self.stationary is not None:
+                ax.axhline(self.stationary.var[c].mean(), color=line.get_color(), ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("step t")
+        ax.set_ylabel("variance per coordinate")
+        ax.set_title(f"SGD + averaging: {self.samples.final.shape[0]} chains, {self.model.noise} noise")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
+def compare(model: QuadraticSGD, T: int, n_chains: int, seed: SeedLike, *, n_times: int = 25,
+            quiet: bool = False) -> AveragingComparison:
+    r"""Run the exact recursion and the Monte Carlo of ``model`` to step ``T`` on ``n_times``
+    evenly spaced steps (always including 0 and ``T``)."""
+    T = check_int("T", T, 1)
+    n_times = check_int("n_times", n_times, 2)
+    times = np.unique(np.linspace(0, T, n_times).round().astype(int))
+    exact = tuple(model.moment_path(times))
+    samples = model.simulate(n_chains, T, seed, times=times, quiet=quiet)
+    try:
+        stationary = model.stationary()
+    except ValueError:  # time-varying schedules have no stationary law
+        stationary = None
+    return AveragingComparison(model=model, times=times, exact=exact, samples=samples, stationary=stationary)
