@@ -156,6 +156,16 @@ class CliffProblem:
         """
         return gaussian_expectation(self._offset2(mean), var, eps=self.eps, C=self.C, d=self.d, method=method)
 
+    def sgd(self, *, eta: Any, gamma: Any, sigma: Any, T: int | None = None, theta0: Any = None) -> CliffSGD:
+        """Exact expectations of SGD's :math:`\\theta_T` and its EMA started at ``theta0`` (default ``mu``).
+
+        :func:`sgd_expectation` with this problem's ``eps``, ``C``, ``d`` and
+        ``offset0 = |theta0 - mu|``; ``eta``, ``gamma``, ``sigma`` broadcast.
+        """
+        offset0 = 0.0 if theta0 is None else float(np.sqrt(self._offset2(check_finite("theta0", theta0))))
+        return sgd_expectation(eta=eta, gamma=gamma, sigma=sigma, eps=self.eps, C=self.C, T=T, offset0=offset0,
+                               d=self.d)
+
     def monte_carlo(self, samples: Any) -> CliffExpectation:
         """Estimates of the same expectations from i.i.d. ``samples`` of theta (first axis = replicates)."""
         r2 = self._offset2(samples)
@@ -185,7 +195,9 @@ def agreement_z(mc: CliffExpectation, exact: CliffExpectation) -> dict[str, floa
 
 
 def _truncated_erf(a: np.ndarray, s: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""1-D: :math:`(\mathbb{E}[x^2 1\{|x|\le\varepsilon\}], \Pr(|x|>\varepsilon))` for :math:`x\sim N(a,s^2)`, ``s > 0``.
+    r"""1-D: :math:`(\mathbb{E}[x^2 1\{|x|\le\varepsilon\}], \Pr(|x|>\varepsilon))` for :math:`x\sim N(a,s^2)`.
+
+    Needs ``s > 0``.
 
     With :math:`\alpha = (-\varepsilon-a)/s`, :math:`\beta = (\varepsilon-a)/s` and
     :math:`P = \Phi(\beta)-\Phi(\alpha)`, expanding :math:`x = a + s z`:
@@ -287,7 +299,7 @@ class CliffSGD:
     ema: CliffExpectation
 
 
-def _check_sgd(eta: Any, gamma: Any, sigma: Any, T: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
+def _check_sgd(eta: Any, gamma: Any, sigma: Any, T: int | None):
     # The Hessian of loss_bc is the identity, so SGD is stable exactly for 0 < eta < 2.
     eta = check_range("eta", eta, 0.0, 2.0, low_open=True, high_open=True)
     gamma = check_range("gamma", gamma, 0.0, 1.0, low_open=True)
@@ -410,7 +422,9 @@ def precise_sgd_margin(*, eta: Any, sigma: Any, eps: Any, T: int | None = None) 
 
 
 def precise_ema_margin(*, gamma: Any, sigma: Any, eps: Any, C: Any, d: int = 1) -> np.ndarray:
-    r"""Margin of the precise Prop. 4.1, EMA part: where it is <= 1, :math:`\mathbb{E}[J^\star - J(\bar\theta_T)] \le (d+1)\sigma^2\gamma`.
+    r"""Margin of the precise Prop. 4.1, EMA part.
+
+    Where it is <= 1, :math:`\mathbb{E}[J^\star - J(\bar\theta_T)] \le (d+1)\sigma^2\gamma`:
 
     .. math:: \frac{\sigma^2\gamma\,\big(2d + 3\log_+\frac{C}{\sigma^2\gamma}\big)}{\varepsilon^2},
 
@@ -484,7 +498,8 @@ class Prop41Precise:
     Ratios are normalized so that the claimed bounds read ``lo <= ratio <= hi``:
 
     * ``loss_theta``: :math:`\mathbb{E}\ell_{bc}(\theta_\infty) / (d\sigma^2\eta)`, claimed in [1/4, 1/2];
-    * ``loss_ema``: :math:`\mathbb{E}\ell_{bc}(\bar\theta_\infty) / (d\sigma^2\min(\eta,\gamma))`, claimed in [1/8, 1/2];
+    * ``loss_ema``: :math:`\mathbb{E}\ell_{bc}(\bar\theta_\infty) / (d\sigma^2\min(\eta,\gamma))`,
+      claimed in [1/8, 1/2];
     * ``sgd_gap``: :math:`\min \mathbb{E}[J^\star-J(\theta_T)]/C` where :func:`precise_sgd_margin` >= 1,
       claimed >= 1/2;
     * ``ema_gap``: :math:`\max \mathbb{E}[J^\star-J(\bar\theta_T)]/((d+1)\sigma^2\gamma)` where
@@ -588,7 +603,9 @@ def prop41_precise(grid: Prop41Grid) -> Prop41Precise:
 
 
 def gamma_at_text_boundary(y: Any, C: Any) -> np.ndarray:
-    r"""The small root :math:`\gamma < C/e` of :math:`\gamma\log(C/\gamma) = y` (the text's EMA condition with equality).
+    r"""The small root :math:`\gamma < C/e` of :math:`\gamma\log(C/\gamma) = y`.
+
+    This is the text's EMA condition of Prop. 4.1 with equality.
 
     With :math:`u = \gamma/C`, :math:`u\log(1/u) = y/C` gives :math:`u = \exp W_{-1}(-y/C)`; NaN
     where :math:`y/C > 1/e` (then every :math:`\gamma \le 1` qualifies).
@@ -617,8 +634,8 @@ class Prop41AsWritten:
         :math:`\eta > c_1\varepsilon \Rightarrow \mathbb{E}[J^\star-J(\theta)] \ge C/2` on the whole grid (inf if none).
     loss_family : ``eta``, ``ratio``: :math:`\mathbb{E}\ell_{bc}(\bar\theta)/\gamma` at :math:`\gamma = 0.1`,
         :math:`\sigma = 1` as :math:`\eta \to 0` (a bounded-below ratio is what :math:`\Theta(\gamma)` needs).
-    theta_family : ``c1, eps, sigma, gap_over_C``: for each :math:`c_1`, a point with :math:`\eta = 1/2 > c_1\varepsilon`
-        and :math:`\sigma = \varepsilon/2`.
+    theta_family : ``c1, eps, sigma, gap_over_C``: for each :math:`c_1`, a point with
+        :math:`\eta = 1/2 > c_1\varepsilon` and :math:`\sigma = \varepsilon/2`.
     c2_values, ema_eps, ema_gamma, ema_ratio : for each :math:`c_2` (rows) and :math:`\varepsilon` (columns),
         the largest :math:`\gamma` allowed by the text (:func:`gamma_at_text_boundary`, C = 1) and
         :math:`\mathbb{E}[J^\star-J(\bar\theta)]/\gamma` there (:math:`\eta = 1/2`, :math:`\sigma = 1`).
@@ -676,7 +693,8 @@ class Prop41AsWritten:
         # eta > eps / (sigma sqrt(m_1)) implies sigma^2 eta / (2 - eta) >= eps^2 / m_1 for eta <= 1.
         axes[1].loglog(s, 1.0 / (s * math.sqrt(MEDIAN_CHI2_1)), "k--", lw=1,
                        label=r"sufficient: $c_1 = 1/(\sigma\sqrt{m_1})$")
-        axes[1].set(xlabel=r"noise scale $\sigma$", ylabel=r"$c_1$ needed for $\eta>c_1\varepsilon \Rightarrow$ gap $\geq C/2$",
+        axes[1].set(xlabel=r"noise scale $\sigma$",
+                    ylabel=r"$c_1$ needed for $\eta>c_1\varepsilon \Rightarrow$ gap $\geq C/2$",
                     title="text's SGD claim: $c_1$ scales like $1/\\sigma$")
         axes[1].legend(fontsize=8)
         fig.tight_layout()
@@ -762,7 +780,8 @@ class GapCurves:
                  label=r"$(d+1)\sigma^2\gamma$")
         g_text = gamma_at_text_boundary(self.c2 * self.eps, self.C)
         if np.isfinite(g_text):
-            b.axvline(float(g_text), color="k", ls=":", label=rf"text: $\gamma\log(C/\gamma)=c_2\varepsilon$ ($c_2$={self.c2:g})")
+            b.axvline(float(g_text), color="k", ls=":",
+                      label=rf"text: $\gamma\log(C/\gamma)=c_2\varepsilon$ ($c_2$={self.c2:g})")
         on = precise_ema_margin(gamma=self.gamma, sigma=self.sigma, eps=self.eps, C=self.C, d=self.d) <= 1
         if np.any(on):
             b.axvspan(self.gamma.min(), self.gamma[on].max(), color="C1", alpha=0.1,

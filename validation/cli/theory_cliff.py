@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cliff(args: argparse.Namespace) -> int:
     from gvatheory._checks import check_int
-    from gvatheory.cliff import CliffProblem, agreement_z, gap_curves, sgd_expectation, sgd_monte_carlo
+    from gvatheory.cliff import CliffProblem, agreement_z, gap_curves, sgd_monte_carlo
 
     from ._common import emit, save_figure
 
@@ -64,11 +64,10 @@ def _cliff(args: argparse.Namespace) -> int:
     d = check_int("d", args.d, minimum=1)
     problem = CliffProblem(mu=args.mu if d == 1 else [args.mu] * d, eps=args.eps, C=args.C)
     theta0 = args.mu if args.theta0 is None else args.theta0
-    offset0 = abs(theta0 - args.mu) * d**0.5
-    exact = sgd_expectation(eta=args.eta, gamma=args.gamma, sigma=args.sigma, eps=args.eps, C=args.C, T=T,
-                            offset0=offset0, d=d)
+    theta0 = theta0 if d == 1 else [theta0] * d
+    exact = problem.sgd(eta=args.eta, gamma=args.gamma, sigma=args.sigma, T=T, theta0=theta0)
     mc = sgd_monte_carlo(problem, eta=args.eta, gamma=args.gamma, sigma=args.sigma, T=T, n_chains=args.chains,
-                         seed=args.seed, theta0=theta0 if d == 1 else [theta0] * d, progress=not args.quiet)
+                         seed=args.seed, theta0=theta0, progress=not args.quiet)
     rows = []
     for iterate in ("theta", "ema"):
         ex_i, mc_i = getattr(exact, iterate), getattr(mc, iterate)
@@ -105,33 +104,35 @@ def _prop41(args: argparse.Namespace) -> int:
     for s, lt, le, c1 in zip(text.sigma, text.loss_theta_ratio, text.loss_ema_ratio, text.c1_needed):
         rows.append({"sigma": s, "E loss(theta)/eta min": lt[0], "max": lt[1], "E loss(ema)/gamma min": le[0],
                      "max ": le[1], "c1 needed": c1})
-    fam = text.ema_ratio
+    lf, tf, fam, p = text.loss_family, text.theta_family, text.ema_ratio, precise
+    T_list = ["inf" if t is None else t for t in grid.T]
     extra = {
         "grid points (as written, d=1, stationary)": int(grid.points()["eta"].size),
         "text: E loss(theta) = Theta(eta) with absolute constants": found["loss_theta"],
         "text: E loss(ema) = Theta(gamma)": found["loss_ema"],
-        "counterexample (loss of ema)": f"gamma=0.1, sigma=1, eta {text.loss_family['eta'][0]:g} -> {text.loss_family['eta'][-1]:g}: "
-                            f"E loss(ema)/gamma {text.loss_family['ratio'][0]:.3g} -> {text.loss_family['ratio'][-1]:.3g}",
+        "counterexample (loss of ema)": f"gamma=0.1, sigma=1, eta {lf['eta'][0]:g} -> {lf['eta'][-1]:g}: "
+                                        f"E loss(ema)/gamma {lf['ratio'][0]:.3g} -> {lf['ratio'][-1]:.3g}",
         "text: gap(theta) >= C/2 for an absolute c1": found["sgd_gap"],
-        "counterexample (gap of theta)": None,
+        "counterexample (gap of theta)": f"for every c1 in [{tf['c1'].min():g}, {tf['c1'].max():g}]: eta=0.5 > c1 eps "
+                                         f"with eps=0.25/c1, sigma=eps/2 gives gap/C <= {tf['gap_over_C'].max():.3g}",
         "text: gap(ema) = O(gamma) for some c2": found["ema_gap"],
-        "counterexample (gap of ema)": None,
-        f"precise grid points (d in {list(grid.d)}, T in {['inf' if t is None else t for t in grid.T]})": precise.n_points,
-        "precise: loss(theta)/(d sigma^2 eta) in [1/4, 1/2]": f"{holds['loss_theta']} (range {precise.loss_theta[0]:.4g}..{precise.loss_theta[1]:.4g})",
-        "precise: loss(ema)/(d sigma^2 min(eta,gamma)) in [1/8, 1/2]": f"{holds['loss_ema']} (range {precise.loss_ema[0]:.4g}..{precise.loss_ema[1]:.4g})",
-        f"precise: sigma^2 eta >= {C1_STATIONARY:.3f} eps^2 (T=inf) or >= {C1_FINITE:.3f} eps^2 with eta T >= 1/2 => gap(theta) >= C/2":
-            f"{holds['sgd_gap']} (min gap/C {precise.sgd_gap:.4g} on {precise.sgd_active} points; "
-            f"grid's last failure at sigma^2 eta/eps^2 = {precise.c1_empirical:.3g})",
+        "counterexample (gap of ema)": f"C=1, sigma=1, eta=0.5, gamma at the text's boundary: gap(ema)/gamma "
+                                       f"grows from {fam[:, 0].min():.3g} (eps={text.ema_eps[0]:g}) to "
+                                       f"{fam[:, -1].min():.3g} (eps={text.ema_eps[-1]:g}) for every c2 in "
+                                       f"{list(text.c2_values)}",
+        f"precise grid points (d in {list(grid.d)}, T in {T_list})": p.n_points,
+        "precise: loss(theta)/(d sigma^2 eta) in [1/4, 1/2]":
+            f"{holds['loss_theta']} (range {p.loss_theta[0]:.4g}..{p.loss_theta[1]:.4g})",
+        "precise: loss(ema)/(d sigma^2 min(eta,gamma)) in [1/8, 1/2]":
+            f"{holds['loss_ema']} (range {p.loss_ema[0]:.4g}..{p.loss_ema[1]:.4g})",
+        f"precise: sigma^2 eta >= {C1_STATIONARY:.3f} eps^2 (T=inf) or >= {C1_FINITE:.3f} eps^2 with eta T >= 1/2 "
+        "=> gap(theta) >= C/2":
+            f"{holds['sgd_gap']} (min gap/C {p.sgd_gap:.4g} on {p.sgd_active} points; "
+            f"grid's last failure at sigma^2 eta/eps^2 = {p.c1_empirical:.3g})",
         "precise: sigma^2 gamma (2d + 3 log+(C/(sigma^2 gamma))) <= eps^2 => gap(ema) <= (d+1) sigma^2 gamma":
-            f"{holds['ema_gap']} (max ratio {precise.ema_gap:.4g} on {precise.ema_active} points)",
+            f"{holds['ema_gap']} (max ratio {p.ema_gap:.4g} on {p.ema_active} points)",
         "precise version holds on the grid": all(holds.values()),
     }
-    tf = text.theta_family
-    extra["counterexample (gap of theta)"] = (f"for every c1 in [{tf['c1'].min():g}, {tf['c1'].max():g}]: eta=0.5 > c1 eps "
-                                              f"with eps=0.25/c1 and sigma=eps/2 gives gap/C <= {tf['gap_over_C'].max():.3g}")
-    extra["counterexample (gap of ema)"] = (f"C=1, sigma=1, eta=0.5, gamma at the text's boundary: gap(ema)/gamma grows from "
-                                  f"{fam[:, 0].min():.3g} (eps={text.ema_eps[0]:g}) to {fam[:, -1].min():.3g} "
-                                  f"(eps={text.ema_eps[-1]:g}) for every c2 in {list(text.c2_values)}")
     emit(rows, as_json=args.json, title="Prop. 4.1 as written (per sigma; c1 needed = smallest c1 with "
          "eta > c1 eps => gap(theta) >= C/2 on the grid)", extra=extra)
     if args.plot:

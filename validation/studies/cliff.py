@@ -133,8 +133,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     n_chains = 20_000 if quick else 200_000
     rows, z = _monte_carlo_grid(points, n_chains, seed, quiet)
     verdicts.append(Verdict(
-        "exact Gaussian formulas for E[loss_bc], E[J*-J] and P(off cliff) of theta_T and EMA_T agree with simulated SGD chains "
-        "within 4 SE at every grid setting",
+        "exact Gaussian formulas for E[loss_bc], E[J*-J] and P(off cliff) of theta_T and EMA_T agree with "
+        "simulated SGD chains within 4 SE at every grid setting",
         bool(np.all(np.abs(z) <= 4.0)),
         f"{len(points)} settings x 6 quantities (loss, gap, P(off) of both), {n_chains} chains each, "
         f"largest abs(z) = {np.max(np.abs(z)):.2f}"))
@@ -155,7 +155,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         f"c1 needed at sigma={list(text.sigma)}: {list(text.c1_needed)}; sigma=eps/2 gives gap/C <= "
         f"{tf['gap_over_C'].max():.3g} for every c1 in [{tf['c1'].min():g}, {tf['c1'].max():g}]; at the text's EMA "
         f"boundary gap/gamma reaches {fam[:, -1].min():.3g} (eps={text.ema_eps[-1]:g}) for every c2 in "
-        f"{list(text.c2_values)}; E loss(EMA)/gamma falls to {lf['ratio'][-1]:.3g} at eta={lf['eta'][-1]:g}, gamma=0.1"))
+        f"{list(text.c2_values)}; E loss(EMA)/gamma falls to {lf['ratio'][-1]:.3g} at eta={lf['eta'][-1]:g}, "
+        "gamma=0.1"))
 
     precise = prop41_precise(grid)
     holds = precise.holds
