@@ -153,6 +153,14 @@ def test_sgd_first_two_steps_by_hand():
         assert got.ema.loss_bc == pytest.approx(0.5 * (me**2 + ve), rel=1e-12)
 
 
+def test_noiseless_sgd_is_deterministic():
+    # sigma = 0: theta_T - mu = (1-eta)^T o exactly, so the gap is its square on the cliff and C off it.
+    eta, o, T = 0.2, 0.5, 3
+    got = sgd_expectation(eta=eta, gamma=1.0, sigma=0.0, eps=0.3, C=2.0, T=T, offset0=o)
+    assert got.theta.gap == pytest.approx(((1 - eta) ** T * o) ** 2, rel=1e-12)
+    assert sgd_expectation(eta=eta, gamma=1.0, sigma=0.0, eps=0.3, C=2.0, T=1, offset0=o).theta.gap == 2.0
+
+
 def test_stationary_loss_by_hand_and_as_limit():
     eta, gamma, sigma = 0.05, 0.01, 1.3
     stat = sgd_expectation(eta=eta, gamma=gamma, sigma=sigma, eps=0.2, C=1.0, d=3)
