@@ -11,8 +11,8 @@ import pytest
 from scipy import integrate, stats
 
 from gvatheory.cliff import (C1_STATIONARY, CliffProblem, agreement_z, default_grid, gamma_at_text_boundary, gap_curves,
-                             gaussian_expectation, prop41_as_written, prop41_precise, sgd_expectation,
-                             sgd_monte_carlo)
+                             gaussian_expectation, precise_sgd_margin, prop41_as_written, prop41_precise,
+                             sgd_expectation, sgd_monte_carlo)
 from validation.cli import main
 
 # (mean, var, mu, eps, C): on the cliff, straddling the edge, far off, nearly deterministic.
@@ -262,6 +262,18 @@ def test_precise_version_holds_on_full_grid():
     res = prop41_precise(default_grid(quick=False))
     assert all(res.holds.values()), (res.holds, res.loss_theta, res.loss_ema, res.sgd_gap, res.ema_gap)
     assert not any(prop41_as_written(default_grid(quick=False)).findings.values())
+
+
+def test_precise_sgd_part_holds_from_any_start():
+    # (P2) claims any theta_0: an offset mean only pushes the iterate further off the cliff.
+    p = default_grid(quick=True).points()
+    for T in (10, 1000):
+        for offset0 in (0.05, 0.5, 5.0):
+            for d in (1, 3):
+                res = sgd_expectation(eta=p["eta"], gamma=p["gamma"], sigma=p["sigma"], eps=p["eps"], C=p["C"], T=T,
+                                      offset0=offset0, d=d)
+                on = precise_sgd_margin(eta=p["eta"], sigma=p["sigma"], eps=p["eps"], T=T) >= 1
+                assert on.sum() > 100 and np.all(res.theta.gap[on] >= 0.5 * p["C"][on])
 
 
 def test_precise_conditions_are_not_sufficient_when_dropped():
