@@ -342,3 +342,37 @@ def test_joint_gaussian_marginal_shapes():
     mean, cov = law.marginal(2)
     assert mean.shape == (3,) and cov.shape == (3, 3)
     np.testing.assert_array_equal(np.diag(cov), law.var[2])
+
+
+# ---------------------------------------------------------------- CLI and study
+
+
+def test_cli_table_json_plot_and_bad_input(tmp_path, capsys):
+    import json
+
+    from validation.cli import main
+
+    argv = ["theory", "averaging", "--T", "60", "--chains", "2000", "--gamma", "0.05", "0.5", "--h", "1", "2",
+            "--theta0", "1", "--noise", "minibatch", "--batch-size", "2", "--quiet"]
+    assert main(argv + ["--plot", str(tmp_path / "fig.png")]) == 0
+    out = capsys.readouterr().out
+    assert "var ema[gamma=0.05][1]" in out and "max |z|" in out
+    assert (tmp_path / "fig.png").stat().st_size > 0
+    assert main(argv + ["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["rows"]) == 3 * 2 * 2
+    assert max(abs(r["z"]) for r in doc["rows"]) <= 4
+    assert main(["theory", "averaging", "--eta", "2.5", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eta=2.5 is out of range" in err[0]
+    assert main(["theory", "averaging", "--gamma", "0", "--quiet"]) == 2
+    assert "gammas[0]=0.0 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_study_quick_passes(tmp_path):
+    from validation.studies.averaging import run
+
+    section = run(tmp_path, quick=True, seed=0, quiet=True)
+    assert section.passed, [v.detail for v in section.verdicts if not v.passed]
+    assert all(f.exists() for f in section.figures)
