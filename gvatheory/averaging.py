@@ -694,6 +694,7 @@ class AveragingComparison:
                         label=f"{label} Monte Carlo ± 2 SE")
             if self.stationary is not None:
                 ax.axhline(self.stationary.var[c].mean(), color=line.get_color(), ls="--", lw=0.8)
+        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("step t")
         ax.set_ylabel("variance per coordinate")
@@ -705,11 +706,11 @@ class AveragingComparison:
 
 def compare(model: QuadraticSGD, T: int, n_chains: int, seed: SeedLike, *, n_times: int = 25,
             quiet: bool = False) -> AveragingComparison:
-    r"""Run the exact recursion and the Monte Carlo of ``model`` to step ``T`` on ``n_times``
-    evenly spaced steps (always including 0 and ``T``)."""
+    r"""Run the exact recursion and the Monte Carlo of ``model`` to step ``T``, recording up to
+    ``n_times`` geometrically spaced steps (always 0, 1 and ``T``)."""
     T = check_int("T", T, 1)
     n_times = check_int("n_times", n_times, 2)
-    times = np.unique(np.linspace(0, T, n_times).round().astype(int))
+    times = np.unique(np.concatenate([[0], np.geomspace(1, T, n_times - 1).round().astype(int)]))
     exact = tuple(model.moment_path(times))
     samples = model.simulate(n_chains, T, seed, times=times, quiet=quiet)
     try:
