@@ -13,7 +13,7 @@ numpy: with :math:`f(x) = e^{-x^2/2}`, right edge :math:`R` and common layer are
 
     x_0 = V / f(R), \quad x_1 = R, \quad x_{i+1} = f^{-1}\big(f(x_i) + V / x_i\big), \quad x_{256} = 0 .
 
-One 64-bit draw gives the layer (8 bits), the sign (1 bit) and a 53-bit uniform; the draw is
+One 64-bit draw gives the layer (its low 8 bits) and a signed uniform on [-1, 1) (its top 54 bits); the draw is
 accepted at once when it falls inside the rectangle under the curve (about 99% of draws), and
 otherwise the wedge or the tail (Marsaglia's exponential method) is sampled exactly.
 
@@ -22,6 +22,10 @@ compare bit for bit with the compiled versions.
 
 The state is passed around as four ``uint64`` scalars (not an array) so that it stays in
 registers inside the kernels' inner loops.
+
+The kernels that inline these functions cache their machine code (numba ``cache=True``), and
+numba checks only the kernel's own source file for changes: after editing this file, delete
+``gvatheory/__pycache__/*.nbi`` and ``*.nbc``.
 """
 
 from __future__ import annotations
@@ -126,8 +130,8 @@ def _normal_slow(i, z, s0, s1, s2, s3, zx, zf):
         # Rejected: draw afresh from the whole ziggurat.
         r64, s0, s1, s2, s3 = next_u64(s0, s1, s2, s3)
         i = np.int64(r64 & _U64(0xFF))
-        sign = -1.0 if (r64 >> _U64(8)) & _U64(1) else 1.0
-        z = sign * float(r64 >> _U64(11)) * _U53 * zx[i]
+        z = float(np.int64(r64) >> np.int64(10)) * _U53 * zx[i]
+        sign = 1.0 if z >= 0.0 else -1.0
         if abs(z) < zx[i + 1]:
             return z, s0, s1, s2, s3
 
@@ -137,8 +141,8 @@ def next_normal(s0, s1, s2, s3, zx, zf):
     """Standard normal by the ziggurat (tables ``ZIG_X``, ``ZIG_F``): ``(z, s0, s1, s2, s3)``."""
     r64, s0, s1, s2, s3 = next_u64(s0, s1, s2, s3)
     i = np.int64(r64 & _U64(0xFF))
-    sign = -1.0 if (r64 >> _U64(8)) & _U64(1) else 1.0
-    z = sign * float(r64 >> _U64(11)) * _U53 * zx[i]
+    # bits 10..63 as a signed integer: a uniform on [-1, 1) with its sign, without a branch
+    z = float(np.int64(r64) >> np.int64(10)) * _U53 * zx[i]
     if abs(z) < zx[i + 1]:
         return z, s0, s1, s2, s3
     return _normal_slow(i, z, s0, s1, s2, s3, zx, zf)
@@ -250,8 +254,9 @@ class XoshiroPy:
         while True:
             r = self.next_u64()
             i = r & 0xFF
-            sign = -1.0 if (r >> 8) & 1 else 1.0
-            z = sign * ((r >> 11) * _U53) * x[i]
+            signed = r - (1 << 64) if r >> 63 else r  # two's complement
+            z = ((signed >> 10) * _U53) * x[i]
+            sign = 1.0 if z >= 0.0 else -1.0
             if abs(z) < x[i + 1]:
                 return z
             if i == 0:
