@@ -13,9 +13,9 @@ numpy: with :math:`f(x) = e^{-x^2/2}`, right edge :math:`R` and common layer are
 
     x_0 = V / f(R), \quad x_1 = R, \quad x_{i+1} = f^{-1}\big(f(x_i) + V / x_i\big), \quad x_{256} = 0 .
 
-One 64-bit draw gives the layer (its low 8 bits) and a signed uniform on [-1, 1) (its top 54 bits); the draw is
-accepted at once when it falls inside the rectangle under the curve (about 99% of draws), and
-otherwise the wedge or the tail (Marsaglia's exponential method) is sampled exactly.
+One 64-bit draw gives the layer (its low 8 bits) and a signed uniform on [-1, 1) (its top 54
+bits); the draw is accepted at once when it falls inside the rectangle under the curve (about 99%
+of draws), and otherwise the wedge or the tail (Marsaglia's exponential method) is sampled exactly.
 
 The ``*_py`` functions are plain-Python references (Python integers, no numba) that the tests
 compare bit for bit with the compiled versions.

@@ -245,7 +245,8 @@ class QuadraticSGD:
                 raise ValueError("Sigma must be symmetric (got Sigma != Sigma.T)")
             w = np.linalg.eigvalsh(Sigma)
             if w[0] < -1e-12 * max(abs(w[-1]), 1.0):
-                raise ValueError(f"Sigma must be positive semidefinite: smallest eigenvalue {w[0]:.4g} is out of range [0, inf)")
+                raise ValueError(f"Sigma must be positive semidefinite: smallest eigenvalue {w[0]:.4g} "
+                                 "is out of range [0, inf)")
         set_("_Sigma", Sigma)
         set_("_Sigma_half", _sqrtm_psd(Sigma))
         if isinstance(self.eta, (int, float, np.number)):

@@ -193,7 +193,8 @@ def test_trajectories_match_exact_path_and_endpoints():
         assert variance_estimate(mc.path[:, slot]).agrees(law.var, 4)
 
 
-@pytest.mark.parametrize("h,eta,gamma,sigma,theta0,mu", [(1.0, 0.1, 0.02, 1.0, 0.0, 0.0), (2.5, 0.5, 0.3, 0.4, 2.0, -1.0)])
+@pytest.mark.parametrize("h,eta,gamma,sigma,theta0,mu", [(1.0, 0.1, 0.02, 1.0, 0.0, 0.0),
+                                                         (2.5, 0.5, 0.3, 0.4, 2.0, -1.0)])
 def test_simulate_scalar_matches_scalar_moments(h, eta, gamma, sigma, theta0, mu):
     T, n = 80, 40_000
     th, em = simulate_scalar(n, T, eta, gamma, sigma, theta0, mu, seed=12, h=h)
@@ -238,7 +239,8 @@ def _reference_chain(model: QuadraticSGD, key: int, T: int) -> np.ndarray:
 
 @pytest.mark.parametrize("noise", ["gaussian", "rademacher", "minibatch"])
 def test_kernel_matches_plain_reference(noise):
-    model = QuadraticSGD(Hs=np.array([[1.5, 0.4], [0.4, 0.8]]), mu=[0.5, -1.0], Sigma=np.array([[0.5, 0.2], [0.2, 0.3]]),
+    model = QuadraticSGD(Hs=np.array([[1.5, 0.4], [0.4, 0.8]]), mu=[0.5, -1.0],
+                         Sigma=np.array([[0.5, 0.2], [0.2, 0.3]]),
                          eta=InverseTimeLR(0.4, 10.0), gammas=(0.2, PolyakEMA()), theta0=[2.0, 0.0],
                          noise=noise, batch_size=3, n_data=7)
     mc = model.simulate(5, 30, seed=9, quiet=True)

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--df", type=float, default=5.0, help="student-t degrees of freedom, > 2 (default 5)")
     p.add_argument("--batch-size", type=int, default=1, help="minibatch noise: batch size (default 1)")
     p.add_argument("--n-data", type=int, default=64, help="minibatch noise: dataset size (default 64)")
-    p.add_argument("--times", type=int, default=25, help="geometrically spaced steps recorded for the plot (default 25)")
+    p.add_argument("--times", type=int, default=25,
+                   help="geometrically spaced steps recorded for the plot (default 25)")
     add_seed_argument(p)
     add_output_arguments(p)
     add_quiet_argument(p)
