@@ -558,9 +558,10 @@ def scalar_moments(h: Any, sigma: Any, eta: Any, gamma: Any, T: Any, theta0: Any
 
     Model: :math:`\theta_{t+1} = \theta_t - \eta(h(\theta_t-\mu) + \sigma\xi_t)`,
     :math:`\bar\theta_t = (1-\gamma)\bar\theta_{t-1} + \gamma\theta_t`, :math:`\bar\theta_0=\theta_0`.
-    All arguments broadcast (``T`` may be an integer array). The 6x6 step matrix of
-    :func:`_scalar_step_matrix` is raised to the power ``T`` by repeated squaring, batched over the
-    grid: :math:`O(\log T)` small matrix products per point, no loop over points. Unstable
+    All arguments broadcast (``T`` may be an integer array). The step matrix of
+    :func:`_scalar_step_matrix` (a 2x2 block for the means, a 4x4 block for the variances, both
+    lower triangular) is raised to the power ``T`` by repeated squaring on the whole grid at
+    once: :math:`O(\log T)` elementwise array operations, no loop over points. Unstable
     points (:math:`\eta h \ge 2`) are computed as they are, overflowing to ``inf`` (never NaN).
     """
     h, sigma, eta, gamma = _check_scalar(h, sigma, eta, gamma)
@@ -569,25 +570,44 @@ def scalar_moments(h: Any, sigma: Any, eta: Any, gamma: Any, T: Any, theta0: Any
     if T_arr.dtype.kind not in "iu" or np.any(T_arr < 0):
         raise ValueError(f"T={T!r} is out of range: must be an integer (array) >= 0")
     h, sigma, eta, gamma, theta0, mu, T_arr = np.broadcast_arrays(h, sigma, eta, gamma, theta0, mu, T_arr)
-    base = _scalar_step_matrix(h, sigma, eta, gamma)
+    step = np.moveaxis(_scalar_step_matrix(h, sigma, eta, gamma), (-2, -1), (0, 1))  # (6, 6, ...)
     x0 = theta0 - mu
-    state = np.stack([x0, x0, *np.zeros((3,) + x0.shape), np.ones(x0.shape)], axis=-1)[..., None]  # (..., 6, 1)
-    k = T_arr.astype(np.int64).copy()
+    zero, one = np.zeros(x0.shape), np.ones(x0.shape)
+    # The step matrix is block diagonal: the means (m_x, m_e), and (1, V_x, C, V_e); in this
+    # order both blocks are lower triangular.
+    mean_idx, var_idx = [0, 1], [5, 2, 3, 4]
     with np.errstate(over="ignore", invalid="ignore"):
-        # Powers of one matrix commute, so M^T z = prod_{bits j of T} M^(2^j) z in any order.
-        while np.any(k > 0):
-            odd = (k & 1).astype(bool)
-            state = np.where(odd[..., None, None], base @ state, state)
-            k >>= 1
-            if np.any(k > 0):
-                base = base @ base
-    state = state[..., 0]
+        m_x, m_e = _lower_power_apply(step[np.ix_(mean_idx, mean_idx)], np.stack([x0, x0]), T_arr)
+        _, v_x, c, v_e = _lower_power_apply(step[np.ix_(var_idx, var_idx)], np.stack([one, zero, zero, zero]),
+                                            T_arr)
+    state = np.stack([m_x, m_e, v_x, c, v_e], axis=-1)
     state = np.where(np.isnan(state), np.inf, state)
     out = {"mean_theta": state[..., 0] + mu, "mean_ema": state[..., 1] + mu,
            "var_theta": state[..., 2], "cov": state[..., 3], "var_ema": state[..., 4]}
     if state.ndim == 1:
         out = {key: float(v) for key, v in out.items()}
     return ScalarMoments(**out)
+
+
+def _lower_power_apply(L: np.ndarray, v: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
+    """``L**k @ v`` for a lower-triangular ``L`` given entrywise, ``L (n, n, ...)``, ``v (n, ...)``.
+
+    Repeated squaring on whole grids at once: every entry is an array over the grid, so each
+    matrix product is a few dozen elementwise array operations (no per-point matrices).
+    """
+    n = L.shape[0]
+    L = [[L[i, j] for j in range(i + 1)] for i in range(n)]
+    v = [v[i] for i in range(n)]
+    k = k.astype(np.int64).copy()
+    # Powers of one matrix commute, so L^k v = prod_{bits j of k} L^(2^j) v in any order.
+    while np.any(k > 0):
+        odd = (k & 1).astype(bool)
+        if odd.any():
+            v = [np.where(odd, sum(L[i][j] * v[j] for j in range(i + 1)), v[i]) for i in range(n)]
+        k >>= 1
+        if np.any(k > 0):
+            L = [[sum(L[i][m] * L[m][j] for m in range(j, i + 1)) for j in range(i + 1)] for i in range(n)]
+    return v
 
 
 @numba.njit(parallel=True, cache=True)
