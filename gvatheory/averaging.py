@@ -355,15 +355,19 @@ class QuadraticSGD:
         P = np.zeros(((1 + m) * d, (1 + m) * d))
         laws: dict[int, JointGaussian] = {}
         wanted = set(times_arr.tolist())
+        params = None
         with np.errstate(over="ignore", invalid="ignore"):
             for t in range(T + 1):
                 if t in wanted:
                     laws[t] = self._law(mean, P, t, divergent)
                 if t == T:
                     break
-                M, B = self._step_matrices(etas[t], gam[:, t + 1])
+                if params is None or etas[t] != params[0] or np.any(gam[:, t + 1] != params[1]):
+                    params = (etas[t], gam[:, t + 1])  # rebuild only when a schedule moves
+                    M, B = self._step_matrices(*params)
+                    Q = B @ self._Sigma @ B.T
                 mean = M @ mean
-                P = M @ P @ M.T + B @ self._Sigma @ B.T
+                P = M @ P @ M.T + Q
         return [laws[int(t)] for t in times_arr]
 
     def _law(self, centred_mean: np.ndarray, P: np.ndarray, t: int | None, divergent: bool) -> JointGaussian:
