@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+from validation.report import Section, Verdict, write_report
+from validation.reproduce import SECTIONS, select_sections
+
+
+def test_write_report_lists_sections_verdicts_and_figures(tmp_path):
+    fig = tmp_path / "a" / "fig.png"
+    fig.parent.mkdir()
+    fig.write_bytes(b"png")
+    s = Section("a", "Section A", "body text", [Verdict("claim 1", True, "z=0.1"), Verdict("claim 2", False, "z=9")],
+                [fig], command="gva reproduce --only a", seconds=1.5)
+    path = write_report([s], tmp_path, title="T", preamble="pre")
+    text = path.read_text()
+    assert "| [Section A](#a) | 1/2 | 1.5 |" in text
+    assert "| claim 2 | FAIL | z=9 |" in text
+    assert "![fig](a/fig.png)" in text and "gva reproduce --only a" in text
+    assert not s.passed
+    saved = json.loads((tmp_path / "verdicts.json").read_text())
+    assert saved["a"]["verdicts"][0] == {"claim": "claim 1", "passed": True, "detail": "z=0.1"}
+
+
+def test_select_sections_keeps_report_order():
+    names = list(SECTIONS)
+    assert select_sections(None, None) == names
+    assert select_sections([names[-1], names[0]], None) == [names[0], names[-1]]
+    assert select_sections(None, [names[0]]) == names[1:]
+    with pytest.raises(ValueError, match="leave no section"):
+        select_sections([names[0]], [names[0]])
