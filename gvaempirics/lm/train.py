@@ -1,0 +1,401 @@
+r"""Next-token training with an EMA beside the raw iterate, and butterfly-effect evaluation.
+
+The paper's autoregressive setting (Section 4.2, Figure 4, result R5): AdamW on the next-token
+cross-entropy, an exponential moving average of the iterates
+:math:`\bar\theta_t = (1-\gamma_t)\bar\theta_{t-1} + \gamma_t\theta_t` maintained by
+:mod:`gvaempirics.stabilizers`, and, at evaluated iterates (every ``eval_every`` steps, and
+every step inside zoom windows), for both the raw and the averaged weights:
+
+* the validation loss on a fixed set of windows;
+* greedy continuations of length ``H`` of a fixed prompt set (logged as text), from which
+  :mod:`gvaempirics.lm.rollouts` measures divergence between neighbouring iterates;
+* with a synthetic teacher, the exact-match length against the teacher's greedy continuation
+  and the task accuracy (flip-flop: correct reads; transformer teacher: fraction of
+  continuation tokens equal to the teacher's).
+
+Learning-rate decay is the other stabilizer the paper compares with: a run with
+``lr_schedule="cosine"`` or ``"wsd"`` is the decayed-LR control. A run directory
+(:class:`~gvaempirics.rundir.RunDir`) holds everything; a killed run resumes to the same
+numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gvatheory._checks import check_choice, check_int, check_positive, check_range
+from gvatheory.schedules import PowerEMA
+
+from ..config import option, to_dict
+from ..rundir import RunDir
+from ..stabilizers import EMA
+from .corpus import Corpus, FlipFlop, load_corpus
+from .model import GPT, GPTConfig
+from .rollouts import divergence
+
+CORPORA = ("shakespeare", "tinystories", "teacher", "flipflop")
+LR_SCHEDULES = ("constant", "cosine", "wsd")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """A language-model run. Every field is a ``gva lm train`` flag and a config-file key."""
+
+    corpus: str = option("shakespeare", "training corpus", choices=CORPORA)
+    data_path: str = option("", "TinyStories .txt file or directory (corpus=tinystories)")
+    corpus_size: int = option(200_000, "characters kept (tinystories) or tokens generated (synthetic corpora)")
+    corpus_seed: int = option(0, "seed of the synthetic corpora and teacher")
+    val_fraction: float = option(0.1, "fraction of the corpus held out for validation (its end)")
+    n_layer: int = option(4, "transformer blocks")
+    n_head: int = option(4, "attention heads")
+    n_embd: int = option(128, "embedding width C")
+    block_size: int = option(128, "context window T")
+    dropout: float = option(0.0, "dropout probability")
+    lr: float = option(1e-3, "peak learning rate eta")
+    lr_schedule: str = option("constant", "constant, cosine to zero, or warmup-stable-decay", choices=LR_SCHEDULES)
+    warmup: int = option(100, "linear warmup steps (all schedules)")
+    decay_fraction: float = option(0.2, "wsd: final fraction of the steps decayed linearly to zero")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    beta2: float = option(0.99, "AdamW beta2")
+    grad_clip: float = option(1.0, "gradient norm clip (0: none)")
+    batch_size: int = option(32, "sequences per minibatch")
+    steps: int = option(3000, "optimizer steps")
+    ema_alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)")
+    ema_gamma_min: float = option(0.01, "EMA floor gamma_min")
+    ema_burn_in: int = option(0, "steps during which the EMA copies the iterate")
+    eval_every: int = option(100, "evaluate raw and EMA weights every this many steps")
+    zoom_windows: tuple[int, ...] = option((), "first steps of windows evaluated at every step")
+    zoom_length: int = option(20, "consecutive steps in each zoom window")
+    eval_windows: int = option(128, "validation windows for the validation loss (fixed set)")
+    n_prompts: int = option(32, "prompts of the fixed prompt set (taken from the validation split)")
+    prompt_len: int = option(16, "prompt length in tokens")
+    H: int = option(48, "greedy continuation length")
+    eval_seed: int = option(12345, "seed of the validation windows and prompts")
+    checkpoint_every: int = option(500, "steps between checkpoints (always at the end)")
+    seed: int = option(1, "seed of initialization, minibatches and dropout")
+    threads: int = option(2, "torch threads")
+
+    def __post_init__(self):
+        check_choice("corpus", self.corpus, CORPORA)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name in ("corpus_size", "batch_size", "steps", "eval_every", "zoom_length", "eval_windows",
+                     "n_prompts", "prompt_len", "H", "checkpoint_every", "threads"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("corpus_seed", "warmup", "ema_burn_in", "eval_seed", "seed"):
+            check_int(name, getattr(self, name), 0)
+        check_positive("lr", self.lr)
+        check_range("decay_fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
+        check_range("grad_clip", self.grad_clip, 0.0)
+        check_positive("ema_alpha", self.ema_alpha)
+        check_range("ema_gamma_min", self.ema_gamma_min, 0.0, 1.0, low_open=True)
+        check_int("prompt_len", self.prompt_len, 1, self.block_size)
+        for start in self.zoom_windows:
+            check_int("zoom_windows", start, 0, self.steps)
+        self.gpt_config(1)  # architecture checks
+
+    def gpt_config(self, vocab_size: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout)
+
+    def eval_steps(self) -> list[int]:
+        """Evaluated iterates: 0, every ``eval_every``, the zoom windows, and the last one."""
+        steps = set(range(0, self.steps + 1, self.eval_every)) | {self.steps}
+        for start in self.zoom_windows:
+            steps |= set(range(start, min(start + self.zoom_length, self.steps + 1)))
+        return sorted(steps)
+
+
+def lr_at(step: int, cfg: LMConfig) -> float:
+    """Learning rate at ``step``: linear warmup, then constant, cosine to zero, or stable-then-linear decay (wsd)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / (cfg.warmup + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay_start = cfg.steps - int(round(cfg.decay_fraction * cfg.steps))
+    if step < decay_start:
+        return cfg.lr
+    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - decay_start))
+
+
+def make_corpus(cfg: LMConfig, *, quiet: bool = False) -> Corpus:
+    corpus = load_corpus(cfg.corpus, path=cfg.data_path, val_fraction=cfg.val_fraction, size=cfg.corpus_size,
+                         seed=cfg.corpus_seed, quiet=quiet)
+    corpus.check_context(cfg.block_size)
+    return corpus
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The fixed evaluation inputs: validation windows ``(N, T+1)``, prompts ``(P, prompt_len)``,
+    the teacher's continuations ``(P, H)`` (or ``None``) and a mask of determined targets
+    (flip-flop reads) over the windows' target positions ``(N, T)`` (or ``None``)."""
+
+    windows: torch.Tensor
+    prompts: torch.Tensor
+    expert: torch.Tensor | None
+    read_mask: torch.Tensor | None
+
+    @classmethod
+    def build(cls, corpus: Corpus, cfg: LMConfig) -> "EvalSet":
+        gen = np.random.default_rng(cfg.eval_seed)
+        val = corpus.val
+        T = cfg.block_size
+        starts = gen.integers(0, len(val) - T, size=cfg.eval_windows)
+        windows = torch.as_tensor(np.stack([val[s:s + T + 1] for s in starts]))
+        p_starts = gen.integers(1, len(val) - cfg.prompt_len + 1, size=cfg.n_prompts)
+        if isinstance(corpus.teacher, FlipFlop):
+            # prompts start at a pair boundary (even absolute position) so the automaton state is defined
+            p_starts -= (p_starts + len(corpus.train)) % 2
+        prompts = torch.as_tensor(np.stack([val[s:s + cfg.prompt_len] for s in p_starts]))
+        expert = None if corpus.teacher is None else corpus.teacher.greedy(prompts, cfg.H)
+        read_mask = None
+        if isinstance(corpus.teacher, FlipFlop):
+            full = corpus.teacher.read_targets(val, offset=len(corpus.train))
+            read_mask = torch.as_tensor(np.stack([full[s + 1:s + T + 1] for s in starts]))
+        return cls(windows, prompts, expert, read_mask)
+
+
+
+@torch.no_grad()
+def evaluate(model: GPT, ev: EvalSet, H: int, chunk: int = 64) -> dict[str, Any]:
+    """Validation loss, greedy continuations ``(P, H)`` and, with a teacher, exact-match lengths
+    and task accuracy, of ``model``'s current weights."""
+    was = model.training
+    model.eval()
+    total, correct, n_read = 0.0, 0, 0
+    for i in range(0, len(ev.windows), chunk):
+        w = ev.windows[i:i + chunk]  # (b, T+1)
+        logits, loss = model(w[:, :-1], w[:, 1:])  # (b, T, V)
+        total += float(loss) * len(w)
+        if ev.read_mask is not None:
+            m = ev.read_mask[i:i + chunk]  # (b, T)
+            correct += int(((logits.argmax(-1) == w[:, 1:]) & m).sum())
+            n_read += int(m.sum())
+    gen = model.greedy(ev.prompts, H)  # (P, H)
+    model.train(was)
+    out: dict[str, Any] = {"val": total / len(ev.windows), "gen": gen.tolist()}
+    if ev.expert is not None:
+        match = ev.expert == gen  # (P, H)
+        out["exact"] = torch.where(match.all(1), H, (~match).int().argmax(1)).tolist()
+        out["task"] = correct / n_read if ev.read_mask is not None else float(match.float().mean())
+    return out
+
+
+class NaNLossError(ValueError):
+    """The training loss became NaN or inf; the run directory stays resumable from its last checkpoint."""
+
+
+class LMTrainer:
+    """One language-model run: training, evaluation schedule, checkpoints and resume."""
+
+    def __init__(self, cfg: LMConfig, run: RunDir, corpus: Corpus, *, quiet: bool = False):
+        self.cfg, self.run, self.corpus, self.quiet = cfg, run, corpus, quiet
+        corpus.check_context(cfg.block_size)
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)  # initialization and dropout
+        self.model = GPT(cfg.gpt_config(corpus.tokenizer.vocab_size))
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=cfg.lr, betas=(0.9, cfg.beta2))
+        self.stabilizer = EMA(self.model, PowerEMA(cfg.ema_alpha, cfg.ema_gamma_min, cfg.ema_burn_in))
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.train_ids = torch.as_tensor(corpus.train)
+        self.eval_set = EvalSet.build(corpus, cfg)
+        self.eval_steps = set(cfg.eval_steps())
+        self.step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "stabilizer": self.stabilizer.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stabilizer.load_state_dict(state["stabilizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    def _record(self) -> None:
+        """Evaluate raw and EMA weights at the current step and log both."""
+        H = self.cfg.H
+        self.run.log({"kind": "eval", "step": self.step, "weights": "raw", **evaluate(self.model, self.eval_set, H)})
+        with self.stabilizer.swap():
+            self.run.log({"kind": "eval", "step": self.step, "weights": "ema", **evaluate(self.model, self.eval_set, H)})
+
+    def _train_step(self) -> float:
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        T = cfg.block_size
+        starts = torch.randint(len(self.train_ids) - T, (cfg.batch_size,), generator=self.generator)
+        batch = self.train_ids[starts[:, None] + torch.arange(T + 1)]  # (B, T+1)
+        _, loss = self.model(batch[:, :-1], batch[:, 1:])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NaNLossError(f"the training loss became {value} at step {self.step + 1}; stopped. The run directory "
+                               f"{self.run.path} stays resumable from its last checkpoint (lower lr to avoid it)")
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.stabilizer.update()
+        self.step += 1
+        return value
+
+    def fit(self, *, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``cfg.steps`` (or stop after step ``stop_at``, as a kill would) from wherever
+        the run directory stands; return the summary."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        state = self.run.load_latest()
+        if state is None:
+            self.run.truncate_metrics(0)
+            self.run.log({"kind": "meta", "n_params": self.model.n_params(), "vocab": self.corpus.tokenizer.chars,
+                          "prompts": self.eval_set.prompts.tolist(),
+                          "expert": None if self.eval_set.expert is None else self.eval_set.expert.tolist()})
+            self.stabilizer.update()  # absorb theta_0
+            self._record()
+        else:
+            self.load_state_dict(state)
+        start = time.perf_counter()
+        last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"lm {cfg.corpus}", unit="step",
+                   disable=self.quiet, dynamic_ncols=True)
+        while self.step < last:
+            loss = self._train_step()
+            self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg)})
+            if self.step in self.eval_steps:
+                self._record()
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.run.save_checkpoint(self.step, self.state_dict(), keep=2)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        bar.close()
+        summary = summarize(self.run)
+        summary["train_seconds_last_session"] = time.perf_counter() - start
+        self.run.write_summary(summary)
+        return summary
+
+
+def train(cfg: LMConfig, outdir: Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into run directory ``outdir`` (``resume``: continue a run there); the summary."""
+    run = RunDir(outdir)
+    corpus = make_corpus(cfg, quiet=quiet)
+    run.start(to_dict(cfg), resume=resume)
+    return LMTrainer(cfg, run, corpus, quiet=quiet).fit()
+
+
+# ---------------------------------------------------------------- reading run directories
+
+
+@dataclass(frozen=True)
+class LMResult:
+    """What a run directory's log says, as arrays over evaluated ``steps``.
+
+    ``val[w]`` ``(n,)``, ``gen[w]`` ``(n, P, H)`` and, with a teacher, ``exact[w]`` ``(n, P)`` and
+    ``task[w]`` ``(n,)``, for ``w`` in ``("raw", "ema")``; ``vocab`` decodes token ids.
+    """
+
+    config: dict[str, Any]
+    steps: np.ndarray
+    val: dict[str, np.ndarray]
+    gen: dict[str, np.ndarray]
+    exact: dict[str, np.ndarray] | None
+    task: dict[str, np.ndarray] | None
+    train_steps: np.ndarray
+    train_loss: np.ndarray
+    vocab: str
+    prompts: np.ndarray
+
+    def decode(self, ids) -> str:
+        return "".join(self.vocab[int(i)] for i in ids)
+
+    def zoom_windows(self) -> list[np.ndarray]:
+        """Index arrays (into ``steps``) of each zoom window's consecutive iterates."""
+        out = []
+        for start in self.config["zoom_windows"]:
+            idx = np.flatnonzero((self.steps >= start) & (self.steps < start + self.config["zoom_length"]))
+            if len(idx) >= 2:
+                out.append(idx)
+        return out
+
+    def grid(self) -> np.ndarray:
+        """Indices of the regular grid (multiples of ``eval_every`` and the last step)."""
+        every = self.config["eval_every"]
+        return np.flatnonzero((self.steps % every == 0) | (self.steps == self.steps.max()))
+
+
+def load_result(path: Path | RunDir) -> LMResult:
+    """Read an LM run directory (complete or not) into an :class:`LMResult`."""
+    run = path if isinstance(path, RunDir) else RunDir(path)
+    cfg = run.read_config()
+    evals: dict[str, dict[int, dict]] = {"raw": {}, "ema": {}}
+    train, meta = [], {}
+    for rec in run.metrics():
+        if rec["kind"] == "eval":
+            evals[rec["weights"]][rec["step"]] = rec
+        elif rec["kind"] == "train":
+            train.append((rec["step"], rec["loss"]))
+        elif rec["kind"] == "meta":
+            meta = rec
+    steps = np.array(sorted(set(evals["raw"]) & set(evals["ema"])), dtype=int)
+    has_teacher = bool(len(steps)) and "exact" in evals["raw"][int(steps[0])]
+    pick = lambda key, dtype: {w: np.array([evals[w][s][key] for s in steps], dtype=dtype) for w in evals}
+    tr = np.array(train, dtype=float).reshape(-1, 2)
+    return LMResult(config=cfg, steps=steps, val=pick("val", float), gen=pick("gen", int),
+                    exact=pick("exact", int) if has_teacher else None, task=pick("task", float) if has_teacher else None,
+                    train_steps=tr[:, 0].astype(int), train_loss=tr[:, 1], vocab=meta.get("vocab", ""),
+                    prompts=np.array(meta.get("prompts", []), dtype=int))
+
+
+def summarize(run: RunDir | LMResult) -> dict[str, Any]:
+    """Per weights (raw, EMA): final validation loss; its mean absolute change between
+    consecutive iterates in the zoom windows; rollout divergence between consecutive iterates in
+    the zoom windows and on the second half of the regular grid; with a teacher, the final
+    exact-match length (mean over prompts) and task accuracy."""
+    res = run if isinstance(run, LMResult) else load_result(run)
+    out: dict[str, Any] = {"steps_done": int(res.steps.max()) if len(res.steps) else 0,
+                           "lr_schedule": res.config["lr_schedule"]}
+    if len(res.steps) < 2:
+        return out
+    grid = res.grid()
+    late = grid[len(grid) // 2:]
+    zooms = res.zoom_windows()
+    for w in ("raw", "ema"):
+        entry: dict[str, Any] = {"final_val_loss": float(res.val[w][-1])}
+        if zooms:
+            entry["zoom_val_fluctuation"] = float(np.mean([np.abs(np.diff(res.val[w][z])).mean() for z in zooms]))
+            ds = [divergence([res.gen[w][i] for i in z]) for z in zooms]
+            entry["zoom_changed"] = float(np.mean([d.changed for d in ds]))
+            entry["zoom_edit"] = float(np.mean([d.edit for d in ds]))
+            first = np.concatenate([d.first for d in ds])
+            entry["zoom_first_divergence_hist"] = np.bincount(first, minlength=res.config["H"] + 1).tolist()
+        if len(late) >= 2:
+            d = divergence([res.gen[w][i] for i in late])
+            entry["grid_changed"] = d.changed
+            entry["grid_edit"] = d.edit
+        if res.exact is not None:
+            entry["final_exact_match"] = float(res.exact[w][-1].mean())
+            entry["late_exact_match"] = float(res.exact[w][late].mean())
+            entry["final_task"] = float(res.task[w][-1])
+        out[w] = entry
+    return out
