@@ -30,88 +30,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from gvatheory._checks import check_choice, check_int, check_positive, check_range
+from gvatheory._checks import check_int
 from gvatheory.schedules import PowerEMA
 
-from ..config import option, to_dict
+from ..config import to_dict
 from ..rundir import RunDir
 from ..stabilizers import EMA
+from .config import LMConfig
 from .corpus import Corpus, FlipFlop, load_corpus
 from .model import GPT, GPTConfig
 from .rollouts import divergence
 
-CORPORA = ("shakespeare", "tinystories", "teacher", "flipflop")
-LR_SCHEDULES = ("constant", "cosine", "wsd")
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """A language-model run. Every field is a ``gva lm train`` flag and a config-file key."""
-
-    corpus: str = option("shakespeare", "training corpus", choices=CORPORA)
-    data_path: str = option("", "TinyStories .txt file or directory (corpus=tinystories)")
-    corpus_size: int = option(200_000, "characters kept (tinystories) or tokens generated (synthetic corpora)")
-    corpus_seed: int = option(0, "seed of the synthetic corpora and teacher")
-    val_fraction: float = option(0.1, "fraction of the corpus held out for validation (its end)")
-    n_layer: int = option(4, "transformer blocks")
-    n_head: int = option(4, "attention heads")
-    n_embd: int = option(128, "embedding width C")
-    block_size: int = option(128, "context window T")
-    dropout: float = option(0.0, "dropout probability")
-    lr: float = option(1e-3, "peak learning rate eta")
-    lr_schedule: str = option("constant", "constant, cosine to zero, or warmup-stable-decay", choices=LR_SCHEDULES)
-    warmup: int = option(100, "linear warmup steps (all schedules)")
-    decay_fraction: float = option(0.2, "wsd: final fraction of the steps decayed linearly to zero")
-    weight_decay: float = option(0.1, "AdamW weight decay")
-    beta2: float = option(0.99, "AdamW beta2")
-    grad_clip: float = option(1.0, "gradient norm clip (0: none)")
-    batch_size: int = option(32, "sequences per minibatch")
-    steps: int = option(3000, "optimizer steps")
-    ema_alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)")
-    ema_gamma_min: float = option(0.01, "EMA floor gamma_min")
-    ema_burn_in: int = option(0, "steps during which the EMA copies the iterate")
-    eval_every: int = option(100, "evaluate raw and EMA weights every this many steps")
-    zoom_windows: tuple[int, ...] = option((), "first steps of windows evaluated at every step")
-    zoom_length: int = option(20, "consecutive steps in each zoom window")
-    eval_windows: int = option(128, "validation windows for the validation loss (fixed set)")
-    n_prompts: int = option(32, "prompts of the fixed prompt set (taken from the validation split)")
-    prompt_len: int = option(16, "prompt length in tokens")
-    H: int = option(48, "greedy continuation length")
-    eval_seed: int = option(12345, "seed of the validation windows and prompts")
-    checkpoint_every: int = option(500, "steps between checkpoints (always at the end)")
-    seed: int = option(1, "seed of initialization, minibatches and dropout")
-    threads: int = option(2, "torch threads")
-
-    def __post_init__(self):
-        check_choice("corpus", self.corpus, CORPORA)
-        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        for name in ("corpus_size", "batch_size", "steps", "eval_every", "zoom_length", "eval_windows",
-                     "n_prompts", "prompt_len", "H", "checkpoint_every", "threads"):
-            check_int(name, getattr(self, name), 1)
-        for name in ("corpus_seed", "warmup", "ema_burn_in", "eval_seed", "seed"):
-            check_int(name, getattr(self, name), 0)
-        check_positive("lr", self.lr)
-        check_range("decay_fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
-        check_range("weight_decay", self.weight_decay, 0.0)
-        check_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
-        check_range("grad_clip", self.grad_clip, 0.0)
-        check_positive("ema_alpha", self.ema_alpha)
-        check_range("ema_gamma_min", self.ema_gamma_min, 0.0, 1.0, low_open=True)
-        check_int("prompt_len", self.prompt_len, 1, self.block_size)
-        for start in self.zoom_windows:
-            check_int("zoom_windows", start, 0, self.steps)
-        self.gpt_config(1)  # architecture checks
-
-    def gpt_config(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout)
-
-    def eval_steps(self) -> list[int]:
-        """Evaluated iterates: 0, every ``eval_every``, the zoom windows, and the last one."""
-        steps = set(range(0, self.steps + 1, self.eval_every)) | {self.steps}
-        for start in self.zoom_windows:
-            steps |= set(range(start, min(start + self.zoom_length, self.steps + 1)))
-        return sorted(steps)
+def gpt_config(cfg: LMConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                     n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
 
 
 def lr_at(step: int, cfg: LMConfig) -> float:
@@ -205,7 +137,7 @@ class LMTrainer:
         corpus.check_context(cfg.block_size)
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # initialization and dropout
-        self.model = GPT(cfg.gpt_config(corpus.tokenizer.vocab_size))
+        self.model = GPT(gpt_config(cfg, corpus.tokenizer.vocab_size))
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -302,6 +234,47 @@ def train(cfg: LMConfig, outdir: Path, *, resume: bool = False, quiet: bool = Fa
     corpus = make_corpus(cfg, quiet=quiet)
     run.start(to_dict(cfg), resume=resume)
     return LMTrainer(cfg, run, corpus, quiet=quiet).fit()
+
+
+def load_model(path: Path | RunDir, *, weights: str = "ema") -> tuple[GPT, str]:
+    """The latest checkpoint's ``raw`` or ``ema`` weights of a run, and its vocabulary."""
+    if weights not in ("raw", "ema"):
+        raise ValueError(f"weights={weights!r} is not one of raw, ema")
+    run = path if isinstance(path, RunDir) else RunDir(path)
+    cfg = LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.read_config().items()})
+    vocab = next((r["vocab"] for r in run.metrics("meta")), None)
+    ckpts = run.checkpoints()
+    if vocab is None or not ckpts:
+        raise ValueError(f"run directory {run.path} has no checkpoint yet: train it first")
+    from ..rundir import load_torch_file
+
+    state = load_torch_file(ckpts[-1].path)
+    model = GPT(gpt_config(cfg, len(vocab)))
+    model.load_state_dict(state["model"])
+    if weights == "ema":
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(state["stabilizer"]["average"][name])
+    return model.eval(), vocab
+
+
+def generate(path: Path | RunDir, prompts: list[str], *, H: int | None = None, weights: str = "ema") -> list[tuple[str, str]]:
+    """Greedy continuations of ``prompts`` (text) by a run's latest ``raw`` or ``ema`` weights.
+
+    Prompt characters outside the run's vocabulary raise ``ValueError`` listing them.
+    """
+    from .corpus import CharTokenizer
+
+    model, vocab = load_model(path, weights=weights)
+    tok = CharTokenizer(vocab)
+    H = model.config.block_size if H is None else check_int("H", H, 1)
+    out = []
+    for text in prompts:
+        if not text:
+            raise ValueError("prompt='' is empty: give at least one character")
+        ids = torch.as_tensor(tok.encode(text))[None, -model.config.block_size:]  # (1, T0)
+        out.append((text, tok.decode(model.greedy(ids, H)[0])))
+    return out
 
 
 # ---------------------------------------------------------------- reading run directories

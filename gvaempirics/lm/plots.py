@@ -1,0 +1,113 @@
+"""Figure-4-style plots of a language-model run (paper Section 4.2), drawn from :class:`LMResult`.
+
+* :func:`plot_losses` -- validation loss of raw and EMA weights over training, a zoom panel at
+  every iterate, and the path in (model loss, EMA loss) space;
+* :func:`bifurcations` / :func:`plot_bifurcations` -- generations of neighbouring iterates that
+  part ways, as rows and as a table figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rollouts import first_divergence
+from .train import LMResult
+
+
+def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = ""):
+    """Three panels: (a) validation loss, raw vs EMA (and the decayed-LR run's raw weights);
+    (b) the first zoom window at every iterate; (c) the path in (model loss, EMA loss) space."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    grid = res.grid()
+    ax[0].plot(res.steps[grid], res.val["raw"][grid], label="raw iterate", color="C0")
+    ax[0].plot(res.steps[grid], res.val["ema"][grid], label="EMA", color="C1")
+    if decayed is not None:
+        g = decayed.grid()
+        ax[0].plot(decayed.steps[g], decayed.val["raw"][g], label=f"raw, {decayed.config['lr_schedule']} LR", color="C2", ls="--")
+    ax[0].set(xlabel="step", ylabel="validation loss", title="(a) validation loss")
+    ax[0].legend()
+    zooms = res.zoom_windows()
+    if zooms:
+        z = zooms[-1]
+        ax[1].plot(res.steps[z], res.val["raw"][z], "o-", ms=3, label="raw iterate", color="C0")
+        ax[1].plot(res.steps[z], res.val["ema"][z], "o-", ms=3, label="EMA", color="C1")
+        if res.exact is not None:
+            twin = ax[1].twinx()
+            twin.plot(res.steps[z], res.exact["raw"][z].mean(1), "s:", ms=3, color="C0", alpha=0.6)
+            twin.plot(res.steps[z], res.exact["ema"][z].mean(1), "s:", ms=3, color="C1", alpha=0.6)
+            twin.set_ylabel("exact-match length vs teacher (dotted)")
+        ax[1].set(xlabel="step", ylabel="validation loss", title="(b) zoom: every iterate")
+        ax[1].legend(loc="upper left")
+    ax[2].plot(res.val["raw"][grid], res.val["ema"][grid], "-", color="0.6", lw=1)
+    sc = ax[2].scatter(res.val["raw"][grid], res.val["ema"][grid], c=res.steps[grid], s=12, cmap="viridis")
+    lo = min(res.val["raw"].min(), res.val["ema"].min())
+    hi = max(res.val["raw"][grid].max(), res.val["ema"][grid].max())
+    ax[2].plot([lo, hi], [lo, hi], "k:", lw=0.8)
+    ax[2].set(xlabel="model (raw) loss", ylabel="EMA loss", title="(c) path in (model loss, EMA loss)")
+    fig.colorbar(sc, ax=ax[2], label="step")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class Bifurcation:
+    """Greedy continuations of one prompt at neighbouring iterates ``step_a < step_b``."""
+
+    weights: str
+    step_a: int
+    step_b: int
+    prompt: str
+    continuation_a: str
+    continuation_b: str
+    first_divergence: int
+
+
+def bifurcations(res: LMResult, *, weights: str = "raw", n: int = 6) -> list[Bifurcation]:
+    """Up to ``n`` prompts whose continuation changes between consecutive zoom-window iterates,
+    earliest divergence first (one row per prompt)."""
+    rows, seen = [], set()
+    for z in res.zoom_windows():
+        for i, j in zip(z[:-1], z[1:]):
+            a, b = res.gen[weights][i], res.gen[weights][j]
+            for p, d in enumerate(first_divergence(a, b)):
+                if d < a.shape[1] and p not in seen:
+                    seen.add(p)
+                    rows.append(Bifurcation(weights, int(res.steps[i]), int(res.steps[j]), res.decode(res.prompts[p]),
+                                            res.decode(a[p]), res.decode(b[p]), int(d)))
+    return sorted(rows, key=lambda r: r.first_divergence)[:n]
+
+
+def _show(text: str) -> str:
+    return text.replace("\n", "\u23ce")
+
+
+def plot_bifurcations(rows: list[Bifurcation], *, title: str = "Neighbouring iterates, same prompt"):
+    """A table figure: prompt, the two continuations (diverging part after ``|``), steps."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(14, 0.5 + 0.45 * max(1, len(rows))))
+    ax.axis("off")
+    if not rows:
+        ax.text(0.5, 0.5, "no continuation changed between neighbouring iterates", ha="center", va="center")
+        return fig
+    cells = []
+    for r in rows:
+        d = r.first_divergence
+        cells.append([f"{r.step_a}\u2192{r.step_b}", _show(r.prompt),
+                      _show(r.continuation_a[:d] + "|" + r.continuation_a[d:]),
+                      _show(r.continuation_b[:d] + "|" + r.continuation_b[d:]), str(d)])
+    table = ax.table(cellText=cells, colLabels=["steps", "prompt", "continuation at step a", "at step b", "first div."],
+                     loc="center", cellLoc="left", colWidths=[0.07, 0.2, 0.32, 0.32, 0.07])
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for cell in table.get_celld().values():
+        cell.get_text().set_fontfamily("monospace")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
