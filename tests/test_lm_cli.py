@@ -1,0 +1,48 @@
+"""``gva lm`` smoke tests: tiny configuration trains, generates and plots; bad input exits 2 with one line."""
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+
+from validation.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm") / "run"
+    assert main(["lm", "train", "--preset", "tiny", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_train_writes_a_run_directory(tiny_run):
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    assert cfg["corpus"] == "teacher" and cfg["steps"] == 20
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["steps_done"] == 20 and {"raw", "ema"} <= set(summary)
+
+
+def test_generate_and_plot(tiny_run, tmp_path, capsys):
+    assert main(["lm", "generate", str(tiny_run), "--prompt", "abc", "--H", "5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["prompt"] == "abc" and len(rows[0]["continuation"]) == 5
+    assert main(["lm", "plot", str(tiny_run), "--decayed", str(tiny_run), "--out", str(tmp_path / "f")]) == 0
+    assert (tmp_path / "f_loss.png").stat().st_size > 0 and (tmp_path / "f_bifurcations.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lm", "generate", "RUN", "--prompt", "ab!Z"], "outside the vocabulary: '!', 'Z'"),
+    (["lm", "train", "--preset", "tiny", "--corpus", "tinystories", "--data-path", "missing.txt", "--out", "OUT"],
+     "missing.txt does not exist"),
+    (["lm", "train", "--preset", "tiny", "--corpus-size", "100", "--out", "OUT"],
+     "shorter than one context window: need at least block_size + 1 = 17"),
+    (["lm", "train", "--preset", "tiny", "--lr", "-1", "--out", "OUT"], "lr"),
+])
+def test_bad_input_exits_2_with_one_line(tiny_run, tmp_path, capsys, argv, message):
+    argv = [str(tiny_run) if a == "RUN" else str(tmp_path / "o") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
