@@ -41,7 +41,7 @@ def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = 
             twin.plot(res.steps[z], res.exact["ema"][z].mean(1), "s:", ms=3, color="C1", alpha=0.6)
             twin.set_ylabel("exact-match length vs teacher (dotted)")
         ax[1].set(xlabel="step", ylabel="validation loss", title="(b) zoom: every iterate")
-        ax[1].legend(loc="upper left")
+        ax[1].legend(loc="center left")
     ax[2].plot(res.val["raw"][grid], res.val["ema"][grid], "-", color="0.6", lw=1)
     sc = ax[2].scatter(res.val["raw"][grid], res.val["ema"][grid], c=res.steps[grid], s=12, cmap="viridis")
     lo = min(res.val["raw"].min(), res.val["ema"].min())
