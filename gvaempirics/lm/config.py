@@ -9,8 +9,8 @@ Each is the same code path at another size (measured on 2 loaded CPU cores; see 
   steps and evaluations, so the whole section takes a few minutes;
 * ``quick`` -- the documented figures: a ~0.1M-parameter student of the transformer teacher,
   about 1-2 minutes per run;
-* ``shakespeare`` -- a ~0.8M-parameter character model of the Shakespeare corpus (the class
-  defaults), tens of minutes on CPU.
+* ``shakespeare`` -- a ~0.35M-parameter character model of the Shakespeare corpus, several
+  minutes per run. (The class defaults, ~0.8M parameters, are for longer runs.)
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                       zoom_length=20, checkpoint_every=300),
     "quick": dict(_TEACHER, corpus_size=50_000, steps=1200, eval_every=50, zoom_windows=(600, 1100),
                   zoom_length=20, checkpoint_every=300),
-    "shakespeare": dict(corpus="shakespeare", steps=5000, eval_every=250, zoom_windows=(4000,), zoom_length=25,
-                        checkpoint_every=500),
+    "shakespeare": dict(corpus="shakespeare", n_layer=3, n_head=4, n_embd=96, block_size=64, lr=3e-3, warmup=50,
+                        steps=1500, batch_size=32, eval_every=100, zoom_windows=(1200,), zoom_length=20,
+                        eval_windows=64, n_prompts=32, prompt_len=32, H=48, checkpoint_every=500, threads=1),
 }
 
 

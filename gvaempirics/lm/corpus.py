@@ -313,6 +313,7 @@ def load_corpus(name: str, *, path: str = "", cache: Path | None = None, val_fra
     tokens generated (synthetic corpora, from ``seed``).
     """
     check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    check_int("size", size, 1)
     if name == "shakespeare":
         return _split(name, shakespeare_text(cache, quiet=quiet), val_fraction)
     if name == "tinystories":

@@ -47,7 +47,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     verdicts = [
         Verdict("constant LR: greedy continuations change between neighbouring iterates while the loss barely moves",
                 raw["zoom_changed"] > 0 and raw["zoom_val_fluctuation"] < 0.01 * decrease,
-                f"{raw['zoom_changed']:.3f} of {n_pairs} (prompt, consecutive pair) change; mean |delta val loss| "
+                f"{100 * raw['zoom_changed']:.1f}% of {n_pairs} (prompt, consecutive pair) comparisons change; mean |delta val loss| "
                 f"{raw['zoom_val_fluctuation']:.2e} = {raw['zoom_val_fluctuation'] / decrease:.2e} of the loss decrease"),
         Verdict("EMA at least halves the fraction of continuations that change between neighbouring iterates",
                 ema["zoom_changed"] <= 0.5 * raw["zoom_changed"],
