@@ -108,3 +108,25 @@ def test_generate_from_run(tmp_path):
     assert p == "abcab" and len(cont) == 6 and set(cont) <= set("abcdefghijklmnop")
     with pytest.raises(ValueError, match=r"outside the vocabulary: '!', 'z'"):
         generate(tmp_path / "r", ["ab!z"])
+
+
+def test_trainer_ema_is_the_textbook_recursion_over_iterates(tmp_path):
+    from gvatheory.schedules import PowerEMA
+
+    cfg = LMConfig(**preset("tiny", ema_alpha=0.7, ema_gamma_min=0.2))
+    run = RunDir(tmp_path / "r")
+    run.start(to_dict(cfg), resume=False)
+    tr = LMTrainer(cfg, run, make_corpus(cfg), quiet=True)
+    tr.stabilizer.update()  # theta_0, as fit() does
+    iterates = [{k: v.detach().clone() for k, v in tr.model.named_parameters()}]
+    for _ in range(5):
+        tr._train_step()
+        iterates.append({k: v.detach().clone() for k, v in tr.model.named_parameters()})
+    gamma = PowerEMA(0.7, 0.2)
+    ref = {k: v.clone() for k, v in iterates[0].items()}  # gamma_0 = 1
+    for t in range(1, 6):
+        g = float(gamma(t))
+        ref = {k: (1 - g) * ref[k] + g * iterates[t][k] for k in ref}
+    got = tr.stabilizer.averaged_parameters()
+    for k in ref:
+        assert torch.allclose(got[k], ref[k], atol=1e-6)
