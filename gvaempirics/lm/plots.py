@@ -18,7 +18,8 @@ from .train import LMResult
 
 def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = ""):
     """Three panels: (a) validation loss, raw vs EMA (and the decayed-LR run's raw weights);
-    (b) the first zoom window at every iterate; (c) the path in (model loss, EMA loss) space."""
+    (b) the last zoom window at every iterate; (c) the path in (model loss, EMA loss) space from
+    a tenth of training on (grid and zoom-window iterates)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -42,11 +43,15 @@ def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = 
             twin.set_ylabel("exact-match length vs teacher (dotted)")
         ax[1].set(xlabel="step", ylabel="validation loss", title="(b) zoom: every iterate")
         ax[1].legend(loc="center left")
-    ax[2].plot(res.val["raw"][grid], res.val["ema"][grid], "-", color="0.6", lw=1)
-    sc = ax[2].scatter(res.val["raw"][grid], res.val["ema"][grid], c=res.steps[grid], s=12, cmap="viridis")
-    lo = min(res.val["raw"].min(), res.val["ema"].min())
-    hi = max(res.val["raw"][grid].max(), res.val["ema"][grid].max())
-    ax[2].plot([lo, hi], [lo, hi], "k:", lw=0.8)
+    # after the first tenth of training, so the initial drop does not hide the late path
+    path = np.union1d(grid[res.steps[grid] >= res.steps.max() / 10], np.concatenate(zooms) if zooms else [])
+    path = path.astype(int)
+    ax[2].plot(res.val["raw"][path], res.val["ema"][path], "-", color="0.6", lw=0.8)
+    sc = ax[2].scatter(res.val["raw"][path], res.val["ema"][path], c=res.steps[path], s=10, cmap="viridis")
+    lo = min(res.val["raw"][path].min(), res.val["ema"][path].min())
+    hi = max(res.val["raw"][path].max(), res.val["ema"][path].max())
+    ax[2].plot([lo, hi], [lo, hi], "k:", lw=0.8, label="EMA loss = model loss")
+    ax[2].legend(loc="upper left")
     ax[2].set(xlabel="model (raw) loss", ylabel="EMA loss", title="(c) path in (model loss, EMA loss)")
     fig.colorbar(sc, ax=ax[2], label="step")
     if title:
