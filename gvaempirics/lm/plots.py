@@ -21,6 +21,7 @@ def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = 
     (b) the last zoom window at every iterate; (c) the path in (model loss, EMA loss) space from
     a tenth of training on (grid and zoom-window iterates)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
     grid = res.grid()
@@ -41,6 +42,7 @@ def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = 
             twin.plot(res.steps[z], res.exact["raw"][z].mean(1), "s:", ms=3, color="C0", alpha=0.6)
             twin.plot(res.steps[z], res.exact["ema"][z].mean(1), "s:", ms=3, color="C1", alpha=0.6)
             twin.set_ylabel("exact-match length vs teacher (dotted)")
+        ax[1].xaxis.set_major_locator(MaxNLocator(integer=True))
         ax[1].set(xlabel="step", ylabel="validation loss", title="(b) zoom: every iterate")
         ax[1].legend(loc="center left")
     # after the first tenth of training, so the initial drop does not hide the late path
