@@ -439,3 +439,97 @@ def summarize(run: RunDir | BCResult) -> dict[str, Any]:
             entry["zoom_amplification"] = entry["zoom_reward_oscillation"] / max(entry["zoom_loss_oscillation"], 1e-300)
         out[w] = entry
     return out
+
+
+class AugmentedPolicy:
+    """Closed-loop wrapper that feeds an imitator what it was trained on.
+
+    Called once per step with observations ``(P, I, obs_dim)``; keeps the previous action
+    (``u_0 = 0``) and the window of the last ``history`` augmented states (padded with the
+    first one, as :func:`windows` pads demonstrations); returns actions clipped to the action
+    bounds, which are also what the next augmented state records.
+    """
+
+    def __init__(self, batched: Callable[[Tensor], Tensor], history: int, low: np.ndarray, high: np.ndarray):
+        self.batched, self.history = batched, history
+        self.low = torch.as_tensor(low, dtype=torch.float32)
+        self.high = torch.as_tensor(high, dtype=torch.float32)
+        self.prev: Tensor | None = None
+        self.window: Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, obs: Tensor) -> Tensor:
+        if self.prev is None:
+            self.prev = torch.zeros(*obs.shape[:-1], self.low.numel())
+        state = torch.cat([obs, self.prev], dim=-1)                                    # (P, I, d_in)
+        if self.window is None:
+            self.window = state.unsqueeze(-2).repeat_interleave(self.history, dim=-2)  # (P, I, W, d_in)
+        else:
+            self.window = torch.cat([self.window[..., 1:, :], state.unsqueeze(-2)], dim=-2)
+        action = torch.clamp(self.batched(self.window), self.low, self.high)          # (P, I, d_act)
+        self.prev = action
+        return action
+
+
+def imitator_rollout(cfg: BCConfig, ics) -> RolloutFn:
+    """Roll out many imitator checkpoints at once from the run's fixed initial conditions ``ics``."""
+    import gymnasium as gym
+
+    from .rollout import rollout, stacked_policy
+
+    space = gym.make(cfg.env).action_space
+
+    def run(model: nn.Module, params: Sequence[dict[str, Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+        was = model.training
+        model.eval()
+        policy = AugmentedPolicy(stacked_policy(model, list(params)), cfg.history, space.low, space.high)
+        res = rollout(cfg.env, ics, cfg.eval_horizon, policy, n_policies=len(params), threads=cfg.threads)
+        model.train(was)
+        return res.returns, res.lengths
+
+    return run
+
+
+def train_bc(cfg: BCConfig, out: Path, *, resume: bool = True, demos_path: Path | None = None,
+             quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) the BC experiment ``cfg`` into the run directory ``out``; return its summary.
+
+    Demonstrations are cached at ``demos_path`` (default ``out/demos.npz``) and reused on resume.
+    """
+    from .demos import fresh_data, load_or_make
+    from .envs import initial_conditions
+    from .experts import load_expert
+    from .rollout import rollout
+
+    torch.set_num_threads(cfg.threads)
+    run = RunDir(out)
+    run.start(to_dict(cfg), resume=resume)
+    expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    demos = load_or_make(Path(demos_path or run.path / "demos.npz"), cfg.env, expert, n=cfg.n_demos,
+                         n_val=cfg.val_demos, horizon=cfg.demo_horizon, seed=cfg.demo_seed, expert_info=info, quiet=quiet)
+    ics = initial_conditions(cfg.env, cfg.eval_ics, cfg.eval_seed)
+    # The reward scale: the expert's own return from the same initial conditions and horizon.
+    expert_eval = rollout(cfg.env, ics, cfg.eval_horizon, lambda obs: expert(obs), threads=cfg.threads)
+    meta = {"expert_return": float(expert_eval.returns.mean()), "expert_falls": int((expert_eval.lengths < cfg.eval_horizon).sum()),
+            "expert_file": str(cfg.expert or info.get("file", ""))}
+    trainer = BCTrainer(cfg, run, demos.bc_data(cfg.history), imitator_rollout(cfg, ics),
+                        fresh_data=fresh_data(demos, expert, cfg.history) if cfg.fresh_data else None,
+                        meta=meta, quiet=quiet)
+    return trainer.fit()
+
+
+# Named configurations; any field can still be overridden from the command line.
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: the CI smoke run (Hopper, small nets, few iterations, short rollouts)
+    "tiny": dict(env="Hopper-v5", n_demos=3, val_demos=1, demo_horizon=100, depth=2, width=32, steps=60,
+                 eval_every=20, zoom_windows=(40,), zoom_length=6, eval_ics=3, eval_horizon=100,
+                 checkpoint_every=20, batch_size=32, lr=1e-3),
+    # about 10 minutes on 2 CPU cores: raw iterates oscillate, the EMA does not
+    "quick": dict(env="Walker2d-v5", n_demos=25, val_demos=5, demo_horizon=1000, depth=4, width=256, steps=6000,
+                  eval_every=300, zoom_windows=(5000,), zoom_length=30, eval_ics=10, eval_horizon=1000,
+                  checkpoint_every=1000, batch_size=64, lr=3e-4),
+    # the paper's setup (Section 3): N = H = 1000 demonstrations, 4-layer MLP, Adam, power EMA
+    "paper": dict(env="Walker2d-v5", n_demos=1000, val_demos=50, demo_horizon=1000, depth=4, width=256, steps=100000,
+                  eval_every=1000, zoom_windows=(50000, 90000), zoom_length=100, eval_ics=20, eval_horizon=1000,
+                  checkpoint_every=5000, batch_size=256, lr=3e-4),
+}
