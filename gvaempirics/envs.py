@@ -91,9 +91,13 @@ def act_dim(env_id: str) -> int:
 
 
 def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` of the action box (the model's ``actuator_ctrlrange``)."""
-    space = _gym_env(env_id).action_space
-    return space.low.astype(np.float64), space.high.astype(np.float64)
+    """``(low, high)`` of the action box: the model's ``actuator_ctrlrange`` in float64.
+
+    gymnasium's ``action_space`` holds the same box rounded to float32; we clip to the exact
+    float64 range, which is also the range MuJoCo clamps ``ctrl`` to.
+    """
+    r = mj_model(env_id).actuator_ctrlrange
+    return r[:, 0].copy(), r[:, 1].copy()
 
 
 @dataclass(frozen=True)

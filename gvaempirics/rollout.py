@@ -19,7 +19,9 @@ Conventions (identical in both paths):
   the unclipped action), so we clip once, up front, and both paths receive the clipped action;
 * after termination the episode is frozen: its state, observation and reward (0) no longer
   change; the terminating step's reward counts (gymnasium semantics);
-* ``lengths`` counts the steps taken, the terminating one included (``H`` when none).
+* ``lengths`` counts the steps taken, the terminating one included (``H`` when none);
+* recorded actions are 0 after termination, and once every episode has ended the loop stops
+  (the policy is not called again).
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ def rollout(env_id: str, ics: InitialConditions, horizon: int, policy: Policy, n
             r, term = batch.reward(x_before, act)
             r = np.where(active, r, 0.0)
             if rec is not None:
-                rec[0][:, t], rec[1][:, t], rec[2][:, t], rec[3][:, t] = obs, act, r, active
+                rec[0][:, t], rec[1][:, t], rec[2][:, t], rec[3][:, t] = obs, act * active[:, None], r, active
             returns += r
             lengths += active
             obs = np.where(active[:, None], new_obs, obs)
@@ -288,7 +290,7 @@ def rollout_reference(env_id: str, ics: InitialConditions, horizon: int, policy:
     rec = (np.zeros((n, H, obs.shape[1])), np.zeros((n, H, low.size)), np.zeros((n, H)), np.zeros((n, H), bool))
     for t in range(H):
         act = _act(policy, obs.reshape(P, I, -1), low, high).reshape(n, -1)
-        rec[0][:, t], rec[1][:, t], rec[3][:, t] = obs, act, active
+        rec[0][:, t], rec[1][:, t], rec[3][:, t] = obs, act * active[:, None], active
         for k in np.flatnonzero(active):
             o, r, term, _, _ = envs[k].step(act[k])
             obs[k] = o
@@ -296,6 +298,9 @@ def rollout_reference(env_id: str, ics: InitialConditions, horizon: int, policy:
             rec[2][k, t] = r
             lengths[k] += 1
             active[k] = not term
+        if not active.any():
+            rec[0][:, t + 1:] = obs[:, None]
+            break
     for env in envs:
         env.close()
     shape = (P, I)
