@@ -1,0 +1,100 @@
+"""Benchmark the batched evaluator against the gymnasium loops a user would otherwise write.
+
+Walker2d-v5, the default BC imitator (MLPImitator, ImitatorSpec(d_in=obs+act, d_act, depth=4,
+width=256), untrained, reading the observation augmented with the previous action), 20 initial
+conditions, H=1000. An untrained policy makes the walker fall, and a fallen episode is frozen by
+our evaluator while gymnasium's vector env resets and goes on, so all three are timed in *live
+policy-steps per second* (steps where the policy acted on a running episode):
+
+* ours: ``gvaempirics.rollout.rollout`` (one torch call per step for all pairs, MuJoCo on threads),
+  repeated until at least ``H * I`` live steps have been timed;
+* gymnasium single env: one ``gymnasium.make`` env, one policy call per step, reset on termination;
+* ``gymnasium.vector.SyncVectorEnv`` of 20 envs, one batched policy call per step, autoreset.
+
+Run: ``python benchmarks/bench_rollout.py [--horizon 1000] [--n-ics 20] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+
+class AugmentedPolicy:
+    """Feeds ``[obs, previous action]`` (u_0 = 0) to the imitator, as the BC experiments do."""
+
+    def __init__(self, net, act_dim: int):
+        self.net, self.act_dim, self.prev = net, act_dim, None
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:  # (..., obs_dim) -> (..., act_dim)
+        if self.prev is None or self.prev.shape[:-1] != obs.shape[:-1]:
+            self.prev = torch.zeros(obs.shape[:-1] + (self.act_dim,))
+        with torch.no_grad():
+            x = torch.cat([obs, self.prev], -1)
+            act = self.net(x[..., None, :])  # a window of one augmented state
+        self.prev = act.clamp(-1, 1)
+        return act
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--horizon", type=int, default=1000)
+    ap.add_argument("--n-ics", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import gymnasium as gym
+
+    from gvaempirics.envs import act_dim, initial_conditions, obs_dim
+    from gvaempirics.imitators import ImitatorSpec, make_imitator
+    from gvaempirics.rollout import rollout
+
+    torch.set_num_threads(1)
+    env_id, H, I = "Walker2d-v5", args.horizon, args.n_ics
+    torch.manual_seed(0)
+    net = make_imitator(ImitatorSpec(d_in=obs_dim(env_id) + act_dim(env_id), d_act=act_dim(env_id))).eval()
+    target = H * I
+    print(f"{env_id}, default MLP imitator (depth 4, width 256), {I} ICs, H={H}, threads={args.threads}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+
+    rates = {}
+    steps, t0, seed = 0, time.perf_counter(), 0
+    while steps < target:
+        res = rollout(env_id, initial_conditions(env_id, I, seed), H, AugmentedPolicy(net, act_dim(env_id)),
+                      threads=args.threads)
+        steps += int(res.lengths.sum())
+        seed += 1
+    rates["ours (rollout)"] = steps / (time.perf_counter() - t0)
+
+    env = gym.make(env_id)
+    pol = AugmentedPolicy(net, act_dim(env_id))
+    obs, _ = env.reset(seed=0)
+    t0 = time.perf_counter()
+    for k in range(target):
+        act = pol(torch.as_tensor(obs, dtype=torch.float32)[None]).numpy()[0]
+        obs, _, term, trunc, _ = env.step(np.clip(act, -1, 1))
+        if term or trunc:
+            obs, _ = env.reset(seed=k + 1)
+            pol.prev = None
+    rates["gymnasium single env"] = target / (time.perf_counter() - t0)
+
+    venv = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(I)])
+    pol = AugmentedPolicy(net, act_dim(env_id))
+    obs, _ = venv.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(H):  # autoreset: every env is live at every step
+        act = pol(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        obs, _, _, _, _ = venv.step(np.clip(act, -1, 1))
+    rates[f"gymnasium SyncVectorEnv({I})"] = target / (time.perf_counter() - t0)
+
+    ours = rates["ours (rollout)"]
+    for name, rate in rates.items():
+        print(f"{name:32s} {rate:9.0f} live policy-steps/s   ours/this = {ours / rate:5.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
