@@ -376,17 +376,16 @@ class AugmentedPolicy:
 
 def imitator_rollout(cfg: BCConfig, ics) -> RolloutFn:
     """Roll out many imitator checkpoints at once from the run's fixed initial conditions ``ics``."""
-    import gymnasium as gym
-
+    from .envs import action_bounds
     from .rollout import rollout, stacked_policy
 
-    space = gym.make(cfg.env).action_space
+    low, high = action_bounds(cfg.env)
 
     def run(model: nn.Module, params: Sequence[dict[str, Tensor]]) -> tuple[np.ndarray, np.ndarray]:
         was = model.training
         model.eval()
-        policy = AugmentedPolicy(stacked_policy(model, list(params)), cfg.history, space.low, space.high)
-        res = rollout(cfg.env, ics, cfg.eval_horizon, policy, n_policies=len(params), threads=cfg.threads)
+        policy = AugmentedPolicy(stacked_policy(model, list(params)), cfg.history, low, high)
+        res = rollout(cfg.env, ics, cfg.eval_horizon, policy, len(params), threads=cfg.threads)
         model.train(was)
         return res.returns, res.lengths
 
@@ -412,7 +411,7 @@ def train_bc(cfg: BCConfig, out: Path, *, resume: bool = True, demos_path: Path 
                          n_val=cfg.val_demos, horizon=cfg.demo_horizon, seed=cfg.demo_seed, expert_info=info, quiet=quiet)
     ics = initial_conditions(cfg.env, cfg.eval_ics, cfg.eval_seed)
     # The reward scale: the expert's own return from the same initial conditions and horizon.
-    expert_eval = rollout(cfg.env, ics, cfg.eval_horizon, lambda obs: expert(obs), threads=cfg.threads)
+    expert_eval = rollout(cfg.env, ics, cfg.eval_horizon, expert, threads=cfg.threads)
     meta = {"expert_return": float(expert_eval.returns.mean()), "expert_falls": int((expert_eval.lengths < cfg.eval_horizon).sum()),
             "expert_file": str(cfg.expert or info.get("file", ""))}
     trainer = BCTrainer(cfg, run, demos.bc_data(cfg.history), imitator_rollout(cfg, ics),

@@ -21,6 +21,7 @@ SECTIONS: dict[str, str] = {
     "cliff": "validation.studies.cliff",
     "prop31": "validation.studies.prop31",
     "linear-gva": "validation.studies.linear_gva",
+    "bc": "validation.studies.bc",
     "lm": "validation.studies.lm",
 }
 

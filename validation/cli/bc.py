@@ -1,6 +1,7 @@
 """``gva bc``: behavior-cloning experiments (paper Section 3, Figure 1).
 
 * ``gva bc demos ENV``  collect and cache expert demonstrations (train/validation split).
+* ``gva bc train | eval | plot``  train with stabilizers, GVA indices, Figure-1 plot (``bc_train``).
 
 Quick configuration: ``gva bc demos Hopper-v5 --n 50 --horizon 200 --out runs/demos/Hopper-v5_quick.npz``;
 paper configuration (N = H = 1000): ``gva bc demos Walker2d-v5 --n 1000 --horizon 1000 --out runs/demos/Walker2d-v5.npz``.
@@ -15,9 +16,12 @@ from ._common import add_quiet_argument, add_seed_argument, emit
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bc", help="behavior cloning: demonstrations")
+    from .bc_train import register_training
+
+    p = subparsers.add_parser("bc", help="behavior cloning: demonstrations, training with stabilizers, GVA figures")
     sub = p.add_subparsers(dest="bc_command", metavar="SUBCOMMAND", required=True)
     register_demos(sub)
+    register_training(sub)
 
 
 def register_demos(sub) -> None:
