@@ -146,3 +146,9 @@ def test_stacked_policy_falls_back_to_a_loop():
     for p, sd in enumerate(params):
         net.load_state_dict(sd)
         torch.testing.assert_close(got[p], net(x[p]))
+
+
+def test_progress_bar_when_not_quiet(capsys):
+    ics = initial_conditions("HalfCheetah-v5", 1, 0)
+    rollout("HalfCheetah-v5", ics, 3, random_policy("HalfCheetah-v5"), quiet=False)
+    assert "rollout HalfCheetah-v5" in capsys.readouterr().err
