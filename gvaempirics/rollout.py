@@ -343,3 +343,49 @@ def stacked_policy(module: nn.Module, params_list: Sequence[dict[str, Tensor]]) 
         return looped(x)
 
     return policy
+
+
+class AugmentedPolicy:
+    """Closed-loop imitator: reads a window of augmented states ``[obs_t, u_{t-1}]`` (``u_{-1} = 0``).
+
+    ``net`` maps ``(P, I, history, obs_dim + act_dim)`` to ``(P, I, act_dim)`` (e.g. a
+    :func:`stacked_policy` of imitators). Before step ``history - 1`` the window is padded with the
+    first augmented state, as :func:`gvaempirics.bc.windows` pads the demonstrations. The previous
+    action is the clipped one, the action the environment received.
+    """
+
+    def __init__(self, net: Policy, low: np.ndarray, high: np.ndarray, history: int = 1):
+        self.net, self.history = net, check_int("history", history, 1)
+        self.low, self.high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+        self.prev: Tensor | None = None
+        self.window: Tensor | None = None
+
+    def __call__(self, obs: Tensor) -> Tensor:  # (P, I, obs_dim) -> (P, I, act_dim)
+        if self.prev is None:
+            self.prev = torch.zeros(obs.shape[:-1] + self.low.shape)
+        state = torch.cat([obs, self.prev], -1)  # (P, I, d_in)
+        if self.window is None:
+            self.window = state[..., None, :].repeat_interleave(self.history, -2)
+        else:
+            self.window = torch.cat([self.window[..., 1:, :], state[..., None, :]], -2)  # (P, I, W, d_in)
+        act = self.net(self.window)
+        self.prev = torch.maximum(torch.minimum(act.float(), self.high), self.low)
+        return act
+
+
+def imitator_evaluator(env_id: str, ics: InitialConditions, horizon: int, *, history: int = 1, threads: int = 2,
+                       quiet: bool = True) -> Callable[[nn.Module, Sequence[dict[str, Tensor]]], tuple[np.ndarray, np.ndarray]]:
+    """``(module, params_list) -> (returns, lengths)``, each ``(len(params_list), ics.n)``.
+
+    Rolls out every checkpoint of an imitator (parameters as in :func:`stacked_policy`) in one
+    batched :func:`rollout` with :class:`AugmentedPolicy` inputs.
+    """
+    low, high = action_bounds(env_id)
+    _check(env_id, ics, horizon, 1, threads)
+
+    def evaluate(module: nn.Module, params_list: Sequence[dict[str, Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+        policy = AugmentedPolicy(stacked_policy(module, params_list), low, high, history)
+        res = rollout(env_id, ics, horizon, policy, len(params_list), threads=threads, quiet=quiet)
+        return res.returns, res.lengths
+
+    return evaluate
