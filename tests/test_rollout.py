@@ -197,3 +197,14 @@ def test_augmented_policy_window_is_padded_with_first_state():
     first = torch.tensor([0.0, 0.0, 0.0])
     torch.testing.assert_close(seen[0][0, 0], first.repeat(3, 1))
     torch.testing.assert_close(seen[1][0, 0], torch.stack([first, first, torch.tensor([1.0, 1.0, 1.0])]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_equals_gymnasium_long_horizon(env_id):
+    """Small actions keep episodes alive longer: 1000 steps, 4 initial conditions."""
+    ics = initial_conditions(env_id, 4, seed=11)
+    fast = rollout(env_id, ics, 1000, random_policy(env_id, seed=2, scale=0.3), record=True)
+    ref = rollout_reference(env_id, ics, 1000, random_policy(env_id, seed=2, scale=0.3), record=True)
+    np.testing.assert_array_equal(fast.alive, ref.alive)
+    np.testing.assert_allclose(fast.rewards, ref.rewards, rtol=0, atol=1e-10)
