@@ -154,51 +154,6 @@ def test_progress_bar_when_not_quiet(capsys):
     assert "rollout HalfCheetah-v5" in capsys.readouterr().err
 
 
-def test_imitator_evaluator_equals_hand_augmented_reference():
-    """Checkpoints evaluated together equal each one fed [obs, previous clipped action] by hand."""
-    from gvaempirics.imitators import ImitatorSpec, make_imitator
-    from gvaempirics.rollout import imitator_evaluator
-
-    env_id = "Hopper-v5"
-    d_obs, d_act = obs_dim(env_id), act_dim(env_id)
-    ics = initial_conditions(env_id, 2, seed=0)
-    net = make_imitator(ImitatorSpec(d_in=d_obs + d_act, d_act=d_act, depth=2, width=16))
-    params = _checkpoints(net, 2, seed=3)
-    returns, lengths = imitator_evaluator(env_id, ics, 25)(net, params)
-    assert returns.shape == lengths.shape == (2, 2)
-    for p, sd in enumerate(params):
-        net.load_state_dict(sd)
-        prev = [torch.zeros(1, 2, d_act)]
-
-        def hand(obs):
-            with torch.no_grad():
-                a = net(torch.cat([obs, prev[0]], -1)[..., None, :])
-            prev[0] = a.clamp(-1, 1)
-            return a
-
-        ref = rollout_reference(env_id, ics, 25, hand)
-        np.testing.assert_allclose(returns[p], ref.returns[0], rtol=0, atol=1e-6)
-        np.testing.assert_array_equal(lengths[p], ref.lengths[0])
-
-
-def test_augmented_policy_window_is_padded_with_first_state():
-    from gvaempirics.rollout import AugmentedPolicy
-
-    seen = []
-
-    def net(window):
-        seen.append(window.clone())
-        return torch.full(window.shape[:2] + (1,), 2.0)  # beyond the box: the fed-back action is clipped
-
-    pol = AugmentedPolicy(net, np.array([-1.0]), np.array([1.0]), history=3)
-    o0, o1 = torch.zeros(1, 1, 2), torch.ones(1, 1, 2)
-    pol(o0)
-    pol(o1)
-    first = torch.tensor([0.0, 0.0, 0.0])
-    torch.testing.assert_close(seen[0][0, 0], first.repeat(3, 1))
-    torch.testing.assert_close(seen[1][0, 0], torch.stack([first, first, torch.tensor([1.0, 1.0, 1.0])]))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_equals_gymnasium_long_horizon(env_id):
