@@ -24,22 +24,6 @@ import numpy as np
 import torch
 
 
-class AugmentedPolicy:
-    """Feeds ``[obs, previous action]`` (u_0 = 0) to the imitator, as the BC experiments do."""
-
-    def __init__(self, net, act_dim: int):
-        self.net, self.act_dim, self.prev = net, act_dim, None
-
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:  # (..., obs_dim) -> (..., act_dim)
-        if self.prev is None or self.prev.shape[:-1] != obs.shape[:-1]:
-            self.prev = torch.zeros(obs.shape[:-1] + (self.act_dim,))
-        with torch.no_grad():
-            x = torch.cat([obs, self.prev], -1)
-            act = self.net(x[..., None, :])  # a window of one augmented state
-        self.prev = act.clamp(-1, 1)
-        return act
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--horizon", type=int, default=1000)
@@ -48,7 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     import gymnasium as gym
 
-    from gvaempirics.envs import act_dim, initial_conditions, obs_dim
+    from gvaempirics.bc import AugmentedPolicy
+    from gvaempirics.envs import act_dim, action_bounds, initial_conditions, obs_dim
     from gvaempirics.imitators import ImitatorSpec, make_imitator
     from gvaempirics.rollout import rollout
 
@@ -57,37 +42,41 @@ def main() -> None:
     torch.manual_seed(0)
     net = make_imitator(ImitatorSpec(d_in=obs_dim(env_id) + act_dim(env_id), d_act=act_dim(env_id))).eval()
     target = H * I
+    low, high = action_bounds(env_id)
+
+    def policy():  # the closed-loop imitator of the BC experiments: input [obs_t, u_{t-1}], u_{-1} = 0
+        return AugmentedPolicy(net, 1, low, high)
     print(f"{env_id}, default MLP imitator (depth 4, width 256), {I} ICs, H={H}, threads={args.threads}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     rates = {}
     steps, t0, seed = 0, time.perf_counter(), 0
     while steps < target:
-        res = rollout(env_id, initial_conditions(env_id, I, seed), H, AugmentedPolicy(net, act_dim(env_id)),
+        res = rollout(env_id, initial_conditions(env_id, I, seed), H, policy(),
                       threads=args.threads)
         steps += int(res.lengths.sum())
         seed += 1
     rates["ours (rollout)"] = steps / (time.perf_counter() - t0)
 
     env = gym.make(env_id)
-    pol = AugmentedPolicy(net, act_dim(env_id))
+    pol = policy()
     obs, _ = env.reset(seed=0)
     t0 = time.perf_counter()
     for k in range(target):
         act = pol(torch.as_tensor(obs, dtype=torch.float32)[None]).numpy()[0]
-        obs, _, term, trunc, _ = env.step(np.clip(act, -1, 1))
+        obs, _, term, trunc, _ = env.step(act)
         if term or trunc:
             obs, _ = env.reset(seed=k + 1)
-            pol.prev = None
+            pol = policy()
     rates["gymnasium single env"] = target / (time.perf_counter() - t0)
 
     venv = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(I)])
-    pol = AugmentedPolicy(net, act_dim(env_id))
+    pol = policy()
     obs, _ = venv.reset(seed=0)
     t0 = time.perf_counter()
     for _ in range(H):  # autoreset: every env is live at every step
         act = pol(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-        obs, _, _, _, _ = venv.step(np.clip(act, -1, 1))
+        obs, _, _, _, _ = venv.step(act)
     rates[f"gymnasium SyncVectorEnv({I})"] = target / (time.perf_counter() - t0)
 
     ours = rates["ours (rollout)"]
