@@ -1,0 +1,113 @@
+"""Behavior cloning end to end on a tiny Hopper configuration, including kill-and-resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gvaempirics.bc import AugmentedPolicy, load_result, summarize, train_bc, windows
+from gvaempirics.bc_config import PRESETS, BCConfig
+from gvaempirics.config import build_config
+from validation.cli import main
+
+TINY = {**PRESETS["tiny"], "steps": 40, "demo_horizon": 60, "eval_horizon": 60, "eval_every": 10,
+        "zoom_windows": (30,), "zoom_length": 5, "checkpoint_every": 10, "threads": 1}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bc") / "full"
+    summary = train_bc(BCConfig(**TINY), out, quiet=True)
+    return out, summary
+
+
+def test_windows_pad_with_first_state():
+    s = torch.arange(6.0).reshape(1, 3, 2)  # states (0,1), (2,3), (4,5)
+    w = windows(s, 2)
+    assert w.shape == (1, 3, 2, 2)
+    torch.testing.assert_close(w[0, 0], torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    torch.testing.assert_close(w[0, 2], torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
+
+
+def test_augmented_policy_feeds_previous_clipped_action_and_window():
+    seen = []
+
+    def batched(x):  # x: (P, I, W, d_in)
+        seen.append(x.clone())
+        return torch.full((*x.shape[:2], 1), 5.0)  # clipped to 1
+
+    pol = AugmentedPolicy(batched, history=2, low=np.array([-1.0]), high=np.array([1.0]))
+    a0 = pol(torch.zeros(1, 1, 2))
+    pol(torch.ones(1, 1, 2))
+    assert float(a0) == 1.0
+    torch.testing.assert_close(seen[0][0, 0], torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))  # u_0 = 0, padded
+    torch.testing.assert_close(seen[1][0, 0], torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))  # (s_1, u_0=clip(5))
+
+
+def test_tiny_run_logs_every_scheduled_iterate(full_run):
+    out, summary = full_run
+    cfg = BCConfig(**TINY)
+    res = load_result(out)
+    assert list(res.eval_steps) == cfg.eval_steps()
+    assert set(res.returns) == {"raw", "ema"} and res.returns["raw"].shape == (len(cfg.eval_steps()), cfg.eval_ics)
+    assert list(res.train_steps) == list(range(1, cfg.steps + 1))
+    # the EMA starts as a copy of theta_0: the same rollouts at step 0, up to float32 rounding of
+    # the batched matmul over two checkpoint rows
+    np.testing.assert_allclose(res.returns["raw"][0], res.returns["ema"][0], rtol=1e-6)
+    assert res.expert_return > 0 and summary["raw"]["final_falls"] >= 0
+    assert summarize(out) == {k: v for k, v in summary.items() if k != "train_seconds_last_session"}
+    assert json.loads((out / "config.json").read_text())["steps"] == cfg.steps
+
+
+def test_kill_and_resume_gives_the_same_log(full_run, tmp_path):
+    """SIGKILL a run after its second checkpoint, resume it, and compare with the uninterrupted run."""
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "validation", "bc", "train", "--preset", "tiny", "--out", str(out), "--quiet"]
+    for key, value in TINY.items():
+        if key in PRESETS["tiny"] and PRESETS["tiny"][key] == value:
+            continue
+        flag = "--" + key.replace("_", "-")
+        args += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "checkpoints").glob("step_*.pt"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(args[3:]) == 0  # resume in-process
+    full, _ = full_run
+    assert (out / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+
+
+def test_nan_loss_stops_with_message_and_stays_resumable(tmp_path):
+    cfg = BCConfig(**{**TINY, "lr": 1e30, "optimizer": "sgd", "momentum": 0.0, "steps": 20, "zoom_windows": ()})
+    with pytest.raises(ValueError, match="loss became (nan|inf) at step .* stays resumable"):
+        train_bc(cfg, tmp_path / "nan", quiet=True)
+    assert (tmp_path / "nan" / "config.json").is_file()
+
+
+def test_bad_config_rejected_before_work(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown config key.*widht"):
+        build_config(BCConfig, {"widht": 3})
+    assert main(["bc", "train", "--preset", "tiny", "--lr", "-1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr=-1.0 is out of range" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_plot_and_eval_commands(full_run, tmp_path, capsys):
+    out, _ = full_run
+    assert main(["bc", "plot", str(out), "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert capsys.readouterr().out.strip() == str(tmp_path / "f.png")
+    assert main(["bc", "eval", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["weights"] for r in rows] == ["raw", "ema"]
