@@ -335,6 +335,7 @@ def summarize(run: RunDir | BCResult) -> dict[str, Any]:
             entry["grid_flip_rate"] = flip_rate(r[late], scale)
         zooms = res.zoom_windows()
         if zooms and decrease > 0:
+            entry["zoom_mean_return"] = float(np.mean([r[z].mean() for z in zooms]))
             entry["zoom_reward_oscillation"] = float(np.mean([oscillation_index(r[z].mean(1), scale) for z in zooms]))
             entry["zoom_reward_spread"] = float(np.mean([window_spread(r[z].mean(1), scale) for z in zooms]))
             entry["zoom_loss_oscillation"] = float(np.mean([oscillation_index(val[z], decrease) for z in zooms]))

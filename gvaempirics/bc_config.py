@@ -112,7 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  eval_every=20, zoom_windows=(40,), zoom_length=6, eval_ics=3, eval_horizon=100,
                  checkpoint_every=20, batch_size=32, lr=1e-3),
     # about 10 minutes on 2 CPU cores: raw iterates oscillate, the EMA does not
-    "quick": dict(env="Walker2d-v5", n_demos=25, val_demos=5, demo_horizon=1000, depth=4, width=256, steps=6000,
+    "quick": dict(env="Hopper-v5", n_demos=25, val_demos=5, demo_horizon=1000, depth=4, width=256, steps=6000,
                   eval_every=300, zoom_windows=(5000,), zoom_length=30, eval_ics=10, eval_horizon=1000,
                   checkpoint_every=1000, batch_size=64, lr=3e-4),
     # the paper's setup (Section 3): N = H = 1000 demonstrations, 4-layer MLP, Adam, power EMA

@@ -50,6 +50,7 @@ def plot_figure1(res: BCResult, *, title: str | None = None):
         twin = ax.twinx()
         li = np.searchsorted(res.loss_steps, zs)
         twin.plot(zs, res.losses["val"][li], "--", color="tab:green", lw=1, label="val loss, raw")
+        twin.set_ylim(0, 1.2 * res.losses["val"][li].max())  # from zero: fluctuations in true proportion
         twin.set_ylabel("BC validation loss", color="tab:green")
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title or f"{res.config['env']}: GVA in behavior cloning")

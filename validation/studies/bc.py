@@ -43,9 +43,9 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
             f"{cfg.stabilizer} {avg['zoom_reward_oscillation']:.3g} vs raw {raw['zoom_reward_oscillation']:.3g} (ratio {ratio:.2f})",
         ),
         Verdict(
-            f"the {cfg.stabilizer} costs no reward: its final mean return >= the raw one's minus 5% of the expert's",
-            avg["final_return"] >= raw["final_return"] - 0.05 * summary["expert_return"],
-            f"final return {cfg.stabilizer} {avg['final_return']:.0f} vs raw {raw['final_return']:.0f}; expert {summary['expert_return']:.0f}",
+            f"the {cfg.stabilizer} costs no reward: its mean return over the zoom iterates >= the raw one's",
+            avg["zoom_mean_return"] >= raw["zoom_mean_return"],
+            f"{cfg.stabilizer} {avg['zoom_mean_return']:.0f} vs raw {raw['zoom_mean_return']:.0f}; expert {summary['expert_return']:.0f}",
         ),
     ]
     body = (
@@ -54,10 +54,10 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         f"{cfg.eval_ics} seeded initial conditions, the same for every iterate; every iterate evaluated in "
         f"the zoom window{'s' if len(cfg.zoom_windows) > 1 else ''} starting at {', '.join(map(str, cfg.zoom_windows))}). "
         f"Run directory: `{outdir / 'run'}`; rerun the figure with `gva bc plot {outdir / 'run'}`.\n\n"
-        "| weights | final return | falls | final val loss | zoom reward osc. | zoom loss osc. | amplification | flip rate |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| weights | final return | falls | final val loss | zoom mean return | zoom reward osc. | zoom loss osc. | amplification | flip rate |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         + "\n".join(
-            f"| {w} | {s['final_return']:.0f} ± {s['final_return_sd']:.0f} | {s['final_falls']} | {s['final_val_loss']:.4g} | "
+            f"| {w} | {s['final_return']:.0f} ± {s['final_return_sd']:.0f} | {s['final_falls']} | {s['final_val_loss']:.4g} | {s['zoom_mean_return']:.0f} | "
             f"{s['zoom_reward_oscillation']:.3g} | {s['zoom_loss_oscillation']:.3g} | {s['zoom_amplification']:.3g} | {s['zoom_flip_rate']:.2f} |"
             for w, s in (("raw", raw), (cfg.stabilizer, avg))
         )
