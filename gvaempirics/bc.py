@@ -30,6 +30,7 @@ from gvatheory.schedules import BEMASchedule, ConstantEMA, PowerEMA
 from .bc_config import BCConfig
 from .config import to_dict
 from .imitators import make_imitator
+from .metrics import grid_indices, zoom_indices
 from .rundir import RunDir
 from .stabilizers import BEMA, EMA, Polyak
 
@@ -255,18 +256,11 @@ class BCResult:
 
     def zoom_windows(self) -> list[np.ndarray]:
         """Index arrays (into ``eval_steps``) of each zoom window's consecutive iterates."""
-        out = []
-        for start in self.config["zoom_windows"]:
-            stop = start + self.config["zoom_length"]
-            idx = np.flatnonzero((self.eval_steps >= start) & (self.eval_steps < stop))
-            if len(idx) >= 2:
-                out.append(idx)
-        return out
+        return zoom_indices(self.eval_steps, self.config["zoom_windows"], self.config["zoom_length"])
 
     def grid(self) -> np.ndarray:
         """Indices of the regular evaluation grid (multiples of ``eval_every`` and the last step)."""
-        every = self.config["eval_every"]
-        return np.flatnonzero((self.eval_steps % every == 0) | (self.eval_steps == self.eval_steps.max()))
+        return grid_indices(self.eval_steps, self.config["eval_every"])
 
 
 def load_result(path: Path | RunDir, *, expert_return: float | None = None) -> BCResult:

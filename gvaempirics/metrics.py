@@ -60,6 +60,19 @@ def flip_rate(returns, scale: float, threshold: float = 0.1) -> float:
     return float(np.mean(np.abs(np.diff(r, axis=0)) > threshold * scale))
 
 
+def zoom_indices(steps, starts, length: int) -> list[np.ndarray]:
+    """Index arrays into ``steps`` of each zoom window ``[start, start + length)`` with >= 2 iterates."""
+    steps = np.asarray(steps)
+    out = [np.flatnonzero((steps >= s) & (steps < s + length)) for s in starts]
+    return [idx for idx in out if len(idx) >= 2]
+
+
+def grid_indices(steps, every: int) -> np.ndarray:
+    """Indices of the regular evaluation grid in ``steps``: multiples of ``every`` and the last step."""
+    steps = np.asarray(steps)
+    return np.flatnonzero((steps % every == 0) | (steps == steps.max()))
+
+
 @dataclass(frozen=True)
 class GVAIndices:
     """Reward and loss fluctuation on their fair scales, and their ratio."""

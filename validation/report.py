@@ -38,6 +38,15 @@ class Section:
         return all(v.passed for v in self.verdicts)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """A Markdown table of ``rows`` (dicts sharing keys); floats with 4 significant digits."""
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(root.resolve()))

@@ -34,6 +34,7 @@ from gvatheory._checks import check_int
 from gvatheory.schedules import PowerEMA
 
 from ..config import to_dict
+from ..metrics import grid_indices, zoom_indices
 from ..rundir import RunDir
 from ..stabilizers import EMA
 from .config import LMConfig
@@ -304,17 +305,11 @@ class LMResult:
 
     def zoom_windows(self) -> list[np.ndarray]:
         """Index arrays (into ``steps``) of each zoom window's consecutive iterates."""
-        out = []
-        for start in self.config["zoom_windows"]:
-            idx = np.flatnonzero((self.steps >= start) & (self.steps < start + self.config["zoom_length"]))
-            if len(idx) >= 2:
-                out.append(idx)
-        return out
+        return zoom_indices(self.steps, self.config["zoom_windows"], self.config["zoom_length"])
 
     def grid(self) -> np.ndarray:
         """Indices of the regular grid (multiples of ``eval_every`` and the last step)."""
-        every = self.config["eval_every"]
-        return np.flatnonzero((self.steps % every == 0) | (self.steps == self.steps.max()))
+        return grid_indices(self.steps, self.config["eval_every"])
 
 
 def load_result(path: Path | RunDir) -> LMResult:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from validation.report import Section, Verdict
+from validation.report import Section, Verdict, markdown_table
 
 H2 = [[1.5, 0.4], [0.4, 0.8]]
 S2 = [[0.5, 0.2], [0.2, 0.3]]
@@ -40,14 +40,6 @@ def _models():
             Hs=[1.0, 3.0], sigma=0.5, eta=InverseTimeLR(0.4, 50.0), gammas=(PowerEMA(0.7), 0.02), theta0=1.0,
             noise="minibatch", batch_size=4, n_data=40), 300),
     ]
-
-
-def _md_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _symbolic_check(seed: int) -> tuple[bool, str]:
@@ -172,7 +164,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         "(exact for any schedules); the stationary law solves a discrete Lyapunov equation and, in 1-D, has "
         "closed forms derived with sympy. See docs/averaging.md.",
         "Exact vs Monte Carlo at T (z = (MC - exact)/SE):",
-        _md_table(table),
+        markdown_table(table),
     ])
     return Section(key="averaging", title="SGD with iterate averaging on quadratics", body=body,
                    verdicts=verdicts, figures=figures,

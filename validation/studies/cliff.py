@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from validation.report import Section, Verdict
+from validation.report import Section, Verdict, markdown_table
 
 # (d, eta, gamma, sigma, eps, C, T, |theta0 - mu|): on/straddling/off the cliff, d = 1..5, eta > 1,
 # gamma = 1 (EMA = iterate), a single step, and starts away from mu.
@@ -40,14 +40,6 @@ MC_POINTS_FULL = [
     (1, 0.001, 0.01, 1.0, 0.05, 1.0, 2000, 0.05),
 ]
 FIELDS = (("theta", "loss_bc"), ("theta", "gap"), ("ema", "loss_bc"), ("ema", "gap"))
-
-
-def _md_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _monte_carlo_grid(points, n_chains: int, seed: int, quiet: bool):
@@ -186,10 +178,10 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         "Exact path speed (one run of 2e5 points, this machine, points/s): "
         + ", ".join(f"{k}: {v:.3g}" for k, v in speed.items()) + ".",
         "Exact vs Monte Carlo (z = (MC - exact)/SE):",
-        _md_table(table),
+        markdown_table(table),
         "Prop. 4.1 as written, per sigma (stationary, d=1): E loss(theta)/eta and E loss(EMA)/gamma ranges, "
         "and the smallest c1 with eta > c1 eps => gap(theta) >= C/2 on the grid:",
-        _md_table([{"sigma": s, "loss(theta)/eta": f"{a[0]:.3g}..{a[1]:.3g}",
+        markdown_table([{"sigma": s, "loss(theta)/eta": f"{a[0]:.3g}..{a[1]:.3g}",
                     "loss(EMA)/gamma": f"{b[0]:.3g}..{b[1]:.3g}", "c1 needed": c}
                    for s, a, b, c in zip(text.sigma, text.loss_theta_ratio, text.loss_ema_ratio, text.c1_needed)]),
     ])

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from validation.report import Section, Verdict
-from validation.studies.prop31 import _md_table
+from validation.report import Section, Verdict, markdown_table
 
 
 def _cov_check(exp) -> tuple[float, str]:
@@ -103,7 +102,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         f"Double integrator (dt = 0.1) with expert poles at rho = 0.995, 50 demonstrations of 100 steps, label "
         f"noise 0.1; SGD eta = 0.01, batch 8, EMA gamma = 0.01, {steps} steps from K*, {seeds} seeds. J_H is the "
         "exact quadratic cost sum |x_h|^2 + |u_h|^2 from x0 ~ N(0, I); see `docs/linear_gva.md`.",
-        _md_table([{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
+        markdown_table([{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
                    for r in exp.rows()]),
         f"loss_bc sd/mean: raw {exp.loss_cv():.4f}, EMA {exp.loss_cv('ema'):.5f}.",
         "Where the prediction stops matching: at large H the cost is strongly nonlinear in K (an iterate whose "
@@ -111,7 +110,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         f"exceeds the delta method: first H with MC/predicted sd > 1.5: {_first_break(exp)} (rho = 0.995). "
         f"The same comparison at marginal stability, rho = 1 ({seeds // 2} seeds), breaks at H = "
         f"{_first_break(marginal)}:",
-        _md_table([{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
+        markdown_table([{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
                    for r in marginal.rows()]),
     ])
     return Section(key="linear-gva", title="GVA in a linear closed loop: SGD noise amplified by the rollout, removed by EMA",

@@ -11,15 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from validation.report import Section, Verdict
-
-
-def _md_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+from validation.report import Section, Verdict, markdown_table
 
 
 def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
@@ -80,7 +72,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         "Scalar plant x' = x + u, expert u = 0 (closed loop marginally stable, the state stays at x0 = 0.01), "
         "reward exp(-x^2/2), perturbation Delta(x) = delta x: the worst case over |D| <= delta, exactly "
         "(see `docs/prop31.md`). Imitation loss is summed over the horizon under the expert's states.",
-        _md_table([{k: r[k] for k in ("H", "delta", "H*delta", "gap", "gap_upper", "ceiling", "loss_bc")}
+        markdown_table([{k: r[k] for k in ("H", "delta", "H*delta", "gap", "gap_upper", "ceiling", "loss_bc")}
                    for r in rows]),
         f"Fitted exponent kappa = {fit.kappa:.3f} ± {fit.kappa_se:.3f}; the exponential regime ends near "
         f"H delta = log(s/|x0|) = {end:.2f}, after which the gap grows only linearly (it can never exceed H).",
