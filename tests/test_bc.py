@@ -111,3 +111,12 @@ def test_plot_and_eval_commands(full_run, tmp_path, capsys):
     assert main(["bc", "eval", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["weights"] for r in rows] == ["raw", "ema"]
+
+
+def test_transformer_imitator_runs_in_closed_loop(tmp_path):
+    cfg = BCConfig(**{**TINY, "policy": "transformer", "history": 3, "depth": 1, "width": 16, "steps": 10,
+                      "eval_every": 5, "zoom_windows": (), "checkpoint_every": 10})
+    summary = train_bc(cfg, tmp_path / "tr", quiet=True)
+    res = load_result(tmp_path / "tr")
+    assert list(res.eval_steps) == [0, 5, 10] and np.all(res.lengths["raw"] >= 1)
+    assert summary["steps_done"] == 10
