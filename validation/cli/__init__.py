@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-# Command groups, in the order --help lists them. A module is skipped only if it is not written yet.
+# Command groups, in the order --help lists them.
 GROUPS = ("theory", "reproduce", "expert", "bc", "lm")
 
 
@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in GROUPS:
-        try:
-            module = importlib.import_module(f"validation.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"validation.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"validation.cli.{name}").register(sub)
     return parser
 
 
