@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gvaempirics.envs import check_env_id  # one list of valid ids for experts, demos and the evaluator
 from gvaempirics.rundir import atomic_write_bytes, load_torch_file
 
 SHIPPED_DIR = Path(__file__).with_name("experts")
@@ -85,17 +86,6 @@ class ExpertEval:
     def falls(self) -> int:
         """Episodes that terminated before the horizon (Walker2d/Hopper fall; HalfCheetah never terminates)."""
         return int((self.lengths < self.horizon).sum())
-
-
-def check_env_id(env_id: str) -> str:
-    """The env id if gymnasium knows it, else a ValueError listing the MuJoCo ids it knows."""
-    import gymnasium as gym
-
-    if env_id not in gym.registry:
-        known = sorted(k for k in gym.registry if k.split("-")[0] in
-                       ("Walker2d", "Hopper", "HalfCheetah", "Ant", "Humanoid"))
-        raise ValueError(f"env_id={env_id!r} is unknown; valid ids: {', '.join(known)}")
-    return env_id
 
 
 def ic_seeds(seed: int, n: int, stream: int) -> list[int]:

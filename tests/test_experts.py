@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gvaempirics import experts as ex
+from gvaempirics.envs import ENV_IDS
 from validation.cli import main
 
 ENV = "Hopper-v5"
@@ -137,6 +138,7 @@ def test_bad_expert_files(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         ex.load_expert(ENV, tmp_path / "missing.pt")
     assert main(["expert", "eval", "Hopper-v9", "--horizon", "2"]) == 2
-    assert "valid ids" in capsys.readouterr().err and "Hopper-v5" in ex.check_env_id("Hopper-v5")
+    err = capsys.readouterr().err
+    assert "Hopper-v9" in err and all(e in err for e in ENV_IDS) and ex.check_env_id("Hopper-v5") == "Hopper-v5"
     with pytest.raises(ValueError, match="n_ics=0"):
         ex.evaluate(ENV, expert, n_ics=0)
