@@ -313,10 +313,10 @@ def summarize(run: RunDir | BCResult) -> dict[str, Any]:
         return out
     grid = res.grid()
     late = grid[len(grid) // 2:]
-    loss_index = {w: np.searchsorted(res.loss_steps, res.eval_steps) for w in res.weights}
+    at_evals = np.searchsorted(res.loss_steps, res.eval_steps)  # loss records of the evaluated iterates
+    decrease = float(res.losses["val"][0] - res.losses["val"].min())  # the loss scale: its decrease over the run
     for w, key in zip(res.weights, ("val", "val_avg")):
-        val = res.losses[key][loss_index[w]]
-        decrease = float(res.losses["val"][0] - res.losses["val"].min())
+        val = res.losses[key][at_evals]
         r = res.returns[w]
         entry = {
             "final_return": float(r[-1].mean()), "final_return_sd": float(r[-1].std()),
