@@ -25,14 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gvatheory.schedules import BEMASchedule, ConstantEMA, PowerEMA
-
 from .bc_config import BCConfig
 from .config import to_dict
 from .imitators import make_imitator
 from .metrics import grid_indices, zoom_indices
 from .rundir import RunDir
-from .stabilizers import BEMA, EMA, Polyak
+from .stabilizers import make_stabilizer
 
 def windows(states: Tensor, history: int) -> Tensor:
     """Sliding windows of the last ``history`` augmented states of each trajectory.
@@ -43,16 +41,6 @@ def windows(states: Tensor, history: int) -> Tensor:
     H = states.shape[1]
     idx = (torch.arange(H)[:, None] - history + 1 + torch.arange(history)[None, :]).clamp_min(0)  # (H, W)
     return states[:, idx]  # (N, H, W, d)
-
-
-def make_stabilizer(cfg: BCConfig, model: nn.Module):
-    if cfg.stabilizer == "ema":
-        return EMA(model, PowerEMA(cfg.ema_alpha, cfg.ema_gamma_min, cfg.ema_burn_in))
-    if cfg.stabilizer == "constant-ema":
-        return EMA(model, ConstantEMA(cfg.ema_gamma_min, cfg.ema_burn_in))
-    if cfg.stabilizer == "polyak":
-        return Polyak(model, burn_in=cfg.ema_burn_in)
-    return BEMA(model, BEMASchedule(gamma_min=cfg.ema_gamma_min, burn_in=cfg.ema_burn_in))
 
 
 def make_optimizer(cfg: BCConfig, params) -> torch.optim.Optimizer:
@@ -219,6 +207,8 @@ class BCTrainer:
                 self._record()
             if len(self.pending) >= cfg.eval_batch:
                 self._flush()
+            if self.step == cfg.steps and hasattr(self.stabilizer, "snapshot"):
+                self.stabilizer.snapshot()  # post-hoc EMA: the last iterate can be synthesized
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self._checkpoint()
             bar.update(1)

@@ -8,17 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gvatheory._checks import check_choice, check_int, check_positive, check_range
+from gvatheory._checks import check_int, check_positive, check_range
 from gvatheory.schedules import ConstantLR, CosineLR, InverseTimeLR, StepDecayLR
 
-from .config import option
-
-STABILIZERS = ("ema", "constant-ema", "polyak", "bema")
+from .config import StabilizerOptions, option
 
 
 @dataclass(frozen=True)
-class BCConfig:
-    """A behavior-cloning run. Every field is a ``gva bc train`` flag and a config-file key."""
+class BCConfig(StabilizerOptions):
+    """A behavior-cloning run. Every field is a ``gva bc train`` flag and a config-file key
+    (the stabilizer fields come from :class:`~gvaempirics.config.StabilizerOptions`)."""
 
     env: str = option("Hopper-v5", "gymnasium MuJoCo environment id")
     expert: str = option("", "expert file (.pt); empty: the expert shipped for env")
@@ -46,10 +45,6 @@ class BCConfig:
     batch_size: int = option(64, "minibatch size")
     grad_accum: int = option(1, "minibatches accumulated per step")
     steps: int = option(20000, "optimizer steps")
-    stabilizer: str = option("ema", "averaged weights evaluated beside the raw ones", choices=STABILIZERS)
-    ema_alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)")
-    ema_gamma_min: float = option(1e-3, "power EMA floor gamma_min; also the constant EMA's gamma")
-    ema_burn_in: int = option(0, "steps during which the average copies the iterate")
     eval_every: int = option(500, "evaluate raw and stabilized weights every this many steps")
     zoom_windows: tuple[int, ...] = option((), "first steps of windows evaluated at every step")
     zoom_length: int = option(50, "consecutive steps in each zoom window")
@@ -62,11 +57,12 @@ class BCConfig:
     threads: int = option(2, "torch and MuJoCo threads")
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("n_demos", "demo_horizon", "fresh_every", "depth", "width", "history", "lr_every",
                      "batch_size", "grad_accum", "steps", "eval_every", "zoom_length", "eval_ics",
                      "eval_horizon", "eval_batch", "checkpoint_every", "threads"):
             check_int(name, getattr(self, name), 1)
-        for name in ("val_demos", "demo_seed", "ema_burn_in", "eval_seed", "seed"):
+        for name in ("val_demos", "demo_seed", "eval_seed", "seed"):
             check_int(name, getattr(self, name), 0)
         check_positive("lr", self.lr)
         check_positive("lr_t0", self.lr_t0)
@@ -74,9 +70,6 @@ class BCConfig:
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        check_positive("ema_alpha", self.ema_alpha)
-        check_range("ema_gamma_min", self.ema_gamma_min, 0.0, 1.0, low_open=True)
-        check_choice("stabilizer", self.stabilizer, STABILIZERS)
         for start in self.zoom_windows:
             check_int("zoom_windows", start, 0, self.steps)
         if self.policy == "mlp" and self.history != 1:

@@ -16,6 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gvatheory._checks import check_choice, check_int, check_positive, check_range
+
 T = TypeVar("T")
 
 
@@ -117,3 +119,35 @@ def config_from_args(cls: type[T], args: argparse.Namespace, base: dict[str, Any
 def to_dict(cfg: Any) -> dict[str, Any]:
     """JSON-ready dict of a config dataclass (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+# ---------------------------------------------------------------- shared fields
+
+STABILIZERS = ("ema", "constant-ema", "polyak", "bema", "posthoc")
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilizerOptions:
+    """Fields of every training run that keeps averaged weights beside the raw iterate; built
+    into a stabilizer by :func:`gvaempirics.stabilizers.make_stabilizer`. Subclasses may
+    redeclare a field to change its default."""
+
+    stabilizer: str = option("ema", "averaged weights evaluated beside the raw ones: power EMA, constant EMA, "
+                             "Polyak average, bias-corrected EMA, or post-hoc EMA", choices=STABILIZERS)
+    ema_alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)")
+    ema_gamma_min: float = option(1e-3, "power EMA floor gamma_min; the constant EMA's gamma; BEMA's EMA floor")
+    ema_burn_in: int = option(0, "steps during which the average copies the iterate")
+    posthoc_sigma_rels: tuple[float, ...] = option((0.05, 0.1), "posthoc: relative widths of the tracked power-function "
+                                                   "EMAs (the first is the one evaluated during training)")
+    posthoc_every: int = option(100, "posthoc: updates between snapshots of the tracked EMAs")
+
+    def __post_init__(self):
+        check_choice("stabilizer", self.stabilizer, STABILIZERS)
+        check_positive("ema_alpha", self.ema_alpha)
+        check_range("ema_gamma_min", self.ema_gamma_min, 0.0, 1.0, low_open=True)
+        check_int("ema_burn_in", self.ema_burn_in, 0)
+        if not self.posthoc_sigma_rels:
+            raise ValueError("posthoc_sigma_rels=() is out of range: give at least one relative width")
+        for s in self.posthoc_sigma_rels:
+            check_range("posthoc_sigma_rels", s, 0.0, 12 ** -0.5, low_open=True)  # 12**-0.5: the uniform average
+        check_int("posthoc_every", self.posthoc_every, 1)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from gvatheory._checks import check_int
 
-from .envs import SPECS, InitialConditions, act_dim, action_bounds, check_env_id, mj_model, obs_dim
+from .envs import SPECS, InitialConditions, action_bounds, check_env_id, mj_model
 
 Policy = Callable[[Tensor], Tensor]
 

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from gvatheory._checks import check_int
 from gvatheory.averagers import PowerFunctionEMA, posthoc_coefficients
-from gvatheory.schedules import BEMASchedule, PolyakEMA, Schedule, as_schedule
+from gvatheory.schedules import BEMASchedule, ConstantEMA, PolyakEMA, PowerEMA, Schedule, as_schedule
 
 __all__ = [
     "EMA",
@@ -54,6 +54,7 @@ __all__ = [
     "synthesize",
     "averaged_copy",
     "swapped",
+    "make_stabilizer",
 ]
 
 
@@ -369,21 +370,36 @@ class PostHocEMA:
         for tracker in self.trackers:
             tracker.update()
         if self.count % self.snapshot_every == 0:
-            for s, tracker in zip(self.sigma_rels, self.trackers):
-                params = {n: v.detach().to("cpu", copy=True) for n, v in zip(tracker.names, tracker.average)}
-                self.snapshots.append(Snapshot(count=self.count, sigma_rel=s, params=params))
+            self.snapshot()
 
-    def averaged_parameters(self, sigma_rel: float, *, count: int | None = None) -> dict[str, Tensor]:
-        """Synthesized EMA ``(count, sigma_rel)`` as ``{name: tensor}`` (CPU, parameter dtype)."""
+    def snapshot(self) -> None:
+        """Store a CPU copy of every tracked EMA now (also called by :meth:`update` on schedule;
+        call it at the end of training so the last iterate can be synthesized)."""
+        if self.snapshots and self.snapshots[-1].count == self.count:
+            return
+        for s, tracker in zip(self.sigma_rels, self.trackers):
+            params = {n: v.detach().to("cpu", copy=True) for n, v in zip(tracker.names, tracker.average)}
+            self.snapshots.append(Snapshot(count=self.count, sigma_rel=s, params=params))
+
+    def averaged_parameters(self, sigma_rel: float | None = None, *, count: int | None = None) -> dict[str, Tensor]:
+        """Synthesized EMA ``(count, sigma_rel)`` as ``{name: tensor}`` (CPU, parameter dtype).
+
+        With neither argument: the first tracked EMA itself (``sigma_rels[0]`` now, exact and
+        on the module's device), so a ``PostHocEMA`` can stand wherever an :class:`EMA` does.
+        """
+        if sigma_rel is None and count is None:
+            return self.trackers[0].averaged_parameters()
+        if sigma_rel is None:
+            sigma_rel = self.sigma_rels[0]
         params = synthesize(self.snapshots, sigma_rel, count=count)
         dtypes = dict(zip(self.trackers[0].names, (p.dtype for p in self.trackers[0]._params)))
         return {n: v.to(dtypes[n]) for n, v in params.items()}
 
-    def averaged_model(self, sigma_rel: float, *, count: int | None = None) -> nn.Module:
+    def averaged_model(self, sigma_rel: float | None = None, *, count: int | None = None) -> nn.Module:
         return averaged_copy(self.module, self.averaged_parameters(sigma_rel, count=count))
 
     @contextmanager
-    def swap(self, sigma_rel: float, *, count: int | None = None) -> Iterator[nn.Module]:
+    def swap(self, sigma_rel: float | None = None, *, count: int | None = None) -> Iterator[nn.Module]:
         with swapped(self.module, self.averaged_parameters(sigma_rel, count=count)) as m:
             yield m
 
@@ -405,3 +421,24 @@ class PostHocEMA:
         for tracker, sd in zip(self.trackers, state["trackers"]):
             tracker.load_state_dict(sd)
         self.snapshots = [Snapshot(int(s["count"]), float(s["sigma_rel"]), dict(s["params"])) for s in state["snapshots"]]
+
+
+# ---------------------------------------------------------------- from a run configuration
+
+
+def make_stabilizer(opts, module: nn.Module) -> "EMA | BEMA | PostHocEMA":
+    """The stabilizer named by ``opts.stabilizer`` (a :class:`gvaempirics.config.StabilizerOptions`)
+    over ``module``: ``ema`` (power schedule), ``constant-ema``, ``polyak``, ``bema`` or
+    ``posthoc`` (evaluated online as its first tracked power-function EMA)."""
+    name = opts.stabilizer
+    if name == "ema":
+        return EMA(module, PowerEMA(opts.ema_alpha, opts.ema_gamma_min, opts.ema_burn_in))
+    if name == "constant-ema":
+        return EMA(module, ConstantEMA(opts.ema_gamma_min, opts.ema_burn_in))
+    if name == "polyak":
+        return Polyak(module, burn_in=opts.ema_burn_in)
+    if name == "bema":
+        return BEMA(module, BEMASchedule(gamma_min=opts.ema_gamma_min, burn_in=opts.ema_burn_in))
+    if name == "posthoc":
+        return PostHocEMA(module, opts.posthoc_sigma_rels, snapshot_every=opts.posthoc_every)
+    raise ValueError(f"stabilizer={name!r} is not one of ema, constant-ema, polyak, bema, posthoc")

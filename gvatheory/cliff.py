@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_finite, check_int, check_range
 from .averaging import scalar_moments, scalar_stationary, simulate_scalar
-from .stats import Estimate, SeedLike, estimate, seed_sequence
+from .stats import SeedLike, estimate, seed_sequence
 
 #: Median of the chi-square law with one degree of freedom: :math:`\Pr(Z^2 \le m_1) = 1/2`.
 MEDIAN_CHI2_1 = float(stats.chi2.median(1))

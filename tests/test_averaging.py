@@ -11,7 +11,7 @@ import pytest
 from gvatheory import _rng
 from gvatheory.averaging import (NOISE_KINDS, JointGaussian, QuadraticSGD, scalar_moments, scalar_stationary,
                                  simulate_scalar, variance_estimate)
-from gvatheory.schedules import BEMASchedule, ConstantEMA, InverseTimeLR, PolyakEMA, PowerEMA
+from gvatheory.schedules import BEMASchedule, InverseTimeLR, PolyakEMA, PowerEMA
 from gvatheory.stats import chain_keys, estimate
 
 # ---------------------------------------------------------------- hand expansions

@@ -120,3 +120,16 @@ def test_transformer_imitator_runs_in_closed_loop(tmp_path):
     res = load_result(tmp_path / "tr")
     assert list(res.eval_steps) == [0, 5, 10] and np.all(res.lengths["raw"] >= 1)
     assert summary["steps_done"] == 10
+
+
+def test_posthoc_stabilizer_is_evaluated_and_snapshots_the_last_iterate(tmp_path):
+    from gvaempirics.rundir import RunDir, load_torch_file
+
+    cfg = BCConfig(**{**TINY, "stabilizer": "posthoc", "posthoc_every": 4, "steps": 10, "eval_every": 5,
+                      "zoom_windows": (), "checkpoint_every": 10})
+    train_bc(cfg, tmp_path / "ph", quiet=True)
+    res = load_result(tmp_path / "ph")
+    assert res.weights == ("raw", "posthoc") and res.returns["posthoc"].shape == (3, cfg.eval_ics)
+    state = load_torch_file(RunDir(tmp_path / "ph").checkpoints()[-1].path)["stabilizer"]
+    # theta_0 is update 1: snapshots every 4 updates, and at update 11 (step 10) when training ends
+    assert sorted({s["count"] for s in state["snapshots"]}) == [4, 8, 11]

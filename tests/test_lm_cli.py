@@ -33,6 +33,15 @@ def test_generate_and_plot(tiny_run, tmp_path, capsys):
     assert (tmp_path / "f_loss.png").stat().st_size > 0 and (tmp_path / "f_bifurcations.png").stat().st_size > 0
 
 
+def test_posthoc_sweep_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["lm", "train", "--preset", "tiny", "--stabilizer", "posthoc", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["lm", "posthoc", str(out), "--sigma-rel", "0.05", "0.2", "--plot", str(tmp_path / "p.png"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["sigma_rel"] for r in rows] == [None, 0.05, 0.2] and (tmp_path / "p.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["lm", "generate", "RUN", "--prompt", "ab!Z"], "outside the vocabulary: '!', 'Z'"),
     (["lm", "train", "--preset", "tiny", "--corpus", "tinystories", "--data-path", "missing.txt", "--out", "OUT"],
@@ -40,6 +49,8 @@ def test_generate_and_plot(tiny_run, tmp_path, capsys):
     (["lm", "train", "--preset", "tiny", "--corpus-size", "100", "--out", "OUT"],
      "shorter than one context window: need at least block_size + 1 = 17"),
     (["lm", "train", "--preset", "tiny", "--lr", "-1", "--out", "OUT"], "lr"),
+    (["lm", "train", "--preset", "tiny", "--posthoc-sigma-rels", "0.5", "--out", "OUT"], "posthoc_sigma_rels=0.5"),
+    (["lm", "posthoc", "RUN"], "needs a run trained with --stabilizer posthoc"),
 ])
 def test_bad_input_exits_2_with_one_line(tiny_run, tmp_path, capsys, argv, message):
     argv = [str(tiny_run) if a == "RUN" else str(tmp_path / "o") if a == "OUT" else a for a in argv]

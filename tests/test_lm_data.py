@@ -84,7 +84,7 @@ def test_transformer_teacher_is_seeded_and_leaves_global_rng_alone():
     before = torch.get_rng_state()
     a, b = C.TransformerTeacher(seed=3), C.TransformerTeacher(seed=3)
     assert torch.equal(torch.get_rng_state(), before)
-    prompts = torch.randint(16, (5, 6), generator=torch.Generator().manual_seed(0))
+    prompts = torch.randint(16, (5, 9), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.greedy(prompts, 10), b.greedy(prompts, 10))
     s1 = a.sample(4, 20, torch.Generator().manual_seed(1))
     s2 = b.sample(4, 20, torch.Generator().manual_seed(1))
@@ -93,7 +93,38 @@ def test_transformer_teacher_is_seeded_and_leaves_global_rng_alone():
     g = a.greedy(prompts, 3)
     ids = torch.cat([prompts, g], 1)
     for h in range(3):
-        assert torch.equal(a.logits(ids[:, :6 + h]).argmax(-1), g[:, h])
+        assert torch.equal(a.logits(ids[:, :9 + h]).argmax(-1), g[:, h])
+
+
+def test_transformer_teacher_is_an_order_k_chain():
+    t = C.TransformerTeacher(context=5, seed=1)
+    ids = torch.randint(16, (3, 12), generator=torch.Generator().manual_seed(2))
+    # only the last `context` tokens matter: any prefix gives the same law
+    assert torch.equal(t.logits(ids), t.logits(ids[:, -5:]))
+    with pytest.raises(ValueError, match="last 5 tokens; got a context of 4"):
+        t.logits(ids[:, :4])
+    # loss = mean -log p(x_{j+1} | x_{j-4..j}) over j = 4..10, written out
+    nll = [-torch.log_softmax(t.logits(ids[:, j - 4:j + 1]), -1).gather(1, ids[:, j + 1:j + 2]).squeeze(1)
+           for j in range(4, 11)]
+    assert t.loss(ids) == pytest.approx(float(torch.stack(nll).mean()), rel=1e-5)
+
+
+def test_transformer_teacher_stream_follows_its_law():
+    # next-token frequencies of a long stream against the teacher's probabilities at the
+    # contexts that occur, pooled: E[1{x=v} - p(v|ctx)] = 0 for every token v, within 4 SE
+    t = C.TransformerTeacher(vocab_size=6, context=3, seed=0)
+    s = t.sample(64, 200, torch.Generator().manual_seed(5))  # (64, 200)
+    ctx = s.unfold(1, 4, 1).reshape(-1, 4)  # (n, 4): 3 context tokens and the next one
+    p = torch.softmax(t.logits(ctx[:, :3]), -1).double()  # (n, 6)
+    resid = torch.nn.functional.one_hot(ctx[:, 3], 6).double() - p  # (n, 6), martingale differences
+    se = resid.std(0) / len(resid) ** 0.5
+    assert torch.all(resid.mean(0).abs() < 4 * se)
+    # the default teacher's greedy continuations do not settle into cycles of period <= 4
+    # within 48 tokens (a random transformer at GPT initial scale does, at once)
+    d = C.TransformerTeacher(seed=0)
+    g = d.greedy(d.sample(16, 16, torch.Generator().manual_seed(6)), 48)  # (16, 48)
+    cyclic = [any(torch.equal(r[24 + p:], r[24:48 - p]) for p in range(1, 5)) for r in g]
+    assert sum(cyclic) <= 2
 
 
 def test_first_divergence_and_edit_distance_by_hand():

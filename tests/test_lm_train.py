@@ -10,7 +10,8 @@ from gvaempirics.config import to_dict
 from gvaempirics.lm.config import LMConfig, preset
 from gvaempirics.lm.model import GPT, GPTConfig
 from gvaempirics.lm.rollouts import first_divergence
-from gvaempirics.lm.train import EvalSet, LMTrainer, evaluate, generate, load_result, lr_at, make_corpus, train
+from gvaempirics.lm.train import (EvalSet, LMTrainer, evaluate, generate, load_model, load_result, lr_at,
+                                  make_corpus, train)
 from gvaempirics.rundir import RunDir
 
 
@@ -84,8 +85,9 @@ def test_flipflop_task_accuracy_counts_reads():
     assert 0.0 <= out["task"] <= 1.0
 
 
-def test_tiny_run_resumes_to_the_same_log(tmp_path):
-    cfg = LMConfig(**preset("tiny", checkpoint_every=5))
+@pytest.mark.parametrize("stabilizer", ["ema", "bema", "posthoc"])
+def test_tiny_run_resumes_to_the_same_log(tmp_path, stabilizer):
+    cfg = LMConfig(**preset("tiny", checkpoint_every=5, stabilizer=stabilizer, posthoc_every=4))
     full = train(cfg, tmp_path / "full", quiet=True)
     run = RunDir(tmp_path / "cut")
     run.start(to_dict(cfg), resume=False)
@@ -97,8 +99,9 @@ def test_tiny_run_resumes_to_the_same_log(tmp_path):
     full.pop("train_seconds_last_session"), resumed.pop("train_seconds_last_session")
     assert full == resumed
     res = load_result(run.path)
-    assert res.steps.tolist() == cfg.eval_steps() and res.gen["ema"].shape == (len(res.steps), cfg.n_prompts, cfg.H)
-    assert math.isfinite(full["raw"]["final_val_loss"]) and 0 <= full["ema"]["zoom_changed"] <= 1
+    assert res.weights == ("raw", stabilizer)
+    assert res.steps.tolist() == cfg.eval_steps() and res.gen[stabilizer].shape == (len(res.steps), cfg.n_prompts, cfg.H)
+    assert math.isfinite(full["raw"]["final_val_loss"]) and 0 <= full[stabilizer]["zoom_changed"] <= 1
 
 
 def test_generate_from_run(tmp_path):
@@ -130,3 +133,35 @@ def test_trainer_ema_is_the_textbook_recursion_over_iterates(tmp_path):
     got = tr.stabilizer.averaged_parameters()
     for k in ref:
         assert torch.allclose(got[k], ref[k], atol=1e-6)
+
+
+def test_posthoc_sweep_reproduces_the_tracked_ema_and_rejects_other_runs(tmp_path):
+    from gvaempirics.lm.posthoc import posthoc_sweep
+
+    cfg = LMConfig(**preset("tiny", stabilizer="posthoc", posthoc_sigma_rels=(0.05, 0.2), posthoc_every=6))
+    summary = train(cfg, tmp_path / "r", quiet=True)
+    rows = posthoc_sweep(tmp_path / "r", [0.05, 0.1, 0.2])
+    assert [r["weights"] for r in rows] == ["raw"] + ["posthoc"] * 3
+    assert all(r["step"] == cfg.steps for r in rows)  # the end of training is snapshotted
+    res = load_result(tmp_path / "r")
+    assert rows[0]["val"] == pytest.approx(res.val["raw"][-1], abs=1e-6)
+    # synthesizing a tracked width from the snapshots gives back that tracked EMA
+    assert rows[1]["val"] == pytest.approx(res.val["posthoc"][-1], abs=1e-4)
+    assert rows[1]["val"] == pytest.approx(summary["posthoc"]["final_val_loss"], abs=1e-4)
+    every = posthoc_sweep(tmp_path / "r", [0.1], all_snapshots=True)
+    assert [r["step"] for r in every] == [20, 5, 11, 17, 20]
+    with pytest.raises(ValueError, match="sigma_rel"):
+        posthoc_sweep(tmp_path / "r", [0.5])
+    train(LMConfig(**preset("tiny")), tmp_path / "e", quiet=True)
+    with pytest.raises(ValueError, match="stabilizer='ema'; post-hoc synthesis needs"):
+        posthoc_sweep(tmp_path / "e", [0.1])
+
+
+def test_generate_from_averaged_weights_matches_the_logged_generation(tmp_path):
+    cfg = LMConfig(**preset("tiny", stabilizer="bema"))
+    train(cfg, tmp_path / "r", quiet=True)
+    res = load_result(tmp_path / "r")
+    for weights, key in (("raw", "raw"), ("avg", "bema")):
+        model, _ = load_model(tmp_path / "r", weights=weights)
+        gen = model.greedy(torch.as_tensor(res.prompts), cfg.H)
+        assert gen.tolist() == res.gen[key][-1].tolist()

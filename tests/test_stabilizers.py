@@ -281,3 +281,34 @@ def test_synthesize_uses_only_snapshots_up_to_count():
     assert np.all(w[50:] == 0.0)  # no later iterate can leak into an earlier EMA
     with pytest.raises(ValueError, match="count=10"):
         synthesize(ph.snapshots, 0.10, count=10)
+
+
+# ---------------------------------------------------------------- from a run configuration
+
+
+def test_make_stabilizer_builds_the_named_rule_from_options():
+    from gvaempirics.config import STABILIZERS as NAMES
+    from gvaempirics.config import StabilizerOptions
+    from gvaempirics.stabilizers import make_stabilizer
+
+    model, gen = mlp(), torch.Generator().manual_seed(3)
+    opts = dict(ema_alpha=0.6, ema_gamma_min=0.1, ema_burn_in=2, posthoc_sigma_rels=(0.1, 0.2), posthoc_every=3)
+    built = {name: make_stabilizer(StabilizerOptions(stabilizer=name, **opts), model) for name in NAMES}
+    twins = {"ema": EMA(model, PowerEMA(0.6, 0.1, 2)), "constant-ema": EMA(model, ConstantEMA(0.1, 2)),
+             "polyak": Polyak(model, burn_in=2), "bema": BEMA(model, BEMASchedule(gamma_min=0.1, burn_in=2)),
+             "posthoc": EMA(model, PowerFunctionEMA(0.1))}  # evaluated online as its first tracked profile
+    for _ in range(7):
+        perturb(model, gen)
+        for stab in (*built.values(), *twins.values()):
+            stab.update()
+    for name in NAMES:
+        params_close(built[name].averaged_parameters(), twins[name].averaged_parameters(), rtol=0, atol=0)
+    post = built["posthoc"]
+    assert [s.count for s in post.snapshots] == [3, 3, 6, 6]
+    post.snapshot()
+    post.snapshot()  # a second call at the same count adds nothing
+    assert [s.count for s in post.snapshots] == [3, 3, 6, 6, 7, 7]
+    with pytest.raises(ValueError, match="stabilizer"):
+        StabilizerOptions(stabilizer="swa")
+    with pytest.raises(ValueError, match="posthoc_sigma_rels"):
+        StabilizerOptions(posthoc_sigma_rels=(0.1, 0.3))

@@ -20,15 +20,16 @@ from typing import Any
 
 from gvatheory._checks import check_choice, check_int, check_positive, check_range
 
-from ..config import option
+from ..config import StabilizerOptions, option
 
 CORPORA = ("shakespeare", "tinystories", "teacher", "flipflop")
 LR_SCHEDULES = ("constant", "cosine", "wsd")
 
 
 @dataclass(frozen=True)
-class LMConfig:
-    """A language-model run. Every field is a ``gva lm train`` flag and a config-file key."""
+class LMConfig(StabilizerOptions):
+    """A language-model run. Every field is a ``gva lm train`` flag and a config-file key
+    (the stabilizer fields come from :class:`~gvaempirics.config.StabilizerOptions`)."""
 
     corpus: str = option("shakespeare", "training corpus", choices=CORPORA)
     data_path: str = option("", "TinyStories .txt file or directory (corpus=tinystories)")
@@ -49,10 +50,8 @@ class LMConfig:
     grad_clip: float = option(1.0, "gradient norm clip (0: none)")
     batch_size: int = option(32, "sequences per minibatch")
     steps: int = option(3000, "optimizer steps")
-    ema_alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)")
-    ema_gamma_min: float = option(0.01, "EMA floor gamma_min")
-    ema_burn_in: int = option(0, "steps during which the EMA copies the iterate")
-    eval_every: int = option(100, "evaluate raw and EMA weights every this many steps")
+    ema_gamma_min: float = option(0.01, "power EMA floor gamma_min; the constant EMA's gamma; BEMA's EMA floor")
+    eval_every: int = option(100, "evaluate raw and stabilized weights every this many steps")
     zoom_windows: tuple[int, ...] = option((), "first steps of windows evaluated at every step")
     zoom_length: int = option(20, "consecutive steps in each zoom window")
     eval_windows: int = option(128, "validation windows for the validation loss (fixed set)")
@@ -65,20 +64,19 @@ class LMConfig:
     threads: int = option(2, "torch threads")
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("corpus", self.corpus, CORPORA)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("corpus_size", "batch_size", "steps", "eval_every", "zoom_length", "eval_windows",
                      "n_prompts", "prompt_len", "H", "checkpoint_every", "threads"):
             check_int(name, getattr(self, name), 1)
-        for name in ("corpus_seed", "warmup", "ema_burn_in", "eval_seed", "seed"):
+        for name in ("corpus_seed", "warmup", "eval_seed", "seed"):
             check_int(name, getattr(self, name), 0)
         check_positive("lr", self.lr)
         check_range("decay_fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
         check_range("grad_clip", self.grad_clip, 0.0)
-        check_positive("ema_alpha", self.ema_alpha)
-        check_range("ema_gamma_min", self.ema_gamma_min, 0.0, 1.0, low_open=True)
         check_int("prompt_len", self.prompt_len, 1, self.block_size)
         for start in self.zoom_windows:
             check_int("zoom_windows", start, 0, self.steps)
@@ -103,7 +101,7 @@ _TEACHER = dict(corpus="teacher", n_layer=2, n_head=4, n_embd=64, block_size=64,
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(corpus="teacher", corpus_size=4000, n_layer=1, n_head=2, n_embd=16, block_size=16, lr=3e-3,
                  warmup=2, steps=20, batch_size=8, eval_every=10, zoom_windows=(12,), zoom_length=4,
-                 eval_windows=8, n_prompts=4, prompt_len=4, H=8, checkpoint_every=10, threads=1),
+                 eval_windows=8, n_prompts=4, prompt_len=8, H=8, checkpoint_every=10, threads=1),
     "reproduce": dict(_TEACHER, corpus_size=30_000, steps=600, eval_every=50, zoom_windows=(560,),
                       zoom_length=20, checkpoint_every=300),
     "quick": dict(_TEACHER, corpus_size=50_000, steps=1200, eval_every=50, zoom_windows=(600, 1100),

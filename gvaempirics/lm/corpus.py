@@ -11,8 +11,9 @@ autoregressive analogue of behavior cloning, where :math:`J_H` is the agreement 
   and verified by SHA-256 (no other network access).
 * ``tinystories`` -- a local text file, or a directory of ``.txt`` files, in the TinyStories
   format (stories separated by ``<|endoftext|>`` lines or blank lines).
-* ``teacher`` -- samples of a fixed random transformer with sharpened logits
-  (:class:`TransformerTeacher`); its greedy continuations are the expert trajectories.
+* ``teacher`` -- a stream sampled from a fixed random transformer that reads the last 6
+  tokens (:class:`TransformerTeacher`); its greedy continuations are the expert trajectories
+  and its own cross-entropy is the floor of the validation loss.
 * ``flipflop`` -- the flip-flop language of Liu et al. (2023, "Exposing attention glitches with
   flip-flop language modeling"): pairs ``w b`` (write bit b), ``i b`` (ignore), ``r b`` (read:
   b must equal the last written bit). Every bit after ``r`` is determined by the history, so
@@ -24,6 +25,7 @@ Tokenization is character level (:class:`CharTokenizer`).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -175,37 +177,68 @@ class FlipFlop:
 
 
 class TransformerTeacher:
-    """A fixed random GPT whose logits are multiplied by ``sharpness`` (peaked next-token laws).
+    r"""A fixed random transformer that reads the last ``context`` tokens: an order-``context``
+    Markov chain with a transformer's next-token law.
 
-    Built from ``seed`` alone, so every process constructs the same teacher. Samples from it
-    (temperature 1) are the training corpus; its greedy continuations are the expert
-    trajectories.
+    Built from ``seed`` alone, so every process constructs the same teacher. Its weights are
+    drawn at the scale of a random network in its chaotic regime (embeddings
+    :math:`N(0, 1)`, linear maps :math:`N(0, \text{gain}^2/\text{fan-in})`, an untied output
+    head :math:`N(0, 1/C)`), with logits multiplied by ``sharpness``: at the defaults the next
+    token has about 0.63 nats of entropy (of 2.77 for 16 uniform tokens) and greedy
+    continuations do not fall into short cycles. (At GPT initial scale a random transformer
+    mostly repeats its last token.)
+
+    Because it always reads exactly the last ``context`` tokens, every window of a long sampled
+    stream follows the same law, so a prompt taken anywhere in the validation split has a
+    well-defined teacher continuation: its greedy continuation is the expert trajectory.
     """
 
-    def __init__(self, *, vocab_size: int = 16, block_size: int = 64, n_layer: int = 1, n_embd: int = 32,
-                 sharpness: float = 4.0, seed: int = 0):
+    def __init__(self, *, vocab_size: int = 16, context: int = 6, n_layer: int = 1, n_embd: int = 64,
+                 gain: float = 1.5, sharpness: float = 4.0, seed: int = 0):
         from .model import GPT, GPTConfig
 
+        check_int("vocab_size", vocab_size, 2, 26)
+        check_range("gain", gain, 0.0, low_open=True)
         check_range("sharpness", sharpness, 0.0, low_open=True)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed)
-            self.model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=4,
+            self.model = GPT(GPTConfig(vocab_size=vocab_size, block_size=context, n_layer=n_layer, n_head=4,
                                        n_embd=n_embd, dropout=0.0)).eval().requires_grad_(False)
+            for name, p in self.model.named_parameters():
+                if name in ("wte.weight", "wpe.weight"):
+                    p.normal_(0.0, 1.0)
+                elif p.dim() == 2:
+                    p.normal_(0.0, gain / math.sqrt(p.shape[1]))
+            self.head = torch.randn(n_embd, vocab_size) / math.sqrt(n_embd)  # (C, V)
+        self.context = context
         self.sharpness = float(sharpness)
         self.chars = "abcdefghijklmnopqrstuvwxyz"[:vocab_size]
 
     @torch.no_grad()
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.sharpness * self.model(ids[:, -self.model.config.block_size:])[0][:, -1]  # (B, V)
+        """Next-token logits ``(B, V)`` after ids ``(B, t)``, ``t >= context``."""
+        if ids.shape[1] < self.context:
+            raise ValueError(f"the teacher reads the last {self.context} tokens; got a context of {ids.shape[1]}")
+        return self.sharpness * (self.model.features(ids[:, -self.context:])[:, -1] @ self.head)
 
     @torch.no_grad()
-    def sample(self, n_seq: int, length: int, generator: torch.Generator) -> torch.Tensor:
-        """``n_seq`` sequences of ``length`` tokens, each from a uniformly drawn first token."""
-        ids = torch.randint(self.model.config.vocab_size, (n_seq, 1), generator=generator)
-        for _ in range(length - 1):
+    def sample(self, n_streams: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        """``n_streams`` streams ``(n_streams, length)`` sampled at temperature 1, each continuing
+        ``context`` uniform tokens that are then dropped (so every kept token follows the law)."""
+        ids = torch.randint(self.model.config.vocab_size, (n_streams, self.context), generator=generator)
+        for _ in range(length):
             probs = torch.softmax(self.logits(ids), dim=-1)
             ids = torch.cat([ids, torch.multinomial(probs, 1, generator=generator)], dim=1)
-        return ids
+        return ids[:, self.context:]
+
+    @torch.no_grad()
+    def loss(self, ids: torch.Tensor) -> float:
+        """Mean cross-entropy of the teacher's own law on ids ``(B, t)``, over positions
+        ``context..t-1`` (the floor of any model's validation loss there)."""
+        k = self.context
+        windows = ids.unfold(1, k + 1, 1).reshape(-1, k + 1)  # (B * (t-k), k+1)
+        logp = torch.log_softmax(self.logits(windows[:, :k]), dim=-1)
+        return float(-logp.gather(1, windows[:, k:]).mean())
 
     @torch.no_grad()
     def greedy(self, prompts: torch.Tensor, H: int) -> torch.Tensor:
@@ -327,8 +360,10 @@ def load_corpus(name: str, *, path: str = "", cache: Path | None = None, val_fra
         return _split(name, text, val_fraction, teacher=ff, tokenizer=CharTokenizer(FlipFlop.chars))
     if name == "teacher":
         teacher = TransformerTeacher(seed=seed)
-        n_seq = max(1, size // teacher.model.config.block_size)
-        ids = teacher.sample(n_seq, teacher.model.config.block_size, torch.Generator().manual_seed(seed + 1))
-        text = CharTokenizer(teacher.chars).decode(ids.reshape(-1))
+        # a few long streams: each stream boundary is one discontinuity the student sees
+        n_streams = 32
+        ids = teacher.sample(n_streams, -(-size // n_streams), torch.Generator().manual_seed(seed + 1))
+        ids = ids.reshape(-1)[:size]
+        text = CharTokenizer(teacher.chars).decode(ids)
         return _split(name, text, val_fraction, teacher=teacher, tokenizer=CharTokenizer(teacher.chars))
     raise ValueError(f"corpus={name!r} is not one of shakespeare, tinystories, teacher, flipflop")

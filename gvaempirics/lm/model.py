@@ -105,8 +105,8 @@ class GPT(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Logits ``(B, T, V)`` for ids ``(B, T)``, and the mean cross-entropy if ``targets`` given."""
+    def features(self, idx: Tensor) -> Tensor:
+        """Final-layer-normed hidden states ``(B, T, C)`` for ids ``(B, T)``."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size={self.config.block_size}")
@@ -114,7 +114,12 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        logits = self.ln_f(x) @ self.wte.weight.T  # (B, T, V), weights tied with the embedding
+        return self.ln_f(x)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(B, T, V)`` for ids ``(B, T)``, and the mean cross-entropy if ``targets`` given."""
+        B, T = idx.shape
+        logits = self.features(idx) @ self.wte.weight.T  # (B, T, V), weights tied with the embedding
         loss = None if targets is None else F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
         return logits, loss
 

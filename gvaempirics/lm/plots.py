@@ -15,18 +15,25 @@ import numpy as np
 from .rollouts import first_divergence
 from .train import LMResult
 
+# legend names of the stabilizers (gvaempirics.config.STABILIZERS)
+_LABELS = {"ema": "EMA", "constant-ema": "constant EMA", "polyak": "Polyak", "bema": "BEMA", "posthoc": "power-function EMA"}
+
 
 def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = ""):
-    """Three panels: (a) validation loss, raw vs EMA (and the decayed-LR run's raw weights);
-    (b) the last zoom window at every iterate; (c) the path in (model loss, EMA loss) space from
-    a tenth of training on (grid and zoom-window iterates)."""
+    """Three panels: (a) validation loss, raw vs averaged weights (and the decayed-LR run's raw
+    weights); (b) the last zoom window at every iterate; (c) the path in (model loss, averaged
+    loss) space from a tenth of training on (grid and zoom-window iterates)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    avg = res.weights[1]
+    name = _LABELS.get(avg, avg)
     grid = res.grid()
     ax[0].plot(res.steps[grid], res.val["raw"][grid], label="raw iterate", color="C0")
-    ax[0].plot(res.steps[grid], res.val["ema"][grid], label="EMA", color="C1")
+    ax[0].plot(res.steps[grid], res.val[avg][grid], label=name, color="C1")
+    if res.val_floor is not None:
+        ax[0].axhline(res.val_floor, color="k", ls=":", lw=0.8, label="teacher's own loss")
     if decayed is not None:
         g = decayed.grid()
         ax[0].plot(decayed.steps[g], decayed.val["raw"][g], label=f"raw, {decayed.config['lr_schedule']} LR", color="C2", ls="--")
@@ -36,11 +43,11 @@ def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = 
     if zooms:
         z = zooms[-1]
         ax[1].plot(res.steps[z], res.val["raw"][z], "o-", ms=3, label="raw iterate", color="C0")
-        ax[1].plot(res.steps[z], res.val["ema"][z], "o-", ms=3, label="EMA", color="C1")
+        ax[1].plot(res.steps[z], res.val[avg][z], "o-", ms=3, label=name, color="C1")
         if res.exact is not None:
             twin = ax[1].twinx()
             twin.plot(res.steps[z], res.exact["raw"][z].mean(1), "s:", ms=3, color="C0", alpha=0.6)
-            twin.plot(res.steps[z], res.exact["ema"][z].mean(1), "s:", ms=3, color="C1", alpha=0.6)
+            twin.plot(res.steps[z], res.exact[avg][z].mean(1), "s:", ms=3, color="C1", alpha=0.6)
             twin.set_ylabel("exact-match length vs teacher (dotted)")
         ax[1].xaxis.set_major_locator(MaxNLocator(integer=True))
         ax[1].set(xlabel="step", ylabel="validation loss", title="(b) zoom: every iterate")
@@ -48,13 +55,13 @@ def plot_losses(res: LMResult, *, decayed: LMResult | None = None, title: str = 
     # after the first tenth of training, so the initial drop does not hide the late path
     path = np.union1d(grid[res.steps[grid] >= res.steps.max() / 10], np.concatenate(zooms) if zooms else [])
     path = path.astype(int)
-    ax[2].plot(res.val["raw"][path], res.val["ema"][path], "-", color="0.6", lw=0.8)
-    sc = ax[2].scatter(res.val["raw"][path], res.val["ema"][path], c=res.steps[path], s=10, cmap="viridis")
-    lo = min(res.val["raw"][path].min(), res.val["ema"][path].min())
-    hi = max(res.val["raw"][path].max(), res.val["ema"][path].max())
-    ax[2].plot([lo, hi], [lo, hi], "k:", lw=0.8, label="EMA loss = model loss")
+    ax[2].plot(res.val["raw"][path], res.val[avg][path], "-", color="0.6", lw=0.8)
+    sc = ax[2].scatter(res.val["raw"][path], res.val[avg][path], c=res.steps[path], s=10, cmap="viridis")
+    lo = min(res.val["raw"][path].min(), res.val[avg][path].min())
+    hi = max(res.val["raw"][path].max(), res.val[avg][path].max())
+    ax[2].plot([lo, hi], [lo, hi], "k:", lw=0.8, label=f"{name} loss = model loss")
     ax[2].legend(loc="upper left")
-    ax[2].set(xlabel="model (raw) loss", ylabel="EMA loss", title="(c) path in (model loss, EMA loss)")
+    ax[2].set(xlabel="model (raw) loss", ylabel=f"{name} loss", title=f"(c) path in (model loss, {name} loss)")
     fig.colorbar(sc, ax=ax[2], label="step")
     if title:
         fig.suptitle(title)

@@ -1,10 +1,11 @@
-r"""Next-token training with an EMA beside the raw iterate, and butterfly-effect evaluation.
+r"""Next-token training with a stabilizer beside the raw iterate, and butterfly-effect evaluation.
 
 The paper's autoregressive setting (Section 4.2, Figure 4, result R5): AdamW on the next-token
-cross-entropy, an exponential moving average of the iterates
-:math:`\bar\theta_t = (1-\gamma_t)\bar\theta_{t-1} + \gamma_t\theta_t` maintained by
-:mod:`gvaempirics.stabilizers`, and, at evaluated iterates (every ``eval_every`` steps, and
-every step inside zoom windows), for both the raw and the averaged weights:
+cross-entropy, an average of the iterates maintained by :mod:`gvaempirics.stabilizers` (by
+default the power EMA :math:`\bar\theta_t = (1-\gamma_t)\bar\theta_{t-1} + \gamma_t\theta_t`;
+also constant EMA, Polyak, BEMA, post-hoc EMA), and, at evaluated iterates (every
+``eval_every`` steps, and every step inside zoom windows), for both the raw and the averaged
+weights:
 
 * the validation loss on a fixed set of windows;
 * greedy continuations of length ``H`` of a fixed prompt set (logged as text), from which
@@ -31,14 +32,13 @@ import numpy as np
 import torch
 
 from gvatheory._checks import check_int
-from gvatheory.schedules import PowerEMA
 
 from ..config import to_dict
 from ..metrics import grid_indices, zoom_indices
 from ..rundir import RunDir
-from ..stabilizers import EMA
+from ..stabilizers import make_stabilizer
 from .config import LMConfig
-from .corpus import Corpus, FlipFlop, load_corpus
+from .corpus import Corpus, FlipFlop, TransformerTeacher, load_corpus
 from .model import GPT, GPTConfig
 from .rollouts import divergence
 
@@ -72,13 +72,15 @@ def make_corpus(cfg: LMConfig, *, quiet: bool = False) -> Corpus:
 @dataclass(frozen=True)
 class EvalSet:
     """The fixed evaluation inputs: validation windows ``(N, T+1)``, prompts ``(P, prompt_len)``,
-    the teacher's continuations ``(P, H)`` (or ``None``) and a mask of determined targets
-    (flip-flop reads) over the windows' target positions ``(N, T)`` (or ``None``)."""
+    the teacher's continuations ``(P, H)`` (or ``None``), a mask of determined targets
+    (flip-flop reads) over the windows' target positions ``(N, T)`` (or ``None``), and the
+    transformer teacher's own loss on the windows (or ``None``), the floor of the validation loss."""
 
     windows: torch.Tensor
     prompts: torch.Tensor
     expert: torch.Tensor | None
     read_mask: torch.Tensor | None
+    floor: float | None = None
 
     @classmethod
     def build(cls, corpus: Corpus, cfg: LMConfig) -> "EvalSet":
@@ -97,7 +99,8 @@ class EvalSet:
         if isinstance(corpus.teacher, FlipFlop):
             full = corpus.teacher.read_targets(val, offset=len(corpus.train))
             read_mask = torch.as_tensor(np.stack([full[s + 1:s + T + 1] for s in starts]))
-        return cls(windows, prompts, expert, read_mask)
+        floor = corpus.teacher.loss(windows) if isinstance(corpus.teacher, TransformerTeacher) else None
+        return cls(windows, prompts, expert, read_mask, floor)
 
 
 
@@ -144,7 +147,7 @@ class LMTrainer:
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}],
                                            lr=cfg.lr, betas=(0.9, cfg.beta2))
-        self.stabilizer = EMA(self.model, PowerEMA(cfg.ema_alpha, cfg.ema_gamma_min, cfg.ema_burn_in))
+        self.stabilizer = make_stabilizer(cfg, self.model)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.train_ids = torch.as_tensor(corpus.train)
         self.eval_set = EvalSet.build(corpus, cfg)
@@ -165,11 +168,12 @@ class LMTrainer:
         self.step = int(state["step"])
 
     def _record(self) -> None:
-        """Evaluate raw and EMA weights at the current step and log both."""
+        """Evaluate raw and averaged weights at the current step and log both."""
         H = self.cfg.H
         self.run.log({"kind": "eval", "step": self.step, "weights": "raw", **evaluate(self.model, self.eval_set, H)})
         with self.stabilizer.swap():
-            self.run.log({"kind": "eval", "step": self.step, "weights": "ema", **evaluate(self.model, self.eval_set, H)})
+            self.run.log({"kind": "eval", "step": self.step, "weights": self.cfg.stabilizer,
+                          **evaluate(self.model, self.eval_set, H)})
 
     def _train_step(self) -> float:
         cfg = self.cfg
@@ -204,7 +208,8 @@ class LMTrainer:
             self.run.truncate_metrics(0)
             self.run.log({"kind": "meta", "n_params": self.model.n_params(), "vocab": self.corpus.tokenizer.chars,
                           "prompts": self.eval_set.prompts.tolist(),
-                          "expert": None if self.eval_set.expert is None else self.eval_set.expert.tolist()})
+                          "expert": None if self.eval_set.expert is None else self.eval_set.expert.tolist(),
+                          "val_floor": self.eval_set.floor})
             self.stabilizer.update()  # absorb theta_0
             self._record()
         else:
@@ -218,6 +223,8 @@ class LMTrainer:
             self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg)})
             if self.step in self.eval_steps:
                 self._record()
+            if self.step == cfg.steps and hasattr(self.stabilizer, "snapshot"):
+                self.stabilizer.snapshot()  # post-hoc EMA: the last iterate can be synthesized
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.run.save_checkpoint(self.step, self.state_dict(), keep=2)
             bar.update(1)
@@ -237,30 +244,43 @@ def train(cfg: LMConfig, outdir: Path, *, resume: bool = False, quiet: bool = Fa
     return LMTrainer(cfg, run, corpus, quiet=quiet).fit()
 
 
-def load_model(path: Path | RunDir, *, weights: str = "ema") -> tuple[GPT, str]:
-    """The latest checkpoint's ``raw`` or ``ema`` weights of a run, and its vocabulary."""
-    if weights not in ("raw", "ema"):
-        raise ValueError(f"weights={weights!r} is not one of raw, ema")
+def run_config(run: RunDir) -> LMConfig:
+    """The :class:`LMConfig` saved in a run directory."""
+    return LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.read_config().items()})
+
+
+def load_state(path: Path | RunDir) -> tuple[LMConfig, GPT, Any, str]:
+    """A run's config, its latest checkpoint's raw model and stabilizer (state loaded), and its
+    vocabulary."""
+    from ..rundir import load_torch_file
+
     run = path if isinstance(path, RunDir) else RunDir(path)
-    cfg = LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.read_config().items()})
+    cfg = run_config(run)
     vocab = next((r["vocab"] for r in run.metrics("meta")), None)
     ckpts = run.checkpoints()
     if vocab is None or not ckpts:
         raise ValueError(f"run directory {run.path} has no checkpoint yet: train it first")
-    from ..rundir import load_torch_file
-
     state = load_torch_file(ckpts[-1].path)
     model = GPT(gpt_config(cfg, len(vocab)))
     model.load_state_dict(state["model"])
-    if weights == "ema":
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(state["stabilizer"]["average"][name])
-    return model.eval(), vocab
+    stabilizer = make_stabilizer(cfg, model)
+    stabilizer.load_state_dict(state["stabilizer"])
+    return cfg, model.eval(), stabilizer, vocab
 
 
-def generate(path: Path | RunDir, prompts: list[str], *, H: int | None = None, weights: str = "ema") -> list[tuple[str, str]]:
-    """Greedy continuations of ``prompts`` (text) by a run's latest ``raw`` or ``ema`` weights.
+def load_model(path: Path | RunDir, *, weights: str = "avg") -> tuple[GPT, str]:
+    """The latest checkpoint's ``raw`` weights or its stabilizer's averaged weights (``avg``),
+    and the run's vocabulary."""
+    if weights not in ("raw", "avg"):
+        raise ValueError(f"weights={weights!r} is not one of raw, avg")
+    _, model, stabilizer, vocab = load_state(path)
+    if weights == "avg":
+        model = stabilizer.averaged_model().eval()
+    return model, vocab
+
+
+def generate(path: Path | RunDir, prompts: list[str], *, H: int | None = None, weights: str = "avg") -> list[tuple[str, str]]:
+    """Greedy continuations of ``prompts`` (text) by a run's latest ``raw`` or averaged (``avg``) weights.
 
     Prompt characters outside the run's vocabulary raise ``ValueError`` listing them.
     """
@@ -286,7 +306,9 @@ class LMResult:
     """What a run directory's log says, as arrays over evaluated ``steps``.
 
     ``val[w]`` ``(n,)``, ``gen[w]`` ``(n, P, H)`` and, with a teacher, ``exact[w]`` ``(n, P)`` and
-    ``task[w]`` ``(n,)``, for ``w`` in ``("raw", "ema")``; ``vocab`` decodes token ids.
+    ``task[w]`` ``(n,)``, for ``w`` in :attr:`weights` (``"raw"`` and the run's stabilizer);
+    ``vocab`` decodes token ids; ``val_floor`` is the teacher's own validation loss (``None``
+    without a transformer teacher).
     """
 
     config: dict[str, Any]
@@ -299,6 +321,11 @@ class LMResult:
     train_loss: np.ndarray
     vocab: str
     prompts: np.ndarray
+    val_floor: float | None = None
+
+    @property
+    def weights(self) -> tuple[str, str]:
+        return ("raw", self.config.get("stabilizer", "ema"))
 
     def decode(self, ids) -> str:
         return "".join(self.vocab[int(i)] for i in ids)
@@ -316,7 +343,7 @@ def load_result(path: Path | RunDir) -> LMResult:
     """Read an LM run directory (complete or not) into an :class:`LMResult`."""
     run = path if isinstance(path, RunDir) else RunDir(path)
     cfg = run.read_config()
-    evals: dict[str, dict[int, dict]] = {"raw": {}, "ema": {}}
+    evals: dict[str, dict[int, dict]] = {"raw": {}, cfg.get("stabilizer", "ema"): {}}
     train, meta = [], {}
     for rec in run.metrics():
         if rec["kind"] == "eval":
@@ -325,30 +352,32 @@ def load_result(path: Path | RunDir) -> LMResult:
             train.append((rec["step"], rec["loss"]))
         elif rec["kind"] == "meta":
             meta = rec
-    steps = np.array(sorted(set(evals["raw"]) & set(evals["ema"])), dtype=int)
+    steps = np.array(sorted(set.intersection(*(set(e) for e in evals.values()))), dtype=int)
     has_teacher = bool(len(steps)) and "exact" in evals["raw"][int(steps[0])]
     pick = lambda key, dtype: {w: np.array([evals[w][s][key] for s in steps], dtype=dtype) for w in evals}
     tr = np.array(train, dtype=float).reshape(-1, 2)
     return LMResult(config=cfg, steps=steps, val=pick("val", float), gen=pick("gen", int),
                     exact=pick("exact", int) if has_teacher else None, task=pick("task", float) if has_teacher else None,
                     train_steps=tr[:, 0].astype(int), train_loss=tr[:, 1], vocab=meta.get("vocab", ""),
-                    prompts=np.array(meta.get("prompts", []), dtype=int))
+                    prompts=np.array(meta.get("prompts", []), dtype=int), val_floor=meta.get("val_floor"))
 
 
 def summarize(run: RunDir | LMResult) -> dict[str, Any]:
-    """Per weights (raw, EMA): final validation loss; its mean absolute change between
+    """Per weights (raw, and the stabilizer's name): final validation loss; its mean absolute change between
     consecutive iterates in the zoom windows; rollout divergence between consecutive iterates in
     the zoom windows and on the second half of the regular grid; with a teacher, the final
     exact-match length (mean over prompts) and task accuracy."""
     res = run if isinstance(run, LMResult) else load_result(run)
     out: dict[str, Any] = {"steps_done": int(res.steps.max()) if len(res.steps) else 0,
-                           "lr_schedule": res.config["lr_schedule"]}
+                           "lr_schedule": res.config["lr_schedule"], "weights": list(res.weights)}
     if len(res.steps) < 2:
         return out
     grid = res.grid()
     late = grid[len(grid) // 2:]
     zooms = res.zoom_windows()
-    for w in ("raw", "ema"):
+    if res.val_floor is not None:
+        out["val_floor"] = res.val_floor
+    for w in res.weights:
         entry: dict[str, Any] = {"final_val_loss": float(res.val[w][-1])}
         if zooms:
             entry["zoom_val_fluctuation"] = float(np.mean([np.abs(np.diff(res.val[w][z])).mean() for z in zooms]))

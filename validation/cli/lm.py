@@ -3,7 +3,8 @@
 * ``gva lm data``      fetch / verify a corpus and print its size and vocabulary;
 * ``gva lm train``     train a run (flags generated from ``LMConfig``; ``--preset`` picks a size);
 * ``gva lm generate``  greedy continuations of prompts from a run's raw or EMA weights;
-* ``gva lm plot``      Figure-4-style loss figure and the bifurcation table of a run.
+* ``gva lm plot``      Figure-4-style loss figure and the bifurcation table of a run;
+* ``gva lm posthoc``   sweep the EMA length after training (runs trained with ``--stabilizer posthoc``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def register(subparsers) -> None:
     g.add_argument("run", type=Path, help="run directory")
     g.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
     g.add_argument("--H", type=int, default=None, help="continuation length (default: the run's H)")
-    g.add_argument("--weights", default="ema", choices=("raw", "ema"))
+    g.add_argument("--weights", default="avg", choices=("raw", "avg"),
+                   help="raw iterate or the run's averaged weights (default avg)")
     g.add_argument("--json", action="store_true", help="print JSON")
     g.set_defaults(func=_generate)
 
@@ -52,6 +54,15 @@ def register(subparsers) -> None:
     pl.add_argument("--decayed", type=Path, default=None, help="a decayed-LR run directory to overlay")
     pl.add_argument("--out", type=Path, required=True, help="figure prefix: writes PREFIX_loss.png and PREFIX_bifurcations.png")
     pl.set_defaults(func=_plot)
+
+    ph = sub.add_parser("posthoc", help="synthesize and evaluate EMAs of other lengths after training (post-hoc EMA)")
+    ph.add_argument("run", type=Path, help="run directory trained with --stabilizer posthoc")
+    ph.add_argument("--sigma-rel", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1, 0.2],
+                    help="relative EMA widths to synthesize, each in (0, 0.2887] (default 0.01 0.02 0.05 0.1 0.2)")
+    ph.add_argument("--all-snapshots", action="store_true", help="evaluate at every snapshot time, not only the last")
+    ph.add_argument("--plot", type=Path, default=None, help="write the sweep figure to this PNG")
+    ph.add_argument("--json", action="store_true", help="print JSON")
+    ph.set_defaults(func=_posthoc)
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -75,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs/lm") / f"{cfg.corpus}__{cfg.lr_schedule}__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(cfg, out, resume=args.resume, quiet=args.quiet)
     rows = [{"weights": w, **{k: v for k, v in summary[w].items() if not isinstance(v, list)}}
-            for w in ("raw", "ema") if w in summary]
+            for w in summary.get("weights", []) if w in summary]
     emit(rows, as_json=False, title=f"run {out}")
     return 0
 
@@ -100,4 +111,16 @@ def _plot(args: argparse.Namespace) -> int:
     save_figure(plot_losses(res, decayed=decayed), loss_path)
     save_figure(plot_bifurcations(bifurcations(res)), bif_path)
     print(f"wrote {loss_path} and {bif_path}")
+    return 0
+
+
+def _posthoc(args: argparse.Namespace) -> int:
+    from gvaempirics.lm.posthoc import plot_posthoc, posthoc_sweep
+
+    rows = posthoc_sweep(args.run, args.sigma_rel, all_snapshots=args.all_snapshots)
+    emit(rows, as_json=args.json, title=f"post-hoc EMA of {args.run}")
+    if args.plot:
+        save_figure(plot_posthoc(rows), args.plot)
+        if not args.json:
+            print(f"wrote {args.plot}")
     return 0
