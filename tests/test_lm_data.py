@@ -1,5 +1,7 @@
 """Corpora, tokenizer, teachers and rollout metrics of gvaempirics.lm (no training)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,34 @@ def test_tinystories_file_and_directory(tmp_path):
         C.read_tinystories(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="needs data_path"):
         C.load_corpus("tinystories")
+
+
+STORIES = ("Once upon a time there was a little cat. The cat liked to play in the sun.\n<|endoftext|>\n"
+           "Tom had a red ball. He threw the ball to the cat, and the cat ran after it.\n<|endoftext|>\n") * 40
+
+
+def test_bpe_tokenizer_learns_on_the_training_split_and_round_trips(tmp_path):
+    f = tmp_path / "stories.txt"
+    f.write_text(STORIES + "Zebra quokka xylophone.\n")
+    corpus = C.load_corpus("tinystories", path=str(f), val_fraction=0.01, tokenizer="bpe", bpe_vocab=300)
+    tok = corpus.tokenizer
+    assert tok.vocab_size == 300
+    text = C.read_tinystories(f)
+    n_val = int(round(len(text) * 0.01))
+    assert tok.decode(corpus.train) == text[:-n_val] and tok.decode(corpus.val) == text[-n_val:]
+    # merges come from the training text: frequent words there are single tokens, the held-out
+    # rare words are spelled out from smaller pieces; any text encodes (byte-level alphabet)
+    assert len(tok.encode(" cat")) == 1 and len(tok.encode(" xylophone")) > 3
+    assert tok.decode(tok.encode("naïve ☃")) == "naïve ☃"
+    # deterministic, and rebuilt exactly from the spec a run logs
+    again = C.load_corpus("tinystories", path=str(f), val_fraction=0.01, tokenizer="bpe", bpe_vocab=300)
+    assert tok.spec() == again.tokenizer.spec()
+    rebuilt = C.tokenizer_from_spec(json.loads(json.dumps(tok.spec())))
+    assert np.array_equal(rebuilt.encode(text), tok.encode(text))
+    with pytest.raises(ValueError, match="bpe_vocab=200 is out of range"):
+        C.load_corpus("tinystories", path=str(f), tokenizer="bpe", bpe_vocab=200)
+    with pytest.raises(ValueError, match="tokenizer='bpe' applies to the text corpora"):
+        C.load_corpus("teacher", size=2000, tokenizer="bpe")
 
 
 def test_short_corpus_rejected_with_lengths(tmp_path):

@@ -165,3 +165,15 @@ def test_generate_from_averaged_weights_matches_the_logged_generation(tmp_path):
         model, _ = load_model(tmp_path / "r", weights=weights)
         gen = model.greedy(torch.as_tensor(res.prompts), cfg.H)
         assert gen.tolist() == res.gen[key][-1].tolist()
+
+
+def test_bpe_run_trains_generates_and_decodes(tmp_path):
+    f = tmp_path / "stories.txt"
+    f.write_text("One day a small dog found a big red ball in the park. The dog was happy.\n<|endoftext|>\n" * 60)
+    cfg = LMConfig(**preset("tiny", corpus="tinystories", data_path=str(f), tokenizer="bpe", bpe_vocab=280))
+    train(cfg, tmp_path / "r", quiet=True)
+    res = load_result(tmp_path / "r")
+    assert res.tokenizer.vocab_size == 280 and res.decode(res.prompts[0])  # prompts decode to text
+    (prompt, cont), = generate(tmp_path / "r", ["The dog"], H=5)
+    model, tok = load_model(tmp_path / "r")
+    assert model.config.vocab_size == 280 and cont == tok.decode(model.greedy(torch.as_tensor(tok.encode("The dog"))[None], 5)[0])

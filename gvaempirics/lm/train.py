@@ -38,7 +38,7 @@ from ..metrics import grid_indices, zoom_indices
 from ..rundir import RunDir
 from ..stabilizers import make_stabilizer
 from .config import LMConfig
-from .corpus import Corpus, FlipFlop, TransformerTeacher, load_corpus
+from .corpus import Corpus, FlipFlop, TransformerTeacher, load_corpus, tokenizer_from_spec
 from .model import GPT, GPTConfig
 from .rollouts import divergence
 
@@ -64,7 +64,7 @@ def lr_at(step: int, cfg: LMConfig) -> float:
 
 def make_corpus(cfg: LMConfig, *, quiet: bool = False) -> Corpus:
     corpus = load_corpus(cfg.corpus, path=cfg.data_path, val_fraction=cfg.val_fraction, size=cfg.corpus_size,
-                         seed=cfg.corpus_seed, quiet=quiet)
+                         seed=cfg.corpus_seed, tokenizer=cfg.tokenizer, bpe_vocab=cfg.bpe_vocab, quiet=quiet)
     corpus.check_context(cfg.block_size)
     return corpus
 
@@ -206,7 +206,7 @@ class LMTrainer:
         state = self.run.load_latest()
         if state is None:
             self.run.truncate_metrics(0)
-            self.run.log({"kind": "meta", "n_params": self.model.n_params(), "vocab": self.corpus.tokenizer.chars,
+            self.run.log({"kind": "meta", "n_params": self.model.n_params(), "tokenizer": self.corpus.tokenizer.spec(),
                           "prompts": self.eval_set.prompts.tolist(),
                           "expert": None if self.eval_set.expert is None else self.eval_set.expert.tolist(),
                           "val_floor": self.eval_set.floor})
@@ -249,45 +249,43 @@ def run_config(run: RunDir) -> LMConfig:
     return LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.read_config().items()})
 
 
-def load_state(path: Path | RunDir) -> tuple[LMConfig, GPT, Any, str]:
+def load_state(path: Path | RunDir) -> tuple[LMConfig, GPT, Any, Any]:
     """A run's config, its latest checkpoint's raw model and stabilizer (state loaded), and its
-    vocabulary."""
+    tokenizer."""
     from ..rundir import load_torch_file
 
     run = path if isinstance(path, RunDir) else RunDir(path)
     cfg = run_config(run)
-    vocab = next((r["vocab"] for r in run.metrics("meta")), None)
+    meta = next(iter(run.metrics("meta")), None)
     ckpts = run.checkpoints()
-    if vocab is None or not ckpts:
+    if meta is None or not ckpts:
         raise ValueError(f"run directory {run.path} has no checkpoint yet: train it first")
+    tokenizer = tokenizer_from_spec(meta["tokenizer"])
     state = load_torch_file(ckpts[-1].path)
-    model = GPT(gpt_config(cfg, len(vocab)))
+    model = GPT(gpt_config(cfg, tokenizer.vocab_size))
     model.load_state_dict(state["model"])
     stabilizer = make_stabilizer(cfg, model)
     stabilizer.load_state_dict(state["stabilizer"])
-    return cfg, model.eval(), stabilizer, vocab
+    return cfg, model.eval(), stabilizer, tokenizer
 
 
-def load_model(path: Path | RunDir, *, weights: str = "avg") -> tuple[GPT, str]:
+def load_model(path: Path | RunDir, *, weights: str = "avg") -> tuple[GPT, Any]:
     """The latest checkpoint's ``raw`` weights or its stabilizer's averaged weights (``avg``),
-    and the run's vocabulary."""
+    and the run's tokenizer."""
     if weights not in ("raw", "avg"):
         raise ValueError(f"weights={weights!r} is not one of raw, avg")
-    _, model, stabilizer, vocab = load_state(path)
+    _, model, stabilizer, tokenizer = load_state(path)
     if weights == "avg":
         model = stabilizer.averaged_model().eval()
-    return model, vocab
+    return model, tokenizer
 
 
 def generate(path: Path | RunDir, prompts: list[str], *, H: int | None = None, weights: str = "avg") -> list[tuple[str, str]]:
     """Greedy continuations of ``prompts`` (text) by a run's latest ``raw`` or averaged (``avg``) weights.
 
-    Prompt characters outside the run's vocabulary raise ``ValueError`` listing them.
+    Prompt characters outside a character-level run's vocabulary raise ``ValueError`` listing them.
     """
-    from .corpus import CharTokenizer
-
-    model, vocab = load_model(path, weights=weights)
-    tok = CharTokenizer(vocab)
+    model, tok = load_model(path, weights=weights)
     H = model.config.block_size if H is None else check_int("H", H, 1)
     out = []
     for text in prompts:
@@ -307,7 +305,7 @@ class LMResult:
 
     ``val[w]`` ``(n,)``, ``gen[w]`` ``(n, P, H)`` and, with a teacher, ``exact[w]`` ``(n, P)`` and
     ``task[w]`` ``(n,)``, for ``w`` in :attr:`weights` (``"raw"`` and the run's stabilizer);
-    ``vocab`` decodes token ids; ``val_floor`` is the teacher's own validation loss (``None``
+    ``tokenizer`` decodes token ids; ``val_floor`` is the teacher's own validation loss (``None``
     without a transformer teacher).
     """
 
@@ -319,7 +317,7 @@ class LMResult:
     task: dict[str, np.ndarray] | None
     train_steps: np.ndarray
     train_loss: np.ndarray
-    vocab: str
+    tokenizer: Any
     prompts: np.ndarray
     val_floor: float | None = None
 
@@ -328,7 +326,7 @@ class LMResult:
         return ("raw", self.config.get("stabilizer", "ema"))
 
     def decode(self, ids) -> str:
-        return "".join(self.vocab[int(i)] for i in ids)
+        return self.tokenizer.decode(ids)
 
     def zoom_windows(self) -> list[np.ndarray]:
         """Index arrays (into ``steps``) of each zoom window's consecutive iterates."""
@@ -358,15 +356,16 @@ def load_result(path: Path | RunDir) -> LMResult:
     tr = np.array(train, dtype=float).reshape(-1, 2)
     return LMResult(config=cfg, steps=steps, val=pick("val", float), gen=pick("gen", int),
                     exact=pick("exact", int) if has_teacher else None, task=pick("task", float) if has_teacher else None,
-                    train_steps=tr[:, 0].astype(int), train_loss=tr[:, 1], vocab=meta.get("vocab", ""),
+                    train_steps=tr[:, 0].astype(int), train_loss=tr[:, 1], tokenizer=tokenizer_from_spec(meta["tokenizer"]) if meta else None,
                     prompts=np.array(meta.get("prompts", []), dtype=int), val_floor=meta.get("val_floor"))
 
 
 def summarize(run: RunDir | LMResult) -> dict[str, Any]:
     """Per weights (raw, and the stabilizer's name): final validation loss; its mean absolute change between
     consecutive iterates in the zoom windows; rollout divergence between consecutive iterates in
-    the zoom windows and on the second half of the regular grid; with a teacher, the final
-    exact-match length (mean over prompts) and task accuracy."""
+    the zoom windows and on the second half of the regular grid; with a teacher, the exact-match
+    length (mean over prompts: final, over the grid's second half, over the zoom iterates) and
+    the final task accuracy."""
     res = run if isinstance(run, LMResult) else load_result(run)
     out: dict[str, Any] = {"steps_done": int(res.steps.max()) if len(res.steps) else 0,
                            "lr_schedule": res.config["lr_schedule"], "weights": list(res.weights)}
@@ -394,5 +393,7 @@ def summarize(run: RunDir | LMResult) -> dict[str, Any]:
             entry["final_exact_match"] = float(res.exact[w][-1].mean())
             entry["late_exact_match"] = float(res.exact[w][late].mean())
             entry["final_task"] = float(res.task[w][-1])
+            if zooms:  # one iterate's exact-match length is noisy: also its mean over the zoom iterates
+                entry["zoom_exact_match"] = float(res.exact[w][np.concatenate(zooms)].mean())
         out[w] = entry
     return out

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     d.add_argument("--corpus", default="shakespeare", choices=("shakespeare", "tinystories", "teacher", "flipflop"))
     d.add_argument("--data-path", default="", help="TinyStories .txt file or directory")
     d.add_argument("--size", type=int, default=200_000, help="characters kept / tokens generated")
+    d.add_argument("--tokenizer", default="char", choices=("char", "bpe"), help="character level or byte-level BPE (text corpora)")
+    d.add_argument("--bpe-vocab", type=int, default=512, help="BPE vocabulary size (>= 257)")
     d.add_argument("--cache", type=Path, default=None, help="download cache (default $GVA_CACHE or ~/.cache/gva)")
     d.add_argument("--json", action="store_true", help="print JSON")
     add_quiet_argument(d)
@@ -68,10 +70,12 @@ def register(subparsers) -> None:
 def _data(args: argparse.Namespace) -> int:
     from gvaempirics.lm.corpus import load_corpus
 
-    c = load_corpus(args.corpus, path=args.data_path, cache=args.cache, size=args.size, quiet=args.quiet)
+    c = load_corpus(args.corpus, path=args.data_path, cache=args.cache, size=args.size, tokenizer=args.tokenizer,
+                    bpe_vocab=args.bpe_vocab, quiet=args.quiet)
     emit([{"corpus": c.name, "train_tokens": len(c.train), "val_tokens": len(c.val), "vocab_size": c.tokenizer.vocab_size,
            "teacher": type(c.teacher).__name__ if c.teacher is not None else "-"}],
-         as_json=args.json, title="corpus", extra={"vocab": c.tokenizer.chars})
+         as_json=args.json, title="corpus",
+         extra={"vocab": c.tokenizer.chars} if args.tokenizer == "char" else {"first 40 tokens": c.tokenizer.decode(c.train[:40])})
     return 0
 
 
