@@ -56,6 +56,18 @@ def test_config_checks():
         LMConfig(prompt_len=200, block_size=128)
     with pytest.raises(ValueError, match="multiple of n_head"):
         LMConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="device='gpu' is out of range"):
+        LMConfig(device="gpu")
+
+
+def test_device_resolution():
+    from gvaempirics.lm.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda:1' is not available here"):
+            resolve_device("cuda:1")
 
 
 def test_evaluate_scores_against_teacher():

@@ -15,6 +15,8 @@ Each is the same code path at another size (measured on 2 loaded CPU cores; see 
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,7 @@ class LMConfig(StabilizerOptions):
     checkpoint_every: int = option(500, "steps between checkpoints (always at the end)")
     seed: int = option(1, "seed of initialization, minibatches and dropout")
     threads: int = option(2, "torch threads")
+    device: str = option("cpu", "torch device: cpu, cuda, cuda:N, or auto (cuda when available)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -93,6 +96,8 @@ class LMConfig(StabilizerOptions):
         check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             check_int(name, getattr(self, name), 1)
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ValueError(f"device={self.device!r} is out of range: use cpu, cuda, cuda:N or auto")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
 

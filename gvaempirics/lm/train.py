@@ -62,6 +62,16 @@ def lr_at(step: int, cfg: LMConfig) -> float:
     return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - decay_start))
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU; a CUDA device that is not there is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} is not available here (torch.cuda.is_available() is False); use cpu or auto")
+    return device
+
+
 def make_corpus(cfg: LMConfig, *, quiet: bool = False) -> Corpus:
     corpus = load_corpus(cfg.corpus, path=cfg.data_path, val_fraction=cfg.val_fraction, size=cfg.corpus_size,
                          seed=cfg.corpus_seed, tokenizer=cfg.tokenizer, bpe_vocab=cfg.bpe_vocab, quiet=quiet)
@@ -81,6 +91,10 @@ class EvalSet:
     expert: torch.Tensor | None
     read_mask: torch.Tensor | None
     floor: float | None = None
+
+    def to(self, device: torch.device) -> "EvalSet":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return EvalSet(move(self.windows), move(self.prompts), move(self.expert), move(self.read_mask), self.floor)
 
     @classmethod
     def build(cls, corpus: Corpus, cfg: LMConfig) -> "EvalSet":
@@ -141,7 +155,8 @@ class LMTrainer:
         corpus.check_context(cfg.block_size)
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # initialization and dropout
-        self.model = GPT(gpt_config(cfg, corpus.tokenizer.vocab_size))
+        self.device = resolve_device(cfg.device)
+        self.model = GPT(gpt_config(cfg, corpus.tokenizer.vocab_size)).to(self.device)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -149,15 +164,16 @@ class LMTrainer:
                                            lr=cfg.lr, betas=(0.9, cfg.beta2))
         self.stabilizer = make_stabilizer(cfg, self.model)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.train_ids = torch.as_tensor(corpus.train)
-        self.eval_set = EvalSet.build(corpus, cfg)
+        self.train_ids = torch.as_tensor(corpus.train).to(self.device)
+        self.eval_set = EvalSet.build(corpus, cfg).to(self.device)
         self.eval_steps = set(cfg.eval_steps())
         self.step = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "stabilizer": self.stabilizer.state_dict(), "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -165,6 +181,8 @@ class LMTrainer:
         self.stabilizer.load_state_dict(state["stabilizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step = int(state["step"])
 
     def _record(self) -> None:
@@ -181,8 +199,9 @@ class LMTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         T = cfg.block_size
-        starts = torch.randint(len(self.train_ids) - T, (cfg.batch_size,), generator=self.generator)
-        batch = self.train_ids[starts[:, None] + torch.arange(T + 1)]  # (B, T+1)
+        # minibatch starts come from a CPU generator on every device: the same data order anywhere
+        starts = torch.randint(len(self.train_ids) - T, (cfg.batch_size,), generator=self.generator).to(self.device)
+        batch = self.train_ids[starts[:, None] + torch.arange(T + 1, device=self.device)]  # (B, T+1)
         _, loss = self.model(batch[:, :-1], batch[:, 1:])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
