@@ -243,10 +243,12 @@ class TransformerTeacher:
     Built from ``seed`` alone, so every process constructs the same teacher. Its weights are
     drawn at the scale of a random network in its chaotic regime (embeddings
     :math:`N(0, 1)`, linear maps :math:`N(0, \text{gain}^2/\text{fan-in})`, an untied output
-    head :math:`N(0, 1/C)`), with logits multiplied by ``sharpness``: at the defaults the next
-    token has about 0.63 nats of entropy (of 2.77 for 16 uniform tokens) and greedy
-    continuations do not fall into short cycles. (At GPT initial scale a random transformer
-    mostly repeats its last token.)
+    head :math:`N(0, 1/C)`), with logits multiplied by ``sharpness``. At the defaults the next
+    token has about 0.63 nats of entropy (of 2.77 for 16 uniform tokens), and greedy decoding
+    has a limit cycle of period 12 that the sampled stream keeps falling back to, much as an
+    expert's gait is a limit cycle: a greedy continuation stays with the teacher's only as long
+    as it keeps the cycle's phase. (At GPT initial scale a random transformer mostly repeats its
+    last token.)
 
     Because it always reads exactly the last ``context`` tokens, every window of a long sampled
     stream follows the same law, so a prompt taken anywhere in the validation split has a

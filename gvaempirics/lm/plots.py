@@ -97,8 +97,12 @@ def bifurcations(res: LMResult, *, weights: str = "raw", n: int = 6) -> list[Bif
     return sorted(rows, key=lambda r: r.first_divergence)[:n]
 
 
-def _show(text: str) -> str:
-    return text.replace("\n", "\u23ce")
+def _show(text: str, width: int | None = None, *, tail: bool = False) -> str:
+    """One table cell: newlines drawn as a symbol, cut to ``width`` characters (its end if ``tail``)."""
+    text = text.replace("\n", "\u23ce")
+    if width is None or len(text) <= width:
+        return text
+    return "\u2026" + text[-(width - 1):] if tail else text[:width - 1] + "\u2026"
 
 
 def plot_bifurcations(rows: list[Bifurcation], *, title: str = "Neighbouring iterates, same prompt"):
@@ -113,9 +117,9 @@ def plot_bifurcations(rows: list[Bifurcation], *, title: str = "Neighbouring ite
     cells = []
     for r in rows:
         d = r.first_divergence
-        cells.append([f"{r.step_a}\u2192{r.step_b}", _show(r.prompt),
-                      _show(r.continuation_a[:d] + "|" + r.continuation_a[d:]),
-                      _show(r.continuation_b[:d] + "|" + r.continuation_b[d:]), str(d)])
+        cells.append([f"{r.step_a}\u2192{r.step_b}", _show(r.prompt, 32, tail=True),
+                      _show(r.continuation_a[:d] + "|" + r.continuation_a[d:], 56),
+                      _show(r.continuation_b[:d] + "|" + r.continuation_b[d:], 56), str(d)])
     table = ax.table(cellText=cells, colLabels=["steps", "prompt", "continuation at step a", "at step b", "first div."],
                      loc="center", cellLoc="left", colWidths=[0.07, 0.2, 0.32, 0.32, 0.07])
     table.auto_set_font_size(False)

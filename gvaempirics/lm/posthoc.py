@@ -77,6 +77,6 @@ def plot_posthoc(rows: list[dict[str, Any]], *, title: str = ""):
         twin.plot(sig, [r["exact_match"] for r in pts], "s:", color="C1", alpha=0.6)
         twin.axhline(raw["exact_match"], color="C0", ls=":", alpha=0.6)
         twin.set_ylabel("mean exact-match length vs teacher (dotted)")
-    ax.legend(loc="upper center")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     return fig
