@@ -33,7 +33,7 @@ import torch
 
 from gvatheory._checks import check_int
 
-from ..config import to_dict
+from ..config import build_config, to_dict
 from ..metrics import grid_indices, zoom_indices
 from ..rundir import RunDir
 from ..stabilizers import make_stabilizer
@@ -265,7 +265,7 @@ def train(cfg: LMConfig, outdir: Path, *, resume: bool = False, quiet: bool = Fa
 
 def run_config(run: RunDir) -> LMConfig:
     """The :class:`LMConfig` saved in a run directory."""
-    return LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.read_config().items()})
+    return build_config(LMConfig, run.read_config())
 
 
 def load_state(path: Path | RunDir) -> tuple[LMConfig, GPT, Any, Any]:
