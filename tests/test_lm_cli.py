@@ -57,3 +57,28 @@ def test_bad_input_exits_2_with_one_line(tiny_run, tmp_path, capsys, argv, messa
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_sigkilled_run_resumes_to_the_same_log(tmp_path):
+    """SIGKILL ``gva lm train`` after its second checkpoint, resume it, compare with an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    flags = ["--preset", "tiny", "--steps", "80", "--checkpoint-every", "10", "--stabilizer", "posthoc",
+             "--posthoc-every", "7", "--quiet"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "validation", "lm", "train", *flags, "--out", str(killed)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((killed / "checkpoints").glob("step_*.pt"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert main(["lm", "train", *flags, "--out", str(killed), "--resume"]) == 0
+    assert main(["lm", "train", *flags, "--out", str(tmp_path / "full")]) == 0
+    assert (killed / "metrics.jsonl").read_bytes() == (tmp_path / "full" / "metrics.jsonl").read_bytes()
