@@ -132,10 +132,19 @@ def initial_conditions(env_id: str, n: int, seed: int) -> InitialConditions:
         Root seed; the same ``(env_id, n, seed)`` gives the same states, and the first ``m``
         states of a larger ``n`` are the states for ``m``.
     """
-    check_env_id(env_id)
     n = check_int("n", n, 1)
     children = seed_sequence(seed).spawn(n)
     reset_seeds = np.array([int(c.generate_state(1, dtype=np.uint32)[0]) for c in children], dtype=np.int64)
+    return initial_conditions_from_seeds(env_id, reset_seeds, seed=int(seed))
+
+
+def initial_conditions_from_seeds(env_id: str, reset_seeds, *, seed: int = -1) -> InitialConditions:
+    """The states of ``env.reset(seed=s)`` for each of ``reset_seeds`` (``seed``: the root they
+    came from, if any, kept for the record)."""
+    check_env_id(env_id)
+    reset_seeds = np.asarray(reset_seeds, dtype=np.int64).reshape(-1)
+    if reset_seeds.size == 0:
+        raise ValueError("reset_seeds=[] is out of range: give at least one seed")
     env = _gym_env(env_id)
     qpos, qvel = [], []
     for s in reset_seeds:

@@ -94,42 +94,25 @@ def ic_seeds(seed: int, n: int, stream: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, stream]).generate_state(n, np.uint32)]
 
 
-@torch.no_grad()
 def run_episodes(env_id: str, policy: Callable[[torch.Tensor], torch.Tensor], seeds: list[int],
-                 horizon: int, *, record: bool = False) -> dict[str, np.ndarray]:
+                 horizon: int, *, record: bool = False, threads: int = 2) -> dict[str, np.ndarray]:
     """Roll a deterministic policy from ``env.reset(seed=s)`` for each seed, batching the policy.
 
-    Plain gymnasium envs stepped in lockstep; an episode stops at termination or at ``horizon``.
-    Returns ``returns (I,)``, ``lengths (I,)`` and with ``record`` ``obs (I, H, obs_dim)`` and
-    ``actions (I, H, act_dim)`` (zero after termination).
+    Runs on the batched evaluator :func:`gvaempirics.rollout.rollout` (bitwise equal to stepping
+    gymnasium envs, tested there); an episode stops at termination or at ``horizon``. Returns
+    ``returns (I,)``, ``lengths (I,)`` and with ``record`` ``obs (I, H, obs_dim)`` and
+    ``actions (I, H, act_dim)`` (float32, zero after termination).
     """
-    import gymnasium as gym
+    from .envs import initial_conditions_from_seeds
+    from .rollout import rollout
 
-    envs = [gym.make(env_id) for _ in seeds]
-    obs = np.stack([e.reset(seed=s)[0] for e, s in zip(envs, seeds)])  # (I, obs_dim)
-    n, act_dim = len(seeds), envs[0].action_space.shape[0]
-    returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
-    alive = np.ones(n, dtype=bool)
+    ics = initial_conditions_from_seeds(env_id, seeds)
+    res = rollout(env_id, ics, horizon, lambda obs: policy(obs[0])[None], record=record, threads=threads)
+    out = {"returns": res.returns[0], "lengths": res.lengths[0]}
     if record:
-        all_obs = np.zeros((n, horizon, obs.shape[1]), dtype=np.float32)
-        all_act = np.zeros((n, horizon, act_dim), dtype=np.float32)
-    for t in range(horizon):
-        idx = np.flatnonzero(alive)
-        if len(idx) == 0:
-            break
-        act = policy(torch.as_tensor(obs[idx], dtype=torch.float32)).numpy().astype(np.float64)  # (I_alive, act_dim)
-        for k, i in enumerate(idx):
-            if record:
-                all_obs[i, t], all_act[i, t] = obs[i], act[k]
-            obs[i], r, term, _, _ = envs[i].step(act[k])
-            returns[i] += r
-            lengths[i] += 1
-            alive[i] = not term
-    for e in envs:
-        e.close()
-    out = {"returns": returns, "lengths": lengths}
-    if record:
-        out.update(obs=all_obs, actions=all_act)
+        alive = res.alive[0][..., None]  # (I, H, 1)
+        out.update(obs=np.where(alive, res.obs[0], 0.0).astype(np.float32),
+                   actions=np.where(alive, res.actions[0], 0.0).astype(np.float32))
     return out
 
 
