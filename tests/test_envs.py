@@ -7,7 +7,7 @@ pytest.importorskip("mujoco")
 gym = pytest.importorskip("gymnasium")
 
 from gvaempirics.envs import (ENV_IDS, SPECS, act_dim, action_bounds, check_env_id, initial_conditions,
-                              mj_model, obs_dim)
+                              initial_conditions_from_seeds, mj_model, obs_dim)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -38,6 +38,15 @@ def test_unknown_env_id_lists_valid_ids():
 def test_n_must_be_positive():
     with pytest.raises(ValueError, match=r"n=0 .*\[1, inf\]"):
         initial_conditions("Hopper-v5", 0, 0)
+    with pytest.raises(ValueError, match=r"reset_seeds=\[\] is out of range"):
+        initial_conditions_from_seeds("Hopper-v5", [])
+
+
+def test_initial_conditions_from_explicit_reset_seeds():
+    ics = initial_conditions("Walker2d-v5", 3, seed=5)
+    same = initial_conditions_from_seeds("Walker2d-v5", ics.reset_seeds[::-1])
+    np.testing.assert_array_equal(same.qpos, ics.qpos[::-1])
+    np.testing.assert_array_equal(same.qvel, ics.qvel[::-1])
 
 
 def test_initial_conditions_are_seeded_gymnasium_resets():
