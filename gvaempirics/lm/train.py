@@ -342,7 +342,7 @@ class LMResult:
 
     @property
     def weights(self) -> tuple[str, str]:
-        return ("raw", self.config.get("stabilizer", "ema"))
+        return ("raw", self.config["stabilizer"])
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids)
@@ -360,7 +360,7 @@ def load_result(path: Path | RunDir) -> LMResult:
     """Read an LM run directory (complete or not) into an :class:`LMResult`."""
     run = path if isinstance(path, RunDir) else RunDir(path)
     cfg = run.read_config()
-    evals: dict[str, dict[int, dict]] = {"raw": {}, cfg.get("stabilizer", "ema"): {}}
+    evals: dict[str, dict[int, dict]] = {"raw": {}, cfg["stabilizer"]: {}}
     train, meta = [], {}
     for rec in run.metrics():
         if rec["kind"] == "eval":
