@@ -74,15 +74,19 @@ def main(argv: list[str] | None = None) -> None:
             times[name].append(time.perf_counter() - start)
     work = args.chains * args.steps
     rate = {name: work / statistics.median(t) for name, t in times.items()}
-    print(f"Monte Carlo, {args.chains} chains x {args.steps} steps, numba threads {numba.get_num_threads()}, "
-          f"median of {args.repeats}:")
+    print(
+        f"Monte Carlo, {args.chains} chains x {args.steps} steps, numba threads {numba.get_num_threads()}, "
+        f"median of {args.repeats}:"
+    )
     for name, r in rate.items():
         print(f"  {name:22s} {r:12.4g} chain-steps/s")
     print(f"  ratio ours / numpy     {rate['numba kernel (ours)'] / rate['numpy baseline']:12.3g}")
     # Sanity check that both simulate the same law: stationary-ish variance of theta.
-    print(f"  (var theta_T: ours {np.var(ours(args.chains, args.steps, 0)[0]):.4g}, "
-          f"numpy {np.var(numpy_baseline(args.chains, args.steps, 0)[0]):.4g}, "
-          f"exact {scalar_moments(1.0, SIGMA, ETA, GAMMA, args.steps).var_theta:.4g})")
+    print(
+        f"  (var theta_T: ours {np.var(ours(args.chains, args.steps, 0)[0]):.4g}, "
+        f"numpy {np.var(numpy_baseline(args.chains, args.steps, 0)[0]):.4g}, "
+        f"exact {scalar_moments(1.0, SIGMA, ETA, GAMMA, args.steps).var_theta:.4g})"
+    )
 
     rng = np.random.default_rng(0)
     eta = rng.uniform(0.001, 1.9, args.points)
@@ -93,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         scalar_moments(1.0, SIGMA, eta, gamma, args.steps, theta0=1.0)
         exact_times.append(time.perf_counter() - start)
-    print(f"Exact path scalar_moments, {args.points} parameter points at T={args.steps}: "
-          f"{args.points / statistics.median(exact_times):.4g} points/s")
+    print(
+        f"Exact path scalar_moments, {args.points} parameter points at T={args.steps}: "
+        f"{args.points / statistics.median(exact_times):.4g} points/s"
+    )
 
 
 if __name__ == "__main__":

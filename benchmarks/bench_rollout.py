@@ -6,12 +6,12 @@ conditions, H=1000. An untrained policy makes the walker fall, and a fallen epis
 our evaluator while gymnasium's vector env resets and goes on, so all three are timed in *live
 policy-steps per second* (steps where the policy acted on a running episode):
 
-* ours: ``gvaempirics.rollout.rollout`` (one torch call per step for all pairs, MuJoCo on threads),
+* ours: ``gvaempirics.bc.rollout.rollout`` (one torch call per step for all pairs, MuJoCo on threads),
   repeated until at least ``H * I`` live steps have been timed;
 * gymnasium single env: one ``gymnasium.make`` env, one policy call per step, reset on termination;
 * ``gymnasium.vector.SyncVectorEnv`` of 20 envs, one batched policy call per step, autoreset.
 
-Run: ``python benchmarks/bench_rollout.py [--horizon 1000] [--n-ics 20] [--threads 2]``.
+Run: ``python benchmarks/bench_rollout.py [--H 1000] [--ics 20] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -25,19 +25,19 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--horizon", type=int, default=1000)
-    ap.add_argument("--n-ics", type=int, default=20)
+    ap.add_argument("--H", type=int, default=1000)
+    ap.add_argument("--ics", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import gymnasium as gym
 
-    from gvaempirics.bc import AugmentedPolicy
-    from gvaempirics.envs import act_dim, action_bounds, initial_conditions, obs_dim
-    from gvaempirics.imitators import ImitatorSpec, make_imitator
-    from gvaempirics.rollout import rollout
+    from gvaempirics.bc.envs import act_dim, action_bounds, initial_conditions, obs_dim
+    from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
+    from gvaempirics.bc.rollout import rollout
+    from gvaempirics.bc.train import AugmentedPolicy
 
     torch.set_num_threads(1)
-    env_id, H, I = "Walker2d-v5", args.horizon, args.n_ics
+    env_id, H, I = "Walker2d-v5", args.H, args.ics
     torch.manual_seed(0)
     net = make_imitator(ImitatorSpec(d_in=obs_dim(env_id) + act_dim(env_id), d_act=act_dim(env_id))).eval()
     target = H * I
@@ -45,14 +45,16 @@ def main() -> None:
 
     def policy():  # the closed-loop imitator of the BC experiments: input [obs_t, u_{t-1}], u_{-1} = 0
         return AugmentedPolicy(net, 1, low, high)
-    print(f"{env_id}, default MLP imitator (depth 4, width 256), {I} ICs, H={H}, threads={args.threads}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+
+    print(
+        f"{env_id}, default MLP imitator (depth 4, width 256), {I} ICs, H={H}, threads={args.threads}; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
 
     rates = {}
     steps, t0, seed = 0, time.perf_counter(), 0
     while steps < target:
-        res = rollout(env_id, initial_conditions(env_id, I, seed), H, policy(),
-                      threads=args.threads)
+        res = rollout(env_id, initial_conditions(env_id, I, seed), H, policy(), threads=args.threads)
         steps += int(res.lengths.sum())
         seed += 1
     rates["ours (rollout)"] = steps / (time.perf_counter() - t0)

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     reference = EMA(model, gamma, foreach=False)
     reference.update()
     theirs = EMAPytorch(model, beta=1 - gamma, update_after_step=0, update_every=1, inv_gamma=1e-9, power=1.0)
-    theirs_foreach = EMAPytorch(model, beta=1 - gamma, update_after_step=0, update_every=1, inv_gamma=1e-9, power=1.0, use_foreach=True)
+    theirs_foreach = EMAPytorch(
+        model, beta=1 - gamma, update_after_step=0, update_every=1, inv_gamma=1e-9, power=1.0, use_foreach=True
+    )
     for e in (theirs, theirs_foreach):
         e.update()
         e.update()  # past ema-pytorch's initial copies

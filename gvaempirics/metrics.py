@@ -73,6 +73,27 @@ def grid_indices(steps, every: int) -> np.ndarray:
     return np.flatnonzero((steps % every == 0) | (steps == steps.max()))
 
 
+class EvaluatedRun:
+    """What every result read from a run directory shares: its ``config`` (a dict) and the
+    ``eval_steps`` at which raw and averaged weights were both evaluated."""
+
+    config: dict
+    eval_steps: np.ndarray
+
+    @property
+    def weights(self) -> tuple[str, str]:
+        """The two weight sets of every evaluation: ``"raw"`` and the run's stabilizer."""
+        return ("raw", self.config["stabilizer"])
+
+    def zoom_windows(self) -> list[np.ndarray]:
+        """Index arrays (into ``eval_steps``) of each zoom window's consecutive iterates."""
+        return zoom_indices(self.eval_steps, self.config["zoom_windows"], self.config["zoom_length"])
+
+    def grid(self) -> np.ndarray:
+        """Indices of the regular evaluation grid (multiples of ``eval_every`` and the last step)."""
+        return grid_indices(self.eval_steps, self.config["eval_every"])
+
+
 @dataclass(frozen=True)
 class GVAIndices:
     """Reward and loss fluctuation on their fair scales, and their ratio."""

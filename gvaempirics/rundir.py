@@ -11,52 +11,114 @@ again replace the lost tail one for one, and the finished log equals an uninterr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
+from typing import Any, BinaryIO
 
 _CKPT = re.compile(r"^step_(\d{9})\.pt$")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+def check_creatable(path: Path, what: str = "out", *, folder: bool = False) -> Path:
+    """Refuse, before any work, a ``path`` that cannot be written: a file where a folder is
+    wanted (``folder``) or the reverse, or a first existing ancestor that is not a writable
+    folder. Raises ``ValueError`` naming the field ``what`` and ``path``; creates nothing."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    kind = "directory" if folder else "file path"
+    if not folder and path.name in ("", ".", ".."):
+        raise ValueError(f"{what}={str(path)!r} is not a file path")
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{what}={path} is a {'file' if folder else 'directory'}: give a {kind}")
+    first = path
+    while not first.exists() and first != first.parent:
+        first = first.parent
+    if first != path and not first.is_dir():
+        raise ValueError(f"{what}={path} cannot be created: {first} is not a directory")
+    if not os.access(first if first.is_dir() else first.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}={path} cannot be written: {first} is not writable")
+    return path
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and ``os.replace``."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """The one writer of the toolkit: ``write(fh)`` into a temporary file beside ``path``, flush
+    and fsync it, rename it over ``path``, and fsync the folder, so that ``path`` holds either the
+    old or the whole new content, even across a crash. Creates missing parent folders."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"cannot write {path}: {parent} is not a directory") from None
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory")
+    tmp = parent / f".{path.name}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    import torch
+
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_torch_file(path: Path) -> Any:
     """``torch.load(weights_only=True)`` that names the file when it is missing, truncated or corrupt."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated / corrupt zip archives
-        raise ValueError(f"{path} is corrupt or truncated and cannot be loaded ({type(err).__name__}: {err})") from None
+        # torch's own message spans lines (and advises weights_only=False): keep its first line only
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first)[:160]
+        raise ValueError(
+            f"{path} is corrupt or truncated and cannot be loaded ({type(err).__name__}: {first})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -87,25 +149,36 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def start(self, config: dict[str, Any], *, resume: bool) -> None:
-        """Create the run, or check that a resumed run has the same configuration."""
+    def start(self, config: dict[str, Any]) -> None:
+        """Create the run, or continue the run already there (the one resume rule).
+
+        A run directory with the same configuration is resumed. One with another configuration
+        is refused, naming the differing fields, unless it never reached a checkpoint: then
+        nothing of it is worth keeping and it is started afresh with the new configuration.
+        """
+        config = json.loads(json.dumps(config))
+        check_creatable(self.path, "out", folder=True)
         if self.exists():
             saved = self.read_config()
-            if not resume:
-                raise ValueError(f"run directory {self.path} already holds a run: pass resume to continue it, or choose another directory")
-            if saved != json.loads(json.dumps(config)):
-                diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config.get(k))))
-                raise ValueError(f"cannot resume {self.path}: its saved config differs in {', '.join(diff)}")
-            return
+            if saved == config:
+                return
+            if self.checkpoints():
+                diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+                raise ValueError(
+                    f"cannot resume {self.path}: its saved config differs in {', '.join(diff)}; "
+                    "choose another --out to start a new run"
+                )
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            self.metrics_path.unlink(missing_ok=True)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.config_path, config)
         self.metrics_path.touch()
+        atomic_write_json(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
         try:
             return json.loads(self.config_path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)") from None
+            raise ValueError(f"{self.path} is not a run directory (no config.json)") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.config_path} is corrupt: {err}") from None
 
@@ -134,10 +207,13 @@ class RunDir:
         if not self.metrics_path.exists():
             return
         with open(self.metrics_path) as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 if not line.endswith("\n"):
                     break
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{self.metrics_path}, line {number}: not a JSON record ({err.msg})") from None
                 if kind is None or rec.get("kind") == kind:
                     yield rec
 
@@ -174,9 +250,19 @@ class RunDir:
             state = load_torch_file(ckpts[-1].path)
         except ValueError as err:
             previous = [c for c in ckpts[:-1] if _loads(c.path)]
-            hint = f"the last good checkpoint {previous[-1].path} is kept; delete the corrupt file to resume from it" if previous else "no earlier good checkpoint exists"
+            hint = (
+                f"the last good checkpoint {previous[-1].path} is kept; delete the corrupt file to resume from it"
+                if previous
+                else "no earlier good checkpoint exists"
+            )
             raise ValueError(f"{err}; {hint}") from None
-        self.truncate_metrics(int(state["metrics_size"]))
+        size, have = int(state["metrics_size"]), self.metrics_size()
+        if have < size:
+            raise ValueError(
+                f"{self.metrics_path} holds {have} bytes but checkpoint {ckpts[-1].path.name} recorded "
+                f"{size}: the log lost records, so the run cannot resume exactly; nothing was changed"
+            )
+        self.truncate_metrics(size)
         return state
 
 
@@ -186,3 +272,11 @@ def _loads(path: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def default_run_dir(group: str, label: str, config: dict[str, Any], *, root: Path = Path("runs")) -> Path:
+    """The one naming scheme of run directories: ``runs/<group>/<label>__<digest8>``, where the
+    digest is of the resolved configuration, so that rerunning the same command continues the
+    same run and any other configuration gets its own directory."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(root) / group / f"{label}__{digest}"

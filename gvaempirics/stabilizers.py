@@ -4,7 +4,7 @@ Block et al. (ICLR 2024, Sec. 5) show that evaluating an exponential moving aver
 iterates, instead of the last iterate, removes most of the gradient variance amplification in
 behavior cloning and autoregressive language models. These classes maintain such averages
 during training; the same rules, in numpy and as pure functions, are in
-:mod:`gvatheory.averagers`, and the tests run both on the same iterate sequences.
+:mod:`gvatheory.stabilizers`, and the tests run both on the same iterate sequences.
 
 Conventions (as in :mod:`gvatheory.schedules`): iterates are counted ``t = 0, 1, 2, ...``; call
 ``update()`` once after each optimizer step (and once at the start, for :math:`\theta_0`, if the
@@ -34,16 +34,17 @@ the textbook formula, the reference implementation the tests and the benchmark c
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gvatheory._checks import check_int
-from gvatheory.averagers import PowerFunctionEMA, posthoc_coefficients
 from gvatheory.schedules import BEMASchedule, ConstantEMA, PolyakEMA, PowerEMA, Schedule, as_schedule
+from gvatheory.stabilizers import PowerFunctionEMA, posthoc_coefficients
 
 __all__ = [
     "EMA",
@@ -135,7 +136,9 @@ class _Averager:
         self.count = 0
 
     def _new_buffers(self) -> list[Tensor]:
-        return [torch.zeros_like(p, dtype=_average_dtype(p), memory_format=torch.contiguous_format) for p in self._params]
+        return [
+            torch.zeros_like(p, dtype=_average_dtype(p), memory_format=torch.contiguous_format) for p in self._params
+        ]
 
     def _sources(self) -> list[Tensor]:
         return [p.detach() if p.dtype == _average_dtype(p) else p.detach().to(_average_dtype(p)) for p in self._params]
@@ -159,6 +162,9 @@ class _Averager:
         with swapped(self.module, self.averaged_parameters()) as m:
             yield m
 
+    def end(self) -> None:
+        """End-of-training hook of the stabilizer protocol; nothing to do for a running average."""
+
     def _pack(self, tensors: list[Tensor]) -> dict[str, Tensor]:
         return {n: t.detach().clone() for n, t in zip(self.names, tensors)}
 
@@ -168,13 +174,17 @@ class _Averager:
         with torch.no_grad():
             for name, t in zip(self.names, into):
                 if tuple(stored[name].shape) != tuple(t.shape):
-                    raise ValueError(f"state_dict[{key!r}][{name!r}] has shape {tuple(stored[name].shape)}, expected {tuple(t.shape)}")
+                    raise ValueError(
+                        f"state_dict[{key!r}][{name!r}] has shape {tuple(stored[name].shape)}, expected {tuple(t.shape)}"
+                    )
                 t.copy_(stored[name])
 
     def _check_rule(self, state: dict[str, Any]) -> None:
         # resuming under another rule would silently change the average; refuse instead
         if state.get("rule") != self._rule():
-            raise ValueError(f"state_dict['rule']={state.get('rule')!r} does not match this stabilizer, {self._rule()!r}")
+            raise ValueError(
+                f"state_dict['rule']={state.get('rule')!r} does not match this stabilizer, {self._rule()!r}"
+            )
         count = state.get("count")
         check_int("state_dict['count']", count, 0)
         self.count = int(count)
@@ -286,7 +296,12 @@ class BEMA(_Averager):
 
     def state_dict(self) -> dict[str, Any]:
         """``{'rule', 'count', 'ema', 'anchor'}`` (copies), enough to resume bit-identically."""
-        return {"rule": self._rule(), "count": self.count, "ema": self._pack(self.ema), "anchor": self._pack(self.anchor)}
+        return {
+            "rule": self._rule(),
+            "count": self.count,
+            "ema": self._pack(self.ema),
+            "anchor": self._pack(self.anchor),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_rule(state)
@@ -310,7 +325,7 @@ def synthesize(snapshots: Sequence[Snapshot], sigma_rel: float, *, count: int | 
     r"""The power-function EMA ``(count, sigma_rel)`` reconstructed from ``snapshots``.
 
     Uses the snapshots taken at or before ``count`` (default: the latest snapshot's count) and
-    the least-squares weights of :func:`gvatheory.averagers.posthoc_coefficients`; the sum is
+    the least-squares weights of :func:`gvatheory.stabilizers.posthoc_coefficients`; the sum is
     accumulated in float64 because the weights can be large with alternating signs.
     """
     if not snapshots:
@@ -319,7 +334,9 @@ def synthesize(snapshots: Sequence[Snapshot], sigma_rel: float, *, count: int | 
     target = latest if count is None else check_int("count", count, 1)
     used = [s for s in snapshots if s.count <= target]
     if not used:
-        raise ValueError(f"count={target} is out of range: the first snapshot is at count {min(s.count for s in snapshots)}")
+        raise ValueError(
+            f"count={target} is out of range: the first snapshot is at count {min(s.count for s in snapshots)}"
+        )
     x = posthoc_coefficients([s.count for s in used], [s.sigma_rel for s in used], target, sigma_rel)
     out = {}
     for name, ref in used[0].params.items():
@@ -334,7 +351,7 @@ class PostHocEMA:
     r"""Post-hoc EMA (Karras et al. 2024, EDM2): choose the EMA length after training.
 
     Tracks one power-function EMA per entry of ``sigma_rels``
-    (:class:`gvatheory.averagers.PowerFunctionEMA`:
+    (:class:`gvatheory.stabilizers.PowerFunctionEMA`:
     :math:`\gamma_t = 1 - (t/(t+1))^{\gamma_p+1}`, whose weights on the iterates follow the
     profile :math:`\tau^{\gamma_p}` with relative width ``sigma_rel``) and stores a CPU
     :class:`Snapshot` of each every ``snapshot_every`` updates. :meth:`averaged_parameters`
@@ -381,6 +398,10 @@ class PostHocEMA:
             params = {n: v.detach().to("cpu", copy=True) for n, v in zip(tracker.names, tracker.average)}
             self.snapshots.append(Snapshot(count=self.count, sigma_rel=s, params=params))
 
+    def end(self) -> None:
+        """End of training: snapshot the last iterate's EMAs so that it can be synthesized."""
+        self.snapshot()
+
     def averaged_parameters(self, sigma_rel: float | None = None, *, count: int | None = None) -> dict[str, Tensor]:
         """Synthesized EMA ``(count, sigma_rel)`` as ``{name: tensor}`` (CPU, parameter dtype).
 
@@ -409,36 +430,43 @@ class PostHocEMA:
             "sigma_rels": list(self.sigma_rels),
             "snapshot_every": self.snapshot_every,
             "trackers": [t.state_dict() for t in self.trackers],
-            "snapshots": [{"count": s.count, "sigma_rel": s.sigma_rel, "params": dict(s.params)} for s in self.snapshots],
+            "snapshots": [
+                {"count": s.count, "sigma_rel": s.sigma_rel, "params": dict(s.params)} for s in self.snapshots
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if list(state.get("sigma_rels", [])) != list(self.sigma_rels) or state.get("snapshot_every") != self.snapshot_every:
+        if (
+            list(state.get("sigma_rels", [])) != list(self.sigma_rels)
+            or state.get("snapshot_every") != self.snapshot_every
+        ):
             raise ValueError(
                 f"state_dict has sigma_rels={state.get('sigma_rels')!r}, snapshot_every={state.get('snapshot_every')!r}; "
                 f"expected {list(self.sigma_rels)!r}, {self.snapshot_every!r}"
             )
         for tracker, sd in zip(self.trackers, state["trackers"]):
             tracker.load_state_dict(sd)
-        self.snapshots = [Snapshot(int(s["count"]), float(s["sigma_rel"]), dict(s["params"])) for s in state["snapshots"]]
+        self.snapshots = [
+            Snapshot(int(s["count"]), float(s["sigma_rel"]), dict(s["params"])) for s in state["snapshots"]
+        ]
 
 
 # ---------------------------------------------------------------- from a run configuration
 
 
-def make_stabilizer(opts, module: nn.Module) -> "EMA | BEMA | PostHocEMA":
+def make_stabilizer(opts, module: nn.Module) -> EMA | BEMA | PostHocEMA:
     """The stabilizer named by ``opts.stabilizer`` (a :class:`gvaempirics.config.StabilizerOptions`)
     over ``module``: ``ema`` (power schedule), ``constant-ema``, ``polyak``, ``bema`` or
     ``posthoc`` (evaluated online as its first tracked power-function EMA)."""
     name = opts.stabilizer
     if name == "ema":
-        return EMA(module, PowerEMA(opts.ema_alpha, opts.ema_gamma_min, opts.ema_burn_in))
+        return EMA(module, PowerEMA(opts.alpha, opts.gamma_min, opts.burn_in))
     if name == "constant-ema":
-        return EMA(module, ConstantEMA(opts.ema_gamma_min, opts.ema_burn_in))
+        return EMA(module, ConstantEMA(opts.gamma_min, opts.burn_in))
     if name == "polyak":
-        return Polyak(module, burn_in=opts.ema_burn_in)
+        return Polyak(module, burn_in=opts.burn_in)
     if name == "bema":
-        return BEMA(module, BEMASchedule(gamma_min=opts.ema_gamma_min, burn_in=opts.ema_burn_in))
+        return BEMA(module, BEMASchedule(gamma_min=opts.gamma_min, burn_in=opts.burn_in))
     if name == "posthoc":
         return PostHocEMA(module, opts.posthoc_sigma_rels, snapshot_every=opts.posthoc_every)
     raise ValueError(f"stabilizer={name!r} is not one of ema, constant-ema, polyak, bema, posthoc")

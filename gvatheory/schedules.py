@@ -16,11 +16,12 @@ Every schedule is a frozen dataclass, validated on construction and vectorized o
 
 BEMA (Block & Zhang 2025, "EMA without the lag") is described by :class:`BEMASchedule`;
 its update rule, which needs a snapshot :math:`\theta_0` at burn-in, is in
-:mod:`gvatheory.averagers`.
+:mod:`gvatheory.stabilizers`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -233,3 +234,70 @@ def as_schedule(value: float | Schedule, *, kind: str) -> Schedule:
         return ConstantEMA(float(value))
     raise ValueError(f"kind={kind!r} must be 'eta' or 'gamma'")
 
+
+# ---------------------------------------------------------------- the training loops' family
+
+LR_SCHEDULES = ("constant", "cosine", "inverse", "step", "wsd")
+
+
+@dataclass(frozen=True)
+class TrainingLR:
+    r"""The learning-rate family of the training loops (behavior cloning and language models).
+
+    A linear warmup :math:`\eta_t = \eta\,(t+1)/(w+1)` for :math:`t < w`, then, with
+    :math:`s = t - w` steps after warmup and :math:`S = \text{steps} - w`:
+
+    * ``constant``: :math:`\eta`;
+    * ``cosine``: :math:`\tfrac12\eta\,(1 + \cos(\pi \min(1, s/S)))`, zero at the last step;
+    * ``inverse``: :math:`\eta / (1 + s/t_0)`;
+    * ``step``: :math:`\eta\,\mathrm{drop}^{\lfloor s/\mathrm{every}\rfloor}`;
+    * ``wsd`` (warmup-stable-decay): :math:`\eta` until the last ``decay_fraction`` of the
+      steps, then linear to zero at ``steps``.
+
+    Evaluated in Python floats (``math``), so a training run's rates do not depend on numpy's
+    vectorized kernels; ``__call__`` also accepts integer arrays.
+    """
+
+    eta: float
+    kind: str = "constant"
+    steps: int = 1
+    warmup: int = 0
+    t0: float = 1000.0
+    drop: float = 0.1
+    every: int = 10000
+    decay_fraction: float = 0.2
+
+    def __post_init__(self):
+        check_positive("eta", self.eta)
+        if self.kind not in LR_SCHEDULES:
+            raise ValueError(f"kind={self.kind!r} is not valid: choose one of {', '.join(LR_SCHEDULES)}")
+        check_int("steps", self.steps, 1)
+        check_int("warmup", self.warmup, 0)
+        check_positive("t0", self.t0)
+        check_range("drop", self.drop, 0.0, 1.0, low_open=True)
+        check_int("every", self.every, 1)
+        check_range("decay_fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
+
+    def _at(self, t: int) -> float:
+        eta, w = float(self.eta), self.warmup
+        if t < w:
+            return eta * (t + 1) / (w + 1)
+        if self.kind == "constant":
+            return eta
+        if self.kind == "cosine":
+            progress = min(1.0, (t - w) / max(1, self.steps - w))
+            return eta * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if self.kind == "inverse":
+            return eta / (1.0 + (t - w) / self.t0)
+        if self.kind == "step":
+            return eta * self.drop ** ((t - w) // self.every)
+        decay_start = self.steps - int(round(self.decay_fraction * self.steps))
+        if t < decay_start:
+            return eta
+        return eta * max(0.0, (self.steps - t) / max(1, self.steps - decay_start))
+
+    def __call__(self, t):
+        s = _steps(t).astype(np.int64)
+        if np.ndim(t) == 0:
+            return self._at(int(s))
+        return np.array([self._at(int(v)) for v in s.ravel()]).reshape(s.shape)

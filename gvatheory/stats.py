@@ -42,13 +42,18 @@ class Estimate:
 
 
 def estimate(samples: np.ndarray, axis: int = 0) -> Estimate:
-    """Mean and standard error of i.i.d. replicates along ``axis``."""
+    """Mean and standard error of i.i.d. replicates along ``axis``.
+
+    Overflowed replicates (``inf``) give an infinite mean with an infinite SE, never NaN.
+    """
     x = np.asarray(samples, dtype=float)
     n = x.shape[axis]
     if n < 2:
         raise ValueError(f"samples has {n} replicates along axis {axis}; at least 2 are needed for a standard error")
-    mean = x.mean(axis=axis)
-    se = x.std(axis=axis, ddof=1) / np.sqrt(n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean(axis=axis)
+        se = x.std(axis=axis, ddof=1) / np.sqrt(n)
+    se = np.where(np.isinf(mean), np.inf, se)
     if np.ndim(mean) == 0:
         return Estimate(float(mean), float(se), n)
     return Estimate(mean, se, n)
@@ -73,3 +78,16 @@ def chain_keys(seed: SeedLike, n: int) -> np.ndarray:
     root = seed_sequence(seed)
     # generate_state on the root gives a stream whose first n words do not depend on n.
     return root.generate_state(n, dtype=np.uint64)
+
+
+def variance_estimate(samples: np.ndarray, axis: int = 0) -> Estimate:
+    r"""Sample variance along ``axis`` with its standard error.
+
+    The estimate is the mean of :math:`(x_i - \bar x)^2 n/(n-1)` and its SE the standard error of
+    that mean; the error from estimating :math:`\bar x` is :math:`O(1/n)`, below the SE.
+    """
+    x = np.asarray(samples, dtype=float)
+    n = x.shape[axis]
+    with np.errstate(over="ignore", invalid="ignore"):  # far-flung chains: an infinite variance, reported as such
+        dev2 = (x - x.mean(axis=axis, keepdims=True)) ** 2 * (n / max(n - 1, 1))
+    return estimate(np.where(np.isnan(dev2), np.inf, dev2), axis=axis)

@@ -12,13 +12,24 @@ import numpy as np
 import pytest
 import torch
 
-from gvaempirics.bc import AugmentedPolicy, load_result, summarize, train_bc, windows
-from gvaempirics.bc_config import PRESETS, BCConfig
-from gvaempirics.config import build_config
+from gvaempirics.bc.config import PRESETS, BCConfig
+from gvaempirics.bc.data import windows
+from gvaempirics.bc.results import load_result, summarize
+from gvaempirics.bc.train import AugmentedPolicy, train_bc
+from gvatheory.config import build_config
 from validation.cli import main
 
-TINY = {**PRESETS["tiny"], "steps": 40, "demo_horizon": 60, "eval_horizon": 60, "eval_every": 10,
-        "zoom_windows": (30,), "zoom_length": 5, "checkpoint_every": 10, "threads": 1}
+TINY = {
+    **PRESETS["tiny"],
+    "steps": 40,
+    "demo_horizon": 60,
+    "H": 60,
+    "eval_every": 10,
+    "zoom_windows": (30,),
+    "zoom_length": 5,
+    "checkpoint_every": 10,
+    "threads": 1,
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,7 +68,7 @@ def test_tiny_run_logs_every_scheduled_iterate(full_run):
     cfg = BCConfig(**TINY)
     res = load_result(out)
     assert list(res.eval_steps) == cfg.eval_steps()
-    assert set(res.returns) == {"raw", "ema"} and res.returns["raw"].shape == (len(cfg.eval_steps()), cfg.eval_ics)
+    assert set(res.returns) == {"raw", "ema"} and res.returns["raw"].shape == (len(cfg.eval_steps()), cfg.ics)
     assert list(res.train_steps) == list(range(1, cfg.steps + 1))
     # the EMA starts as a copy of theta_0: the same rollouts at step 0, up to float32 rounding of
     # the batched matmul over two checkpoint rows
@@ -76,7 +87,9 @@ def test_kill_and_resume_gives_the_same_log(full_run, tmp_path):
             continue
         flag = "--" + key.replace("_", "-")
         args += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 240
     while time.time() < deadline and len(list((out / "checkpoints").glob("step_*.pt"))) < 2 and proc.poll() is None:
         time.sleep(0.05)
@@ -88,18 +101,24 @@ def test_kill_and_resume_gives_the_same_log(full_run, tmp_path):
 
 
 def test_nan_loss_stops_with_message_and_stays_resumable(tmp_path):
-    cfg = BCConfig(**{**TINY, "lr": 1e30, "optimizer": "sgd", "momentum": 0.0, "steps": 20, "zoom_windows": ()})
-    with pytest.raises(ValueError, match="loss became (nan|inf) at step .* stays resumable"):
+    cfg = BCConfig(**{**TINY, "eta": 1e30, "optimizer": "sgd", "momentum": 0.0, "steps": 20, "zoom_windows": ()})
+    with pytest.raises(ValueError, match=r"loss became (nan|inf) at step \d+ .* no checkpoint yet"):
         train_bc(cfg, tmp_path / "nan", quiet=True)
     assert (tmp_path / "nan" / "config.json").is_file()
+    # the failed start never reached a checkpoint: the corrected command reuses the same directory
+    fixed = cfg.replace(eta=1e-3, steps=10, eval_every=5, checkpoint_every=10)
+    assert train_bc(fixed, tmp_path / "nan", quiet=True)["steps_done"] == 10
+    # a run with a checkpoint is not silently replaced by another configuration
+    with pytest.raises(ValueError, match="cannot resume .* differs in eta"):
+        train_bc(fixed.replace(eta=2e-3), tmp_path / "nan", quiet=True)
 
 
 def test_bad_config_rejected_before_work(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown config key.*widht"):
         build_config(BCConfig, {"widht": 3})
-    assert main(["bc", "train", "--preset", "tiny", "--lr", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["bc", "train", "--preset", "tiny", "--eta", "-1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "lr=-1.0 is out of range" in err[0]
+    assert len(err) == 1 and "eta=-1.0 is out of range" in err[0]
     assert not (tmp_path / "x").exists()
 
 
@@ -114,8 +133,19 @@ def test_plot_and_eval_commands(full_run, tmp_path, capsys):
 
 
 def test_transformer_imitator_runs_in_closed_loop(tmp_path):
-    cfg = BCConfig(**{**TINY, "policy": "transformer", "history": 3, "depth": 1, "width": 16, "steps": 10,
-                      "eval_every": 5, "zoom_windows": (), "checkpoint_every": 10})
+    cfg = BCConfig(
+        **{
+            **TINY,
+            "policy": "transformer",
+            "history": 3,
+            "depth": 1,
+            "width": 16,
+            "steps": 10,
+            "eval_every": 5,
+            "zoom_windows": (),
+            "checkpoint_every": 10,
+        }
+    )
     summary = train_bc(cfg, tmp_path / "tr", quiet=True)
     res = load_result(tmp_path / "tr")
     assert list(res.eval_steps) == [0, 5, 10] and np.all(res.lengths["raw"] >= 1)
@@ -125,11 +155,20 @@ def test_transformer_imitator_runs_in_closed_loop(tmp_path):
 def test_posthoc_stabilizer_is_evaluated_and_snapshots_the_last_iterate(tmp_path):
     from gvaempirics.rundir import RunDir, load_torch_file
 
-    cfg = BCConfig(**{**TINY, "stabilizer": "posthoc", "posthoc_every": 4, "steps": 10, "eval_every": 5,
-                      "zoom_windows": (), "checkpoint_every": 10})
+    cfg = BCConfig(
+        **{
+            **TINY,
+            "stabilizer": "posthoc",
+            "posthoc_every": 4,
+            "steps": 10,
+            "eval_every": 5,
+            "zoom_windows": (),
+            "checkpoint_every": 10,
+        }
+    )
     train_bc(cfg, tmp_path / "ph", quiet=True)
     res = load_result(tmp_path / "ph")
-    assert res.weights == ("raw", "posthoc") and res.returns["posthoc"].shape == (3, cfg.eval_ics)
+    assert res.weights == ("raw", "posthoc") and res.returns["posthoc"].shape == (3, cfg.ics)
     state = load_torch_file(RunDir(tmp_path / "ph").checkpoints()[-1].path)["stabilizer"]
     # theta_0 is update 1: snapshots every 4 updates, and at update 11 (step 10) when training ends
     assert sorted({s["count"] for s in state["snapshots"]}) == [4, 8, 11]

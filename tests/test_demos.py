@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from gvaempirics import demos as dm
-from gvaempirics import experts as ex
-from gvaempirics.bc import windows
+from gvaempirics.bc import data as dm
+from gvaempirics.bc import experts as ex
+from gvaempirics.bc.data import windows
 from validation.cli import main
 
 ENV = "HalfCheetah-v5"  # never terminates: full-length trajectories
@@ -24,9 +24,12 @@ def expert():
     return e.eval()
 
 
+INFO = {"env_id": ENV, "obs_dim": 17, "act_dim": 6, "sha256": "a" * 64}  # as load_expert returns it
+
+
 @pytest.fixture(scope="module")
 def demos(expert):
-    return dm.make_demonstrations(ENV, expert, n=4, n_val=2, horizon=12, seed=5)
+    return dm.make_demonstrations(ENV, expert, n=4, n_val=2, horizon=12, seed=5, expert_info=INFO)
 
 
 def test_augmentation_and_actions(demos, expert):
@@ -61,15 +64,32 @@ def test_bc_data_keeps_alive_steps_only():
 
 def test_cache_round_trip_and_reuse(tmp_path, expert, monkeypatch):
     path = tmp_path / "d.npz"
-    made = dm.load_or_make(path, ENV, expert, n=3, horizon=8, seed=2, n_val=1)
+    made = dm.load_or_make(path, expert, env_id=ENV, n=3, horizon=8, seed=2, n_val=1, expert_info=INFO)
     monkeypatch.setattr(dm, "collect", lambda *a, **k: pytest.fail("a matching cache must be reused"))
-    again = dm.load_or_make(path, ENV, expert, n=3, horizon=8, seed=2, n_val=1)
+    again = dm.load_or_make(path, expert, env_id=ENV, n=3, horizon=8, seed=2, n_val=1, expert_info=INFO)
     for split in ("train", "val"):
         for k in ("states", "actions", "lengths", "returns"):
             np.testing.assert_array_equal(getattr(getattr(again, split), k), getattr(getattr(made, split), k))
     assert again.meta == made.meta
-    with pytest.raises(ValueError, match=r"d\.npz holds other demonstrations.*'n': \(3, 4\)"):
-        dm.load_or_make(path, ENV, expert, n=4, horizon=8, seed=2, n_val=1)
+    with pytest.raises(ValueError, match=r"d\.npz holds other demonstrations: n 3 \(wanted 4\)"):
+        dm.load_or_make(path, expert, env_id=ENV, n=4, horizon=8, seed=2, n_val=1, expert_info=INFO)
+    # the same settings from another expert file: refused, not silently reused
+    other = {**INFO, "sha256": "0" * 64}
+    with pytest.raises(ValueError, match=r"expert_sha256 'a{64}' \(wanted '0{64}'\)"):
+        dm.load_or_make(path, expert, env_id=ENV, n=3, horizon=8, seed=2, n_val=1, expert_info=other)
+
+
+def test_cache_with_wrong_shapes_is_refused(tmp_path, demos):
+    path = tmp_path / "d.npz"
+    bad = dm.Trajectories(demos.train.states[:, :, :5], demos.train.actions, demos.train.lengths, demos.train.returns)
+    dm.Demonstrations(bad, demos.val, demos.meta).save(path)
+    with pytest.raises(ValueError, match=r"train arrays have inconsistent shapes"):
+        dm.Demonstrations.load(path)
+    wrong_env = dm.Demonstrations(demos.train, demos.val, demos.meta)
+    settings = {k: demos.meta[k] for k in ("env_id", "n", "n_val", "horizon", "seed")}
+    info = {"sha256": demos.meta["expert_sha256"], "obs_dim": 11, "act_dim": 3}
+    with pytest.raises(ValueError, match=r"needs 14/3"):
+        wrong_env.check(settings, info, path=path)
 
 
 def test_corrupt_cache_names_file(tmp_path, demos):
@@ -81,7 +101,7 @@ def test_corrupt_cache_names_file(tmp_path, demos):
     path.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"d\.npz is corrupt"):
         dm.Demonstrations.load(path)
-    with pytest.raises(FileNotFoundError, match="nope.npz"):
+    with pytest.raises(ValueError, match="nope.npz does not exist"):
         dm.Demonstrations.load(tmp_path / "nope.npz")
 
 
@@ -96,13 +116,13 @@ def test_interrupted_collection_leaves_no_cache(tmp_path, expert, monkeypatch):
 
     monkeypatch.setattr(dm, "collect", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        dm.load_or_make(path, ENV, expert, n=2, horizon=5, seed=0)
+        dm.load_or_make(path, expert, env_id=ENV, n=2, horizon=5, seed=0, expert_info=INFO)
     assert not path.exists()
     # A kill during the write leaves at most the temporary file, which the next save overwrites.
-    (tmp_path / ".d.npz.tmp.npz").write_bytes(b"half")
+    (tmp_path / ".d.npz.tmp").write_bytes(b"half")
     monkeypatch.setattr(dm, "collect", real)
-    d = dm.load_or_make(path, ENV, expert, n=2, horizon=5, seed=0)
-    assert dm.Demonstrations.load(path).meta == d.meta and not (tmp_path / ".d.npz.tmp.npz").exists()
+    d = dm.load_or_make(path, expert, env_id=ENV, n=2, horizon=5, seed=0, expert_info=INFO)
+    assert dm.Demonstrations.load(path).meta == d.meta and not (tmp_path / ".d.npz.tmp").exists()
 
 
 def test_fresh_data_rounds(demos, expert):
@@ -118,7 +138,7 @@ def test_fresh_data_rounds(demos, expert):
 
 
 def test_bad_sizes(expert):
-    with pytest.raises(ValueError, match="horizon=0 must be >= 1"):
+    with pytest.raises(ValueError, match=r"horizon=0 is out of range"):
         dm.make_demonstrations(ENV, expert, n=2, horizon=0, seed=0)
 
 
@@ -126,13 +146,59 @@ def test_cli_demos(tmp_path, expert, capsys):
     efile = tmp_path / "cheetah.pt"
     ex.save_expert(expert, {"env_id": ENV, "obs_dim": 17, "act_dim": 6, "architecture": {"hidden": [64, 64]}}, efile)
     out = tmp_path / "demos.npz"
-    argv = ["bc", "demos", ENV, "--n", "3", "--horizon", "6", "--seed", "1", "--expert", str(efile),
-            "--out", str(out), "--quiet", "--json"]
-    assert main(argv) == 0
+    settings = [
+        "--env",
+        ENV,
+        "--n-demos",
+        "3",
+        "--val-demos",
+        "1",
+        "--demo-horizon",
+        "6",
+        "--demo-seed",
+        "1",
+        "--expert",
+        str(efile),
+    ]
+    assert main(["bc", "demos", "--preset", "tiny", *settings, "--out", str(out), "--quiet", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [r["trajectories"] for r in doc["rows"]] == [3, 1]
     d = dm.Demonstrations.load(out)
     assert d.train.states.shape == (3, 6, 23) and d.meta["seed"] == 1
-    assert main(["bc", "demos", "Walker2d-v5", "--n", "3", "--horizon", "6", "--expert", str(efile),
-                 "--out", str(tmp_path / "w.npz")]) == 2
+    assert main(["bc", "demos", "--env", "Walker2d-v5", "--expert", str(efile), "--out", str(tmp_path / "w.npz")]) == 2
     assert "not for env_id='Walker2d-v5'" in capsys.readouterr().err
+    assert not (tmp_path / "w.npz").exists()
+    # `gva bc train --demos` consumes the cache (no collection) and checks it against the config
+    run = tmp_path / "run"
+    train = [
+        "bc",
+        "train",
+        "--preset",
+        "tiny",
+        *settings,
+        "--demos",
+        str(out),
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--zoom-windows",
+        "0",
+        "--zoom-length",
+        "2",
+        "--H",
+        "5",
+        "--ics",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    assert main(train) == 0 and not (run / "demos.npz").exists()
+    capsys.readouterr()
+    mismatch = [a if a != "3" else "4" for a in train]
+    assert main([*mismatch[:-3], "--out", str(tmp_path / "run2"), "--quiet"]) == 2
+    assert "holds other demonstrations: n 3 (wanted 4)" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()

@@ -1,4 +1,4 @@
-"""Environment ids, dimensions and seeded initial conditions (gvaempirics.envs)."""
+"""Environment ids, dimensions and seeded initial conditions (gvaempirics.bc.envs)."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,17 @@ import pytest
 pytest.importorskip("mujoco")
 gym = pytest.importorskip("gymnasium")
 
-from gvaempirics.envs import (ENV_IDS, SPECS, act_dim, action_bounds, check_env_id, initial_conditions,
-                              initial_conditions_from_seeds, mj_model, obs_dim)
+from gvaempirics.bc.envs import (
+    ENV_IDS,
+    SPECS,
+    act_dim,
+    action_bounds,
+    check_env_id,
+    initial_conditions,
+    initial_conditions_from_seeds,
+    mj_model,
+    obs_dim,
+)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -65,3 +74,16 @@ def test_initial_conditions_are_seeded_gymnasium_resets():
     assert len({tuple(q) for q in ics.qpos}) == 4
     np.testing.assert_array_equal(initial_conditions("Hopper-v5", 2, seed=7).qpos, ics.qpos[:2])
     assert not np.array_equal(initial_conditions("Hopper-v5", 4, seed=8).qpos, ics.qpos)
+
+
+def test_one_seeding_scheme_with_disjoint_streams():
+    from gvaempirics.bc.envs import STREAM_EVAL, STREAM_TRAIN, STREAM_VAL, reset_seeds
+
+    # hand expansion of the scheme: SeedSequence([seed, stream]).generate_state(n)
+    want = np.random.SeedSequence([7, STREAM_TRAIN]).generate_state(5, np.uint32).astype(np.int64)
+    np.testing.assert_array_equal(reset_seeds(7, 5, STREAM_TRAIN), want)
+    np.testing.assert_array_equal(reset_seeds(7, 3, STREAM_TRAIN), want[:3])  # prefix property
+    streams = [set(reset_seeds(7, 50, s).tolist()) for s in (STREAM_EVAL, STREAM_TRAIN, STREAM_VAL)]
+    assert not (streams[0] & streams[1]) and not (streams[1] & streams[2]) and not (streams[0] & streams[2])
+    ics = initial_conditions("Hopper-v5", 3, seed=7)
+    np.testing.assert_array_equal(ics.reset_seeds, reset_seeds(7, 3, STREAM_EVAL))

@@ -1,17 +1,25 @@
-"""Experts: PPO train/resume smoke, folding of the normalization, selection, export, loading, eval CLI."""
+"""Experts: PPO train/resume smoke, the run manifest (only files the toolkit wrote are loaded),
+folding of the normalization, selection, export, loading, the three ``gva expert`` commands and
+their refusals of bad input."""
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from gvaempirics import experts as ex
-from gvaempirics.envs import ENV_IDS
+from gvaempirics.bc import experts as ex
+from gvaempirics.bc import ppo
+from gvaempirics.bc.envs import ENV_IDS, initial_conditions_from_seeds, reset_seeds
+from gvaempirics.bc.rollout import run_episodes
+from gvaempirics.rundir import sha256_file
 from validation.cli import main
 
 ENV = "Hopper-v5"
@@ -20,19 +28,23 @@ ENV = "Hopper-v5"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny PPO run: 2 envs, checkpoints every 512 env steps, trained to 1024 then resumed to 2048."""
-    out = tmp_path_factory.mktemp("ppo")
-    assert ex.train(ENV, out, total_steps=1024, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 1024
-    before = [c[0] for c in ex.checkpoints(out)]
+    out = tmp_path_factory.mktemp("ppo") / "run"
+    assert ppo.train(ENV, out, steps=1024, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 1024
+    before = [c[0] for c in ppo.checkpoints(out)]
     with open(out / "ppo_vecnormalize_1024_steps.pkl", "rb") as fh:
         count_1024 = pickle.load(fh).obs_rms.count
-    assert ex.train(ENV, out, total_steps=2048, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 2048
+    assert ppo.train(ENV, out, steps=2048, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 2048
     return out, before, count_1024
+
+
+def _tree(*roots: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for r in roots for p in r.rglob("*"))
 
 
 def test_train_checkpoints_and_resume(run_dir):
     out, before, count_1024 = run_dir
     assert before == [512, 1024]
-    assert [c[0] for c in ex.checkpoints(out)] == [512, 1024, 1536, 2048]
+    assert [c[0] for c in ppo.checkpoints(out)] == [512, 1024, 1536, 2048]
     # The resumed run continued from the 1024-step statistics: its count includes them, plus 1024
     # steps and the 2 reset observations of the resumed start (a fresh run would count ~1026).
     with open(out / "ppo_vecnormalize_2048_steps.pkl", "rb") as fh:
@@ -40,7 +52,24 @@ def test_train_checkpoints_and_resume(run_dir):
     times = json.loads((out / "train_time.json").read_text())
     assert times["wall_s"] > 0 and times["cpu_s"] > 0
     # Already at the target: nothing more is trained.
-    assert ex.train(ENV, out, total_steps=2048, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 2048
+    assert ppo.train(ENV, out, steps=2048, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 2048
+
+
+def test_manifest_lists_every_checkpoint_file_with_its_digest(run_dir):
+    out = run_dir[0]
+    manifest = ppo.read_manifest(out)
+    assert (manifest["env_id"], manifest["obs_dim"], manifest["act_dim"], manifest["seed"], manifest["n_envs"]) == (
+        ENV,
+        11,
+        3,
+        3,
+        2,
+    )
+    files = sorted(p.name for p in out.glob("ppo_*"))
+    assert sorted(manifest["files"]) == files and len(files) == 8
+    for name in files:
+        assert manifest["files"][name] == sha256_file(out / name)
+    assert not list(out.glob(".*.tmp"))
 
 
 def _sb3_actions(zip_path, pkl_path, obs):
@@ -54,7 +83,7 @@ def _sb3_actions(zip_path, pkl_path, obs):
 
 def test_folded_expert_equals_sb3_predict(run_dir, tmp_path):
     out = run_dir[0]
-    steps, z, p = ex.checkpoints(out)[-1]
+    steps, z, p = ppo.checkpoints(out)[-1]
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(200, 11)) * 20  # large enough that the observation clip is active
     want, model = _sb3_actions(z, p, obs)
@@ -66,15 +95,17 @@ def test_folded_expert_equals_sb3_predict(run_dir, tmp_path):
     model.save(tmp_path / "big.zip")
     want, _ = _sb3_actions(tmp_path / "big.zip", p, obs)
     assert (np.abs(want) == 1.0).mean() > 0.2
-    got = ex.from_checkpoint(ENV, tmp_path / "big.zip", p)(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy()
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="not in one run directory"):  # a file we made ourselves: not vouched for
+        ex.from_checkpoint(ENV, tmp_path / "big.zip", p)
+    got = ex.from_checkpoint(ENV, tmp_path / "big.zip", p, verify=False)(torch.as_tensor(obs, dtype=torch.float32))
+    np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-5)
 
 
 def test_run_episodes_equals_single_env_loop(run_dir):
-    steps, z, p = ex.checkpoints(run_dir[0])[-1]
+    steps, z, p = ppo.checkpoints(run_dir[0])[-1]
     expert = ex.from_checkpoint(ENV, z, p)
-    seeds = ex.ic_seeds(0, 3, 0)
-    res = ex.run_episodes(ENV, expert, seeds, 60, record=True)
+    seeds = [int(s) for s in reset_seeds(0, 3, 0)]
+    res = run_episodes(ENV, expert, initial_conditions_from_seeds(ENV, seeds), 60, record=True)
     for i, s in enumerate(seeds):  # plain reference loop, one env, one observation at a time
         env = gym.make(ENV)
         obs, _ = env.reset(seed=s)
@@ -105,24 +136,189 @@ def test_pick_prefers_robust_then_return():
 
 
 def test_export_load_and_eval_cli(run_dir, tmp_path, capsys):
-    dest = tmp_path / "Hopper.pt"
-    info = ex.export(ENV, run_dir[0], dest, n_ics=2, horizon=15, min_steps=1024, command="test",
-                     train_seed=3, quiet=True)
+    run = run_dir[0]
+    dest = tmp_path / "experts" / "Hopper.pt"
+    assert (
+        main(
+            [
+                "expert",
+                "export",
+                ENV,
+                "--run",
+                run,
+                "--out",
+                dest,
+                "--ics",
+                2,
+                "--H",
+                15,
+                "--min-steps",
+                1024,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    info = json.loads(dest.with_suffix(".json").read_text())
     assert [c["steps"] for c in info["candidates"]] == [1024, 1536, 2048]
     assert info["env_steps"] in (1024, 1536, 2048) and info["obs_dim"] == 11 and info["act_dim"] == 3
-    assert info["training_time"]["wall_s"] > 0
+    assert info["training_time"]["wall_s"] > 0 and info["seed"] == 3 and info["recipe"]["n_envs"] == 2
+    assert info["checkpoint_sha256"] == ppo.read_manifest(run)["files"][info["checkpoint"]]
+    # The command, as typed inside the run directory: no absolute path of this machine.
+    rel = os.path.relpath(dest, run)
+    assert rel.startswith("..") and info["command"] == (
+        f"gva expert export {ENV} --run . --out {rel} --ics 2 --H 15 --min-steps 1024"
+    )
+    assert str(tmp_path) not in json.dumps(info)
     expert, loaded = ex.load_expert(ENV, dest)
-    assert loaded == json.loads(dest.with_suffix(".json").read_text())
-    steps, z, p = next(c for c in ex.checkpoints(run_dir[0]) if c[0] == info["env_steps"])
+    assert loaded == {**info, "file": str(dest), "sha256": sha256_file(dest)}
+    steps, z, p = next(c for c in ppo.checkpoints(run) if c[0] == info["env_steps"])
     x = torch.randn(7, 11)
     torch.testing.assert_close(expert(x), ex.from_checkpoint(ENV, z, p)(x))
-    direct = ex.evaluate(ENV, expert, n_ics=2, horizon=15)
+    direct = ex.evaluate(ENV, expert, ics=2, H=15)
     assert info["eval"]["return_mean"] == pytest.approx(direct.mean)
 
-    assert main(["expert", "eval", ENV, "--expert", str(dest), "--ics", "2", "--horizon", "15", "--json"]) == 0
+    assert main(["expert", "eval", ENV, "--expert", dest, "--ics", 2, "--H", 15, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [r["return"] for r in doc["rows"]] == pytest.approx(list(direct.returns))
     assert doc["return mean"] == pytest.approx(direct.mean)
+
+
+def test_train_command_default_run_dir_continues_and_exports(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "expert",
+        "train",
+        ENV,
+        "--steps",
+        512,
+        "--n-envs",
+        2,
+        "--checkpoint-every",
+        512,
+        "--ics",
+        2,
+        "--H",
+        10,
+        "--export",
+        "e.pt",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "experts" / f"{ENV}__ppo__s1"
+    assert [c[0] for c in ppo.checkpoints(run)] == [512, 1024]  # PPO finishes its rollout of n_steps * n_envs
+    info = json.loads((tmp_path / "e.json").read_text())
+    assert info["command"] == (
+        f"gva expert train {ENV} --steps 512 --n-envs 2 --checkpoint-every 512 --out . "
+        "--export ../../../e.pt --ics 2 --H 10"
+    )
+    capsys.readouterr()
+    assert main(argv[:-3] + ["--quiet"]) == 0  # the same command again: continues the run (already there)
+    assert f"1024 env steps in {Path('runs/experts') / f'{ENV}__ppo__s1'}" in capsys.readouterr().out
+    # Another seed into the same directory is refused, naming the field, before anything is loaded.
+    assert main(["expert", "train", ENV, "--steps", 2048, "--n-envs", 2, "--seed", 5, "--out", run]) == 2
+    assert "seed=1, not seed=5" in capsys.readouterr().err
+
+
+class _Marker:
+    """Unpickling this creates a file: stands for arbitrary code in a crafted pickle."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir[0], copy)
+    return copy
+
+
+def _refused(argv, capsys, *names: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in names), err
+    return err[0]
+
+
+@pytest.mark.parametrize("how", ["replace", "new pair"])
+def test_crafted_pickle_is_never_unpickled(run_copy, tmp_path, capsys, how):
+    marker = tmp_path / "pwned"
+    crafted = pickle.dumps(_Marker(marker))
+    if how == "replace":  # a crafted pkl in place of a real checkpoint's
+        target = run_copy / "ppo_vecnormalize_2048_steps.pkl"
+        message = "does not match the SHA-256 recorded"
+    else:  # a crafted pkl beside a genuine PPO zip, under a newer step count
+        shutil.copy(run_copy / "ppo_2048_steps.zip", run_copy / "ppo_4096_steps.zip")
+        target = run_copy / "ppo_vecnormalize_4096_steps.pkl"
+        message = "is not listed in"
+    target.write_bytes(crafted)
+    named = target.name if how == "replace" else "ppo_4096_steps.zip"  # the first unlisted file
+    dest = tmp_path / "x.pt"
+    _refused(["expert", "export", ENV, "--run", run_copy, "--out", dest, "--ics", 1, "--H", 5], capsys, named, message)
+    with pytest.raises(ValueError, match=message):
+        ex.export(ENV, run_copy, dest, ics=1, H=5, quiet=True)
+    with pytest.raises(ValueError, match=message):
+        ex.from_checkpoint(ENV, target.with_name(target.name.replace("vecnormalize_", "")).with_suffix(".zip"), target)
+    with pytest.raises(ValueError, match=message):  # resume
+        ppo.train(ENV, run_copy, steps=5000, seed=3, n_envs=2, checkpoint_every=512, quiet=True)
+    _refused(
+        ["expert", "train", ENV, "--out", run_copy, "--seed", 3, "--n-envs", 2, "--steps", 5000], capsys, named, message
+    )
+    assert not marker.exists() and not dest.exists() and not dest.with_suffix(".json").exists()
+    assert [c[0] for c in ppo.checkpoints(run_copy)][-1] == (2048 if how == "replace" else 4096)  # nothing trained
+
+
+def test_kill_between_manifest_and_files_resumes(run_copy):
+    """A kill after the manifest and the zip of a checkpoint, before its pkl: the incomplete pair is
+    skipped, the run continues from the previous one and writes that checkpoint again."""
+    (run_copy / "ppo_vecnormalize_2048_steps.pkl").unlink()
+    old = ppo.read_manifest(run_copy)["files"]["ppo_2048_steps.zip"]
+    assert [c[0] for c in ppo.checkpoints(run_copy)] == [512, 1024, 1536]
+    # PPO learns in whole rollouts of 1024 steps: from 1536 to 2560, checkpointing at 2048 and 2560
+    assert ppo.train(ENV, run_copy, steps=2048, seed=3, n_envs=2, checkpoint_every=512, quiet=True) == 2560
+    assert [c[0] for c in ppo.verified_checkpoints(ENV, run_copy)] == [512, 1024, 1536, 2048, 2560]
+    assert ppo.read_manifest(run_copy)["files"]["ppo_2048_steps.zip"] != old
+
+
+def test_tampered_zip_and_missing_manifest_are_refused(run_copy, tmp_path, capsys):
+    z = run_copy / "ppo_1024_steps.zip"
+    data = bytearray(z.read_bytes())
+    data[len(data) // 2] ^= 1
+    z.write_bytes(bytes(data))
+    dest = tmp_path / "x.pt"
+    _refused(["expert", "export", ENV, "--run", run_copy, "--out", dest], capsys, "ppo_1024_steps.zip", "SHA-256")
+    # even when the tampered checkpoint is older than the ones export would consider
+    _refused(
+        ["expert", "export", ENV, "--run", run_copy, "--out", dest, "--min-steps", 2048], capsys, "ppo_1024_steps.zip"
+    )
+    _refused(["expert", "train", ENV, "--out", run_copy, "--seed", 3, "--n-envs", 2], capsys, "ppo_1024_steps.zip")
+    (run_copy / "manifest.json").unlink()
+    _refused(["expert", "export", ENV, "--run", run_copy, "--out", dest], capsys, "has no manifest.json")
+    _refused(["expert", "train", ENV, "--out", run_copy, "--seed", 3, "--n-envs", 2], capsys, "has no manifest.json")
+    (run_copy / "manifest.json").write_text("{not json")
+    _refused(["expert", "export", ENV, "--run", run_copy, "--out", dest], capsys, "manifest.json is not a valid")
+    assert not dest.exists()
+
+
+def test_export_of_another_envs_run_is_refused(run_dir, tmp_path, capsys):
+    before = _tree(run_dir[0], tmp_path)
+    _refused(
+        ["expert", "export", "Walker2d-v5", "--run", run_dir[0], "--out", tmp_path / "w.pt"],
+        capsys,
+        "is a Hopper-v5 run",
+        "env=Walker2d-v5",
+    )
+    _refused(["expert", "train", "Walker2d-v5", "--out", run_dir[0]], capsys, "is a Hopper-v5 run")
+    assert _tree(run_dir[0], tmp_path) == before
+    # A policy of another size is refused after loading, too (a run whose manifest is consistent).
+    steps, z, p = ppo.checkpoints(run_dir[0])[-1]
+    with pytest.raises(ValueError, match=r"obs_dim, act_dim = \(11, 3\), but Walker2d-v5 has \(17, 6\)"):
+        ex.from_checkpoint("Walker2d-v5", z, p, verify=False)
 
 
 def test_bad_expert_files(tmp_path, capsys):
@@ -135,10 +331,116 @@ def test_bad_expert_files(tmp_path, capsys):
     dest.write_bytes(dest.read_bytes()[:200])  # truncated
     with pytest.raises(ValueError, match=r"e\.pt is corrupt or truncated"):
         ex.load_expert(ENV, dest)
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(ValueError, match="missing.pt does not exist"):
         ex.load_expert(ENV, tmp_path / "missing.pt")
-    assert main(["expert", "eval", "Hopper-v9", "--horizon", "2"]) == 2
+    err = _refused(["expert", "eval", "Hopper-v9", "--H", 2], capsys, "Hopper-v9")
+    assert all(e in err for e in ENV_IDS) and ex.check_env_id("Hopper-v5") == "Hopper-v5"
+    with pytest.raises(ValueError, match="ics=0"):
+        ex.evaluate(ENV, expert, ics=0)
+
+
+# ------------------------------------------------------------------ bad input, table-driven
+# (argv after `gva expert`, or a config file's table with "CFG"; the text the one stderr line must hold).
+# RUN: the module's genuine run; FILE: a regular file; DIR: an existing folder; EMPTY: an empty
+# folder; MISSING: a path that does not exist.
+BAD_INPUT = [
+    # train: flags
+    (["train", "Nope-v1"], "ENV"),
+    (["train", ENV, "--steps", "0"], "steps=0"),
+    (["train", ENV, "--steps", "nan"], "--steps"),
+    (["train", ENV, "--steps", "inf"], "--steps"),
+    (["train", ENV, "--steps", "1.5"], "--steps"),
+    (["train", ENV, "--seed", "-1"], "seed=-1"),
+    (["train", ENV, "--n-envs", "0"], "n_envs=0"),
+    (["train", ENV, "--n-envs", "4", "--checkpoint-every", "2"], "checkpoint_every=2"),
+    (["train", ENV, "--H", "0", "--export", "e.pt"], "H=0"),
+    (["train", ENV, "--ics", "-2"], "ics=-2"),
+    (["train", ENV, "--out", "FILE"], "out="),
+    (["train", ENV, "--out", "FILE/sub"], "out="),
+    (["train", ENV, "--export", "FILE/e.pt"], "export="),
+    (["train", ENV, "--export", "DIR"], "export="),
+    (["train", ENV, "--out", "RUN", "--seed", "3", "--n-envs", "4"], "n_envs=2, not n_envs=4"),
+    # train: config file
+    (["train", ENV, "CFG", {"steps": "1000"}], "steps='1000'"),
+    (["train", ENV, "CFG", {"steps": float("nan")}], "steps=nan"),
+    (["train", ENV, "CFG", {"steps": float("inf")}], "steps=inf"),
+    (["train", ENV, "CFG", {"checkpoint_every": 0}], "checkpoint_every=0"),
+    (["train", ENV, "CFG", {"n_envs": True}], "n_envs=True"),
+    (["train", "CFG", {"env": "Nope-v1"}], "env='Nope-v1'"),
+    (["train", ENV, "CFG", {"horizon": 1000}], "horizon"),
+    (["train", ENV, "CFG", {"out": "FILE/sub"}], "out="),
+    (["train", ENV, "CFG", {"out": 7}], "out=7"),
+    # export: flags
+    (["export", ENV], "run=''"),
+    (["export", "Nope-v1", "--run", "RUN"], "ENV"),
+    (["export", ENV, "--run", "MISSING"], "run="),
+    (["export", ENV, "--run", "FILE"], "run="),
+    (["export", ENV, "--run", "EMPTY"], "run="),
+    (["export", ENV, "--run", "RUN", "--ics", "0"], "ics=0"),
+    (["export", ENV, "--run", "RUN", "--H", "-5"], "H=-5"),
+    (["export", ENV, "--run", "RUN", "--H", "nan"], "--H"),
+    (["export", ENV, "--run", "RUN", "--ic-seed", "-1"], "ic_seed=-1"),
+    (["export", ENV, "--run", "RUN", "--min-steps", "-1"], "min_steps=-1"),
+    (["export", ENV, "--run", "RUN", "--min-steps", "999999"], "min_steps=999999"),
+    (["export", ENV, "--run", "RUN", "--seed", "-2"], "seed=-2"),
+    (["export", ENV, "--run", "RUN", "--seed", "4", "--out", "x.pt"], "seed=4 is not the training seed"),
+    (["export", ENV, "--run", "RUN", "--out", "DIR"], "out="),
+    (["export", ENV, "--run", "RUN", "--out", "FILE/x.pt"], "out="),
+    # export: config file
+    (["export", ENV, "CFG", {"run": "RUN", "ics": 2.5}], "ics=2.5"),
+    (["export", ENV, "CFG", {"run": "RUN", "H": float("inf")}], "H=inf"),
+    (["export", ENV, "CFG", {"run": "RUN", "ic_seed": float("nan")}], "ic_seed=nan"),
+    (["export", ENV, "CFG", {"run": 3}], "run=3"),
+    (["export", ENV, "CFG", {"run": "RUN", "to": "x.pt"}], "to"),
+    # eval
+    (["eval"], "env=''"),
+    (["eval", ENV, "--ics", "0"], "ics=0"),
+    (["eval", ENV, "--H", "inf"], "--H"),
+    (["eval", ENV, "--ic-seed", "x"], "--ic-seed"),
+    (["eval", ENV, "--horizon", "10"], "--horizon"),
+    (["eval", ENV, "--expert", "MISSING"], "MISSING"),
+    (["eval", ENV, "CFG", {"json": "yes"}], "json='yes'"),
+    (["eval", ENV, "CFG", {"H": float("nan")}], "H=nan"),
+    (["eval", ENV, "CFG", {"ics": 1e400}], "ics=inf"),
+    (["eval", ENV, "CFG", {"n_ics": 5}], "n_ics"),
+]
+
+
+@pytest.mark.parametrize("argv, field", BAD_INPUT, ids=[" ".join(map(str, a[:1] + a[2:]))[:60] for a, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(run_dir, tmp_path, monkeypatch, capsys, argv, field):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    (tmp_path / "FILE").write_text("a file")
+    (tmp_path / "DIR").mkdir()
+    (tmp_path / "EMPTY").mkdir()
+    names = {
+        "RUN": str(run_dir[0]),
+        "FILE": str(tmp_path / "FILE"),
+        "DIR": str(tmp_path / "DIR"),
+        "EMPTY": str(tmp_path / "EMPTY"),
+        "MISSING": str(tmp_path / "MISSING"),
+    }
+
+    def fill(value):
+        if isinstance(value, str):
+            head, _, tail = value.partition("/")
+            return names[head] + ("/" + tail if tail else "") if head in names else value
+        return value
+
+    args = ["expert"]
+    for a in argv:
+        if isinstance(a, dict):
+            cfg = tmp_path / "cfg.json"
+            cfg.write_text(json.dumps({k: fill(v) for k, v in a.items()}))
+            args.append(str(cfg))
+        else:
+            args.append("--config" if a == "CFG" else fill(a))
+    field = fill(field)
+    monkeypatch.chdir(work)
+    before = _tree(tmp_path, run_dir[0])
+    code = main(args)
     err = capsys.readouterr().err
-    assert "Hopper-v9" in err and all(e in err for e in ENV_IDS) and ex.check_env_id("Hopper-v5") == "Hopper-v5"
-    with pytest.raises(ValueError, match="n_ics=0"):
-        ex.evaluate(ENV, expert, n_ics=0)
+    lines = err.strip().splitlines()
+    assert code == 2, (args, err)
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in err, (args, err)
+    assert _tree(tmp_path, run_dir[0]) == before, f"{args} created or changed files"

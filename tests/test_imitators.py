@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from gvaempirics.imitators import ImitatorSpec, make_imitator
+from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
 
 
 @pytest.mark.parametrize("kind, history", [("mlp", 1), ("transformer", 3)])
@@ -42,12 +42,50 @@ def test_transformer_is_causal_in_its_window():
     assert not torch.allclose(m(x), m(y))
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(kind="rnn"), "kind='rnn' is not valid"),
-    (dict(history=2), "history=2 is out of range for kind='mlp'"),
-    (dict(dropout=1.0), r"dropout=1.0 is out of range"),
-    (dict(kind="transformer", width=10, n_heads=4, history=2), "divisible"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(kind="rnn"), "kind='rnn' is not valid"),
+        (dict(history=2), "history=2 is out of range for kind='mlp'"),
+        (dict(dropout=1.0), r"dropout=1.0 is out of range"),
+        (dict(kind="transformer", width=10, n_heads=4, history=2), "divisible"),
+    ],
+)
 def test_bad_spec(kw, match):
     with pytest.raises(ValueError, match=match):
         ImitatorSpec(d_in=3, d_act=1, **kw)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("depth", 3),
+        ("width", 24),
+        ("activation", "tanh"),
+        ("activation", "silu"),
+        ("activation", "gelu"),
+        ("layer_norm", True),
+        ("dropout", 0.5),
+        ("history", 3),
+    ],
+)
+def test_every_model_field_changes_the_model(kind, field, value):
+    """Each architecture field changes what it says: the output on the same input and init seed."""
+    from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
+
+    if kind == "mlp" and field == "history":
+        pytest.skip("an MLP reads one augmented state")
+    if kind == "transformer" and field == "layer_norm":
+        pytest.skip("transformer blocks always normalize (pre-norm)")
+    base = dict(d_in=5, d_act=2, kind=kind, depth=2, width=16, history=1 if kind == "mlp" else 2, n_heads=2)
+    x = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(0))
+
+    def out(**change):
+        torch.manual_seed(0)
+        model = make_imitator(ImitatorSpec(**{**base, **change}))
+        model.train(field == "dropout")  # dropout acts in training mode
+        torch.manual_seed(1)
+        return model(x[:, -model.spec.history :])
+
+    assert not torch.allclose(out(), out(**{field: value}))

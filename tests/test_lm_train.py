@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from gvaempirics.config import to_dict
 from gvaempirics.lm.config import LMConfig, preset
+from gvaempirics.lm.generations import first_divergence
 from gvaempirics.lm.model import GPT, GPTConfig
-from gvaempirics.lm.rollouts import first_divergence
-from gvaempirics.lm.train import (EvalSet, LMTrainer, evaluate, generate, load_model, load_result, lr_at,
-                                  make_corpus, train)
+from gvaempirics.lm.results import load_result
+from gvaempirics.lm.train import EvalSet, LMTrainer, evaluate, generate, load_model, make_corpus, train
 from gvaempirics.rundir import RunDir
+from gvatheory.config import build_config, to_dict
 
 
 def test_model_shapes_and_causality():
@@ -40,24 +40,53 @@ def test_greedy_is_argmax_under_teacher_forcing():
 
 
 def test_lr_schedules_by_hand():
-    c = LMConfig(lr=1.0, warmup=4, steps=20, lr_schedule="constant")
-    assert [lr_at(t, c) for t in (0, 3, 4, 19)] == [pytest.approx(0.2), pytest.approx(0.8), 1.0, 1.0]
-    c = LMConfig(lr=1.0, warmup=4, steps=20, lr_schedule="cosine")
-    assert lr_at(4, c) == 1.0 and lr_at(12, c) == pytest.approx(0.5) and lr_at(20, c) == pytest.approx(0.0)
-    c = LMConfig(lr=1.0, warmup=0, steps=20, lr_schedule="wsd", decay_fraction=0.25)
-    assert lr_at(14, c) == 1.0 and lr_at(15, c) == 1.0 and lr_at(18, c) == pytest.approx(0.4)
-    assert lr_at(20, c) == 0.0
+    lr = LMConfig(eta=1.0, warmup=4, steps=20, schedule="constant").lr_schedule()
+    assert [lr(t) for t in (0, 3, 4, 19)] == [pytest.approx(0.2), pytest.approx(0.8), 1.0, 1.0]
+    lr = LMConfig(eta=1.0, warmup=4, steps=20, schedule="cosine").lr_schedule()
+    assert lr(4) == 1.0 and lr(12) == pytest.approx(0.5) and lr(20) == pytest.approx(0.0)
+    lr = LMConfig(eta=1.0, warmup=0, steps=20, schedule="wsd", decay_fraction=0.25).lr_schedule()
+    assert lr(14) == 1.0 and lr(15) == 1.0 and lr(18) == pytest.approx(0.4)
+    assert lr(20) == 0.0
+    # the warmup's float arithmetic of the LM's former lr_at: eta * (t + 1) / (warmup + 1)
+    lr = LMConfig(eta=3e-3, warmup=50).lr_schedule()
+    assert [lr(t) for t in range(50)] == [3e-3 * (t + 1) / 51 for t in range(50)]
 
 
-def test_config_checks():
-    with pytest.raises(ValueError, match="lr_schedule"):
-        LMConfig(lr_schedule="linear")
-    with pytest.raises(ValueError, match="prompt_len"):
-        LMConfig(prompt_len=200, block_size=128)
-    with pytest.raises(ValueError, match="multiple of n_head"):
-        LMConfig(n_embd=30, n_head=4)
-    with pytest.raises(ValueError, match="device='gpu' is out of range"):
-        LMConfig(device="gpu")
+def test_config_defaults_and_checks():
+    c = LMConfig()
+    assert (
+        c.optimizer,
+        c.eta,
+        c.warmup,
+        c.weight_decay,
+        c.beta2,
+        c.grad_clip,
+        c.batch_size,
+        c.steps,
+        c.eval_every,
+        c.zoom_length,
+        c.checkpoint_every,
+        c.gamma_min,
+    ) == ("adamw", 1e-3, 100, 0.1, 0.99, 1.0, 32, 3000, 100, 20, 500, 0.01)
+    assert c.eval_steps()[:3] == [0, 100, 200] and c.eval_steps()[-1] == 3000
+    for kwargs, message in [
+        (dict(schedule="linear"), "schedule='linear' is not valid: choose one of"),
+        (dict(prompt_len=200, block_size=128), r"prompt_len=200 is out of range: must be in \[1, block_size=128\]"),
+        (dict(n_embd=30, n_head=4), "n_embd=30 is not valid: must be a multiple of n_head=4"),
+        (dict(device="gpu"), "device='gpu' is out of range"),
+        (dict(val_fraction=1.0), r"val_fraction=1.0 is out of range: must be in \(0, 1\)"),
+        (dict(corpus="teacher", tokenizer="bpe"), "tokenizer='bpe' applies to the text corpora"),
+        (dict(corpus="tinystories"), "data_path='' is not valid with corpus='tinystories'"),
+        (dict(zoom_windows=(5000,)), "zoom_windows=5000 is out of range"),
+        (dict(eta=float("nan")), "eta=nan is not valid: must be finite"),
+        (dict(steps=10.0), "steps=10.0 is not valid: must be an integer"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LMConfig(**kwargs)
+    with pytest.raises(ValueError, match="unknown config key.*lr, lr_schedule"):
+        build_config(LMConfig, {"lr": 1e-3, "lr_schedule": "cosine"})
+    with pytest.raises(ValueError, match="preset='huge' is not valid"):
+        preset("huge")
 
 
 def test_device_resolution():
@@ -101,25 +130,24 @@ def test_flipflop_task_accuracy_counts_reads():
 def test_tiny_run_resumes_to_the_same_log(tmp_path, stabilizer):
     cfg = LMConfig(**preset("tiny", checkpoint_every=5, stabilizer=stabilizer, posthoc_every=4))
     full = train(cfg, tmp_path / "full", quiet=True)
+    train(cfg, tmp_path / "cut", quiet=True, stop_at=13)  # dies after step 13; last checkpoint at 10
     run = RunDir(tmp_path / "cut")
-    run.start(to_dict(cfg), resume=False)
-    corpus = make_corpus(cfg)
-    LMTrainer(cfg, run, corpus, quiet=True).fit(stop_at=13)  # dies after step 13; last checkpoint at 10
     run.log({"kind": "train", "step": 99, "loss": 0.0, "lr": 0.0})  # a record the kill left behind
-    resumed = LMTrainer(cfg, run, corpus, quiet=True).fit()
+    resumed = train(cfg, tmp_path / "cut", quiet=True)
     assert (tmp_path / "full" / "metrics.jsonl").read_bytes() == run.metrics_path.read_bytes()
     full.pop("train_seconds_last_session"), resumed.pop("train_seconds_last_session")
     assert full == resumed
     res = load_result(run.path)
     assert res.weights == ("raw", stabilizer)
-    assert res.steps.tolist() == cfg.eval_steps() and res.gen[stabilizer].shape == (len(res.steps), cfg.n_prompts, cfg.H)
+    assert res.eval_steps.tolist() == cfg.eval_steps()
+    assert res.gen[stabilizer].shape == (len(res.eval_steps), cfg.n_prompts, cfg.H)
     assert math.isfinite(full["raw"]["final_val_loss"]) and 0 <= full[stabilizer]["zoom_changed"] <= 1
 
 
 def test_generate_from_run(tmp_path):
     cfg = LMConfig(**preset("tiny"))
     train(cfg, tmp_path / "r", quiet=True)
-    (p, cont), = generate(tmp_path / "r", ["abcab"], H=6, weights="raw")
+    ((p, cont),) = generate(tmp_path / "r", ["abcab"], H=6, weights="raw")
     assert p == "abcab" and len(cont) == 6 and set(cont) <= set("abcdefghijklmnop")
     with pytest.raises(ValueError, match=r"outside the vocabulary: '!', 'z'"):
         generate(tmp_path / "r", ["ab!z"])
@@ -128,14 +156,14 @@ def test_generate_from_run(tmp_path):
 def test_trainer_ema_is_the_textbook_recursion_over_iterates(tmp_path):
     from gvatheory.schedules import PowerEMA
 
-    cfg = LMConfig(**preset("tiny", ema_alpha=0.7, ema_gamma_min=0.2))
+    cfg = LMConfig(**preset("tiny", alpha=0.7, gamma_min=0.2))
     run = RunDir(tmp_path / "r")
-    run.start(to_dict(cfg), resume=False)
+    run.start(to_dict(cfg))
     tr = LMTrainer(cfg, run, make_corpus(cfg), quiet=True)
     tr.stabilizer.update()  # theta_0, as fit() does
     iterates = [{k: v.detach().clone() for k, v in tr.model.named_parameters()}]
     for _ in range(5):
-        tr._train_step()
+        tr.train_step()
         iterates.append({k: v.detach().clone() for k, v in tr.model.named_parameters()})
     gamma = PowerEMA(0.7, 0.2)
     ref = {k: v.clone() for k, v in iterates[0].items()}  # gamma_0 = 1
@@ -186,6 +214,8 @@ def test_bpe_run_trains_generates_and_decodes(tmp_path):
     train(cfg, tmp_path / "r", quiet=True)
     res = load_result(tmp_path / "r")
     assert res.tokenizer.vocab_size == 280 and res.decode(res.prompts[0])  # prompts decode to text
-    (prompt, cont), = generate(tmp_path / "r", ["The dog"], H=5)
+    ((prompt, cont),) = generate(tmp_path / "r", ["The dog"], H=5)
     model, tok = load_model(tmp_path / "r")
-    assert model.config.vocab_size == 280 and cont == tok.decode(model.greedy(torch.as_tensor(tok.encode("The dog"))[None], 5)[0])
+    assert model.config.vocab_size == 280 and cont == tok.decode(
+        model.greedy(torch.as_tensor(tok.encode("The dog"))[None], 5)[0]
+    )

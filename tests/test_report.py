@@ -10,8 +10,15 @@ def test_write_report_lists_sections_verdicts_and_figures(tmp_path):
     fig = tmp_path / "a" / "fig.png"
     fig.parent.mkdir()
     fig.write_bytes(b"png")
-    s = Section("a", "Section A", "body text", [Verdict("claim 1", True, "z=0.1"), Verdict("claim 2", False, "z=9")],
-                [fig], command="gva reproduce --only a", seconds=1.5)
+    s = Section(
+        "a",
+        "Section A",
+        "body text",
+        [Verdict("claim 1", True, "z=0.1"), Verdict("claim 2", False, "z=9")],
+        [fig],
+        command="gva reproduce --only a",
+        seconds=1.5,
+    )
     path = write_report([s], tmp_path, title="T", preamble="pre")
     text = path.read_text()
     assert "| [Section A](#a) | 1/2 | 1.5 |" in text

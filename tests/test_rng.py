@@ -49,8 +49,14 @@ def test_xoshiro_reference_test_vector():
     # crate's test suite (the first two follow by hand: rotl(2*5, 7)*9 = 11520, then s1 = 0).
     ref = _rng.XoshiroPy(0)
     ref.s = [1, 2, 3, 4]
-    assert [ref.next_u64() for _ in range(6)] == [11520, 0, 1509978240, 1215971899390074240,
-                                                  1216172134540287360, 607988272756665600]
+    assert [ref.next_u64() for _ in range(6)] == [
+        11520,
+        0,
+        1509978240,
+        1215971899390074240,
+        1216172134540287360,
+        607988272756665600,
+    ]
 
 
 def test_ziggurat_matches_python_reference_including_slow_paths():

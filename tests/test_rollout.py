@@ -1,4 +1,4 @@
-"""The batched evaluator against the plain gymnasium loop (gvaempirics.rollout)."""
+"""The batched evaluator against the plain gymnasium loop (gvaempirics.bc.rollout)."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ import torch
 pytest.importorskip("mujoco")
 gym = pytest.importorskip("gymnasium")
 
-from gvaempirics.envs import ENV_IDS, act_dim, initial_conditions, obs_dim
-from gvaempirics.rollout import rollout, rollout_reference, stacked_policy
+from gvaempirics.bc.envs import ENV_IDS, act_dim, initial_conditions, obs_dim
+from gvaempirics.bc.rollout import rollout, rollout_reference, stacked_policy
 
 
 def random_policy(env_id, seed=1, scale=1.5):
@@ -45,7 +45,7 @@ def test_reference_is_gymnasium_with_clipped_actions():
         obs, r, term, _, _ = env.step(a)
         assert res.rewards[0, 0, t] == r
         if term:
-            assert res.lengths[0, 0] == t + 1 and not res.alive[0, 0, t + 1:].any()
+            assert res.lengths[0, 0] == t + 1 and not res.alive[0, 0, t + 1 :].any()
             break
 
 
@@ -86,16 +86,25 @@ def test_policy_sees_all_pairs_once_per_step():
     np.testing.assert_array_equal(res.returns[0], res.returns[1])  # same policy, same ICs
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(horizon=0), r"horizon=0 .*\[1, inf\]"),
-    (dict(n_policies=0), r"n_policies=0 .*\[1, inf\]"),
-    (dict(threads=0), r"threads=0 .*\[1, inf\]"),
-    (dict(env_id="Swimmer-v5"), "Walker2d-v5, Hopper-v5"),
-    (dict(env_id="Hopper-v5"), "does not match"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(horizon=0), r"horizon=0 .*\[1, inf\]"),
+        (dict(n_policies=0), r"n_policies=0 .*\[1, inf\]"),
+        (dict(threads=0), r"threads=0 .*\[1, inf\]"),
+        (dict(env_id="Swimmer-v5"), "Walker2d-v5, Hopper-v5"),
+        (dict(env_id="Hopper-v5"), "does not match"),
+    ],
+)
 def test_bad_input(kwargs, match):
-    args = dict(env_id="Walker2d-v5", ics=initial_conditions("Walker2d-v5", 1, 0), horizon=5,
-                policy=random_policy("Walker2d-v5"), n_policies=1, threads=2)
+    args = dict(
+        env_id="Walker2d-v5",
+        ics=initial_conditions("Walker2d-v5", 1, 0),
+        horizon=5,
+        policy=random_policy("Walker2d-v5"),
+        n_policies=1,
+        threads=2,
+    )
     args.update(kwargs)
     for fn in (rollout, rollout_reference):
         with pytest.raises(ValueError, match=match):
@@ -119,7 +128,7 @@ def _checkpoints(module, n, seed):
 
 
 def test_stacked_policy_equals_each_checkpoint_alone():
-    from gvaempirics.imitators import ImitatorSpec, make_imitator
+    from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
 
     net = make_imitator(ImitatorSpec(d_in=23, d_act=6, depth=2, width=32))
     params = _checkpoints(net, 4, seed=0)

@@ -18,7 +18,9 @@ def test_step_sizes_by_hand():
     assert ConstantLR(0.3)(7) == 0.3
     np.testing.assert_allclose(InverseTimeLR(1.0, t0=1)(np.arange(4)), [1, 1 / 2, 1 / 3, 1 / 4])
     np.testing.assert_allclose(InverseTimeLR(2.0, t0=10)(np.array([0, 10])), [2.0, 1.0])
-    np.testing.assert_allclose(CosineLR(1.0, T=4)(np.arange(6)), [1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2, 0, 0], atol=1e-15)
+    np.testing.assert_allclose(
+        CosineLR(1.0, T=4)(np.arange(6)), [1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2, 0, 0], atol=1e-15
+    )
     np.testing.assert_allclose(StepDecayLR(1.0, drop=0.5, every=2)(np.arange(5)), [1, 1, 0.5, 0.5, 0.25])
 
 
@@ -76,3 +78,21 @@ def test_scalar_in_scalar_out_and_vectorized_shape():
 def test_bad_input_names_parameter_and_range(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_training_lr_family_by_hand_and_against_the_plain_schedules():
+    from gvatheory.schedules import TrainingLR
+
+    t = np.arange(0, 40)
+    # without warmup each kind is the plain schedule of the same name
+    np.testing.assert_allclose(TrainingLR(0.5, "inverse", t0=7.0)(t), InverseTimeLR(0.5, 7.0)(t), rtol=1e-15)
+    np.testing.assert_allclose(TrainingLR(0.5, "step", drop=0.3, every=9)(t), StepDecayLR(0.5, 0.3, 9)(t), rtol=1e-15)
+    np.testing.assert_allclose(TrainingLR(0.5, "cosine", steps=30)(t), CosineLR(0.5, T=30)(t), rtol=0, atol=1e-15)
+    # warmup by hand: eta (t+1)/(w+1), then the schedule shifted by w
+    lr = TrainingLR(1.0, "step", warmup=3, drop=0.5, every=2)
+    assert [lr(i) for i in range(8)] == [0.25, 0.5, 0.75, 1.0, 1.0, 0.5, 0.5, 0.25]
+    wsd = TrainingLR(2.0, "wsd", steps=10, decay_fraction=0.3)
+    assert [wsd(i) for i in (0, 6, 7, 8, 9, 10)] == [2.0, 2.0, 2.0, 2.0 * 2 / 3, 2.0 / 3, 0.0]
+    assert isinstance(lr(3), float) and lr(np.array([0, 3])).tolist() == [0.25, 1.0]
+    with pytest.raises(ValueError, match="kind='linear' is not valid"):
+        TrainingLR(1.0, "linear")

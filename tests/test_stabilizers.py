@@ -9,10 +9,10 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.optim.swa_utils import AveragedModel  # noqa: E402
 
-from gvaempirics.stabilizers import BEMA, EMA, PostHocEMA, Polyak, synthesize  # noqa: E402
-from gvatheory import averagers  # noqa: E402
-from gvatheory.averagers import PowerFunctionEMA, posthoc_coefficients, power_ema_weights, power_profile_inner  # noqa: E402
+from gvaempirics.stabilizers import BEMA, EMA, Polyak, PostHocEMA, synthesize  # noqa: E402
+from gvatheory import stabilizers as numpy_rules  # noqa: E402
 from gvatheory.schedules import BEMASchedule, ConstantEMA, PolyakEMA, PowerEMA  # noqa: E402
+from gvatheory.stabilizers import PowerFunctionEMA, posthoc_coefficients, power_ema_weights, power_profile_inner  # noqa: E402
 
 
 def mlp(dtype=torch.float32, seed=0):
@@ -42,7 +42,9 @@ def test_constant_ema_matches_ema_pytorch_bit_for_bit(update_after_step):
     model, gen = mlp(), torch.Generator().manual_seed(1)
     # inv_gamma -> 0 turns ema-pytorch's warmup off: its decay is clamped to beta at once.
     # ema-pytorch copies while step <= update_after_step, i.e. our burn_in.
-    theirs = ema_pytorch.EMA(model, beta=0.875, update_after_step=update_after_step, update_every=1, inv_gamma=1e-9, power=1.0)
+    theirs = ema_pytorch.EMA(
+        model, beta=0.875, update_after_step=update_after_step, update_every=1, inv_gamma=1e-9, power=1.0
+    )
     ours = EMA(model, ConstantEMA(0.125, burn_in=update_after_step))
     for _ in range(10):
         perturb(model, gen)
@@ -90,11 +92,23 @@ def test_polyak_matches_swa_averaged_model(burn_in):
 
 
 RULES = [
-    ("constant", lambda m, f: EMA(m, ConstantEMA(0.3, burn_in=2), foreach=f), averagers.EMA(ConstantEMA(0.3, burn_in=2))),
-    ("power", lambda m, f: EMA(m, PowerEMA(0.7, gamma_min=0.2, burn_in=1), foreach=f), averagers.EMA(PowerEMA(0.7, gamma_min=0.2, burn_in=1))),
-    ("polyak", lambda m, f: Polyak(m, burn_in=3, foreach=f), averagers.EMA(PolyakEMA(burn_in=3))),
-    ("power-function", lambda m, f: EMA(m, PowerFunctionEMA(0.1), foreach=f), averagers.EMA(PowerFunctionEMA(0.1))),
-    ("bema", lambda m, f: BEMA(m, BEMASchedule(lag=2, burn_in=2), foreach=f), averagers.BEMA(BEMASchedule(lag=2, burn_in=2))),
+    (
+        "constant",
+        lambda m, f: EMA(m, ConstantEMA(0.3, burn_in=2), foreach=f),
+        numpy_rules.EMA(ConstantEMA(0.3, burn_in=2)),
+    ),
+    (
+        "power",
+        lambda m, f: EMA(m, PowerEMA(0.7, gamma_min=0.2, burn_in=1), foreach=f),
+        numpy_rules.EMA(PowerEMA(0.7, gamma_min=0.2, burn_in=1)),
+    ),
+    ("polyak", lambda m, f: Polyak(m, burn_in=3, foreach=f), numpy_rules.EMA(PolyakEMA(burn_in=3))),
+    ("power-function", lambda m, f: EMA(m, PowerFunctionEMA(0.1), foreach=f), numpy_rules.EMA(PowerFunctionEMA(0.1))),
+    (
+        "bema",
+        lambda m, f: BEMA(m, BEMASchedule(lag=2, burn_in=2), foreach=f),
+        numpy_rules.BEMA(BEMASchedule(lag=2, burn_in=2)),
+    ),
 ]
 
 
@@ -265,7 +279,9 @@ def test_posthoc_synthesized_ema_matches_directly_tracked_one():
     counts = [s.count for s in ph.snapshots]
     sigmas = [s.sigma_rel for s in ph.snapshots]
     x = posthoc_coefficients(counts, sigmas, n, sigma)
-    gram = power_profile_inner(np.array(counts)[:, None], np.array(sigmas)[:, None], np.array(counts)[None], np.array(sigmas)[None])
+    gram = power_profile_inner(
+        np.array(counts)[:, None], np.array(sigmas)[:, None], np.array(counts)[None], np.array(sigmas)[None]
+    )
     rhs = power_profile_inner(np.array(counts), np.array(sigmas), n, sigma)
     norm2 = power_profile_inner(n, sigma, n, sigma)
     residual = np.sqrt((norm2 - 2 * x @ rhs + x @ gram @ x) / norm2)
@@ -292,11 +308,15 @@ def test_make_stabilizer_builds_the_named_rule_from_options():
     from gvaempirics.stabilizers import make_stabilizer
 
     model, gen = mlp(), torch.Generator().manual_seed(3)
-    opts = dict(ema_alpha=0.6, ema_gamma_min=0.1, ema_burn_in=2, posthoc_sigma_rels=(0.1, 0.2), posthoc_every=3)
+    opts = dict(alpha=0.6, gamma_min=0.1, burn_in=2, posthoc_sigma_rels=(0.1, 0.2), posthoc_every=3)
     built = {name: make_stabilizer(StabilizerOptions(stabilizer=name, **opts), model) for name in NAMES}
-    twins = {"ema": EMA(model, PowerEMA(0.6, 0.1, 2)), "constant-ema": EMA(model, ConstantEMA(0.1, 2)),
-             "polyak": Polyak(model, burn_in=2), "bema": BEMA(model, BEMASchedule(gamma_min=0.1, burn_in=2)),
-             "posthoc": EMA(model, PowerFunctionEMA(0.1))}  # evaluated online as its first tracked profile
+    twins = {
+        "ema": EMA(model, PowerEMA(0.6, 0.1, 2)),
+        "constant-ema": EMA(model, ConstantEMA(0.1, 2)),
+        "polyak": Polyak(model, burn_in=2),
+        "bema": BEMA(model, BEMASchedule(gamma_min=0.1, burn_in=2)),
+        "posthoc": EMA(model, PowerFunctionEMA(0.1)),
+    }  # evaluated online as its first tracked profile
     for _ in range(7):
         perturb(model, gen)
         for stab in (*built.values(), *twins.values()):

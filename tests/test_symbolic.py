@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from gvatheory.averaging import _scalar_step_matrix, _stationary_formulas, scalar_stationary
+from gvatheory._averaging_scalar import _scalar_step_matrix, _stationary_formulas, scalar_stationary
 from gvatheory.symbolic import moment_step_matrix, scalar_symbols, small_step_variance_ratio, stationary_scalar
 
 

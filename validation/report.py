@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gvaempirics.rundir import atomic_write, atomic_write_bytes, check_creatable
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -79,8 +81,30 @@ def write_report(sections: list[Section], outdir: Path, *, title: str, preamble:
         for fig in s.figures:
             lines += [f"![{Path(fig).stem}]({_relative(fig, outdir)})", ""]
     path = outdir / "report.md"
-    path.write_text("\n".join(lines))
-    (outdir / "verdicts.json").write_text(json.dumps(
-        {s.key: {"title": s.title, "seconds": s.seconds, "verdicts": [asdict(v) for v in s.verdicts]}
-         for s in sections}, indent=2))
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    atomic_write_bytes(
+        outdir / "verdicts.json",
+        json.dumps(
+            {
+                s.key: {"title": s.title, "seconds": s.seconds, "verdicts": [asdict(v) for v in s.verdicts]}
+                for s in sections
+            },
+            indent=2,
+        ).encode(),
+    )
+    return path
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure (format from the suffix), creating parent folders, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = check_creatable(path, "figure")
+    try:
+        fmt = path.suffix.lstrip(".").lower() or "png"
+        atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=130, bbox_inches="tight"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot save figure {path}: {str(err).splitlines()[0]}") from None
+    finally:
+        plt.close(fig)
     return path

@@ -8,10 +8,11 @@ install can run the theory sections. Each study module exposes
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from gvaempirics.rundir import atomic_write_json
 
 from .report import Section, write_report
 
@@ -38,15 +39,26 @@ def select_sections(only: list[str] | None, skip: list[str] | None) -> list[str]
     return chosen
 
 
-def reproduce(outdir: Path, *, quick: bool, seed: int = 0, only: list[str] | None = None,
-              skip: list[str] | None = None, quiet: bool = False) -> tuple[Path, list[Section]]:
+def reproduce(
+    outdir: Path,
+    *,
+    quick: bool,
+    seed: int = 0,
+    only: list[str] | None = None,
+    skip: list[str] | None = None,
+    quiet: bool = False,
+) -> tuple[Path, list[Section]]:
     """Run the selected studies into ``outdir`` and write the report; return its path and sections."""
     names = select_sections(only, skip)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    config = {"quick": quick, "seed": seed, "sections": names,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    (outdir / "config.json").write_text(json.dumps(config, indent=2))
+    config = {
+        "quick": quick,
+        "seed": seed,
+        "sections": names,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(outdir / "config.json", config)
     sections = []
     for name in names:
         if not quiet:
@@ -59,8 +71,15 @@ def reproduce(outdir: Path, *, quick: bool, seed: int = 0, only: list[str] | Non
         sections.append(section)
         if not quiet:
             ok = sum(v.passed for v in section.verdicts)
-            print(f"[gva reproduce] {name}: {ok}/{len(section.verdicts)} verdicts pass ({section.seconds:.1f} s)", flush=True)
+            print(
+                f"[gva reproduce] {name}: {ok}/{len(section.verdicts)} verdicts pass ({section.seconds:.1f} s)",
+                flush=True,
+            )
     mode = "quick" if quick else "full"
-    path = write_report(sections, outdir, title=f"GVA toolkit: reproduction report ({mode})",
-                        preamble=f"Made by `gva reproduce{' --quick' if quick else ''}` with seed {seed}.")
+    path = write_report(
+        sections,
+        outdir,
+        title=f"GVA toolkit: reproduction report ({mode})",
+        preamble=f"Made by `gva reproduce{' --quick' if quick else ''}` with seed {seed}.",
+    )
     return path, sections

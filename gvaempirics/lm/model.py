@@ -49,8 +49,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
@@ -131,7 +132,7 @@ class GPT(nn.Module):
         self.eval()
         ids = prompts
         for _ in range(H):
-            logits, _ = self(ids[:, -self.config.block_size:])  # (P, t, V)
+            logits, _ = self(ids[:, -self.config.block_size :])  # (P, t, V)
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)  # (P, t+1)
         self.train(was)
-        return ids[:, prompts.shape[1]:]
+        return ids[:, prompts.shape[1] :]

@@ -12,8 +12,9 @@ with ``count`` iterates holds the average up to step ``count - 1``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,29 +33,45 @@ def _scores(out: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-def posthoc_sweep(path: Path | RunDir, sigma_rels: Sequence[float], *, all_snapshots: bool = False) -> list[dict[str, Any]]:
+def posthoc_sweep(
+    path: Path | RunDir, sigma_rels: Sequence[float], *, all_snapshots: bool = False
+) -> list[dict[str, Any]]:
     """Evaluate the synthesized EMA of each ``sigma_rel`` at the latest snapshot (or at every
     snapshot time with ``all_snapshots``): validation loss and, with a teacher, mean exact-match
     length and task accuracy. The first row is the raw iterate of the latest checkpoint."""
     if not sigma_rels:
         raise ValueError("sigma_rels=[] is out of range: give at least one relative width")
     for s in sigma_rels:
-        check_range("sigma_rel", s, 0.0, 12 ** -0.5, low_open=True)
+        check_range("sigma_rel", s, 0.0, 12**-0.5, low_open=True)
     cfg, model, stabilizer, _ = load_state(path)
     if not isinstance(stabilizer, PostHocEMA):
-        raise ValueError(f"run {path} was trained with stabilizer={cfg.stabilizer!r}; post-hoc synthesis needs a run "
-                         f"trained with --stabilizer posthoc")
+        raise ValueError(
+            f"run {path} was trained with stabilizer={cfg.stabilizer!r}; post-hoc synthesis needs a run "
+            f"trained with --stabilizer posthoc"
+        )
     eval_set = EvalSet.build(make_corpus(cfg, quiet=True), cfg)
     counts = sorted({s.count for s in stabilizer.snapshots})
     if not all_snapshots:
         counts = counts[-1:]
-    rows = [{"weights": "raw", "sigma_rel": None, "step": int(stabilizer.count) - 1,
-             **_scores(evaluate(model, eval_set, cfg.H))}]
+    rows = [
+        {
+            "weights": "raw",
+            "sigma_rel": None,
+            "step": int(stabilizer.count) - 1,
+            **_scores(evaluate(model, eval_set, cfg.H)),
+        }
+    ]
     for count in counts:
         for s in sigma_rels:
             with stabilizer.swap(float(s), count=count):
-                rows.append({"weights": "posthoc", "sigma_rel": float(s), "step": count - 1,
-                             **_scores(evaluate(model, eval_set, cfg.H))})
+                rows.append(
+                    {
+                        "weights": "posthoc",
+                        "sigma_rel": float(s),
+                        "step": count - 1,
+                        **_scores(evaluate(model, eval_set, cfg.H)),
+                    }
+                )
     return rows
 
 
@@ -70,8 +87,12 @@ def plot_posthoc(rows: list[dict[str, Any]], *, title: str = ""):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.plot(sig, [r["val"] for r in pts], "o-", color="C1", label="post-hoc EMA")
     ax.axhline(raw["val"], color="C0", ls="--", label="raw iterate")
-    ax.set(xscale="log", xlabel="relative EMA width sigma_rel", ylabel="validation loss",
-           title=title or f"post-hoc EMA at step {last}")
+    ax.set(
+        xscale="log",
+        xlabel="relative EMA width sigma_rel",
+        ylabel="validation loss",
+        title=title or f"post-hoc EMA at step {last}",
+    )
     if "exact_match" in raw:
         twin = ax.twinx()
         twin.plot(sig, [r["exact_match"] for r in pts], "s:", color="C1", alpha=0.6)

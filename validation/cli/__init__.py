@@ -16,8 +16,15 @@ import sys
 GROUPS = ("theory", "reproduce", "expert", "bc", "lm")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line naming the flag (``--help`` has the rest), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gva",
         description="Gradient variance amplification toolkit: theory, empirics and their validation.",
     )
@@ -29,11 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(None if argv is None else [str(a) for a in argv])
+    except SystemExit as exit:  # --help, or a usage error already printed as one line
+        return int(exit.code or 0)
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"gva: error: {err}", file=sys.stderr)
+        # one line, whatever a library put in the message
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"gva: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gva: interrupted", file=sys.stderr)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from validation.report import save_figure  # noqa: F401  (the one figure writer, re-exported for commands)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json`` and ``--plot PATH``, as every ``gva theory`` subcommand takes them."""
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    parser.add_argument("--plot", metavar="PATH", type=Path, default=None, help="also save a figure to PATH (.png/.pdf/.svg)")
+    parser.add_argument(
+        "--plot", metavar="PATH", type=Path, default=None, help="also save a figure to PATH (.png/.pdf/.svg)"
+    )
 
 
 def add_seed_argument(parser: argparse.ArgumentParser, default: int = 0) -> None:
@@ -65,8 +70,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def emit(rows: Sequence[dict[str, Any]], *, as_json: bool, title: str | None = None,
-         extra: dict[str, Any] | None = None) -> None:
+def emit(
+    rows: Sequence[dict[str, Any]], *, as_json: bool, title: str | None = None, extra: dict[str, Any] | None = None
+) -> None:
     """Print ``rows`` as a table (with ``title`` and ``extra`` lines) or as one JSON document."""
     if as_json:
         print(json.dumps(_jsonable({"title": title, "rows": list(rows), **(extra or {})}), indent=2))
@@ -76,13 +82,3 @@ def emit(rows: Sequence[dict[str, Any]], *, as_json: bool, title: str | None = N
     print(format_table(rows))
     for key, value in (extra or {}).items():
         print(f"{key}: {_fmt(value)}")
-
-
-def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure, creating parent folders, and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)

@@ -1,104 +1,243 @@
 """``gva expert``: train, select and export, and evaluate the experts of the BC experiments.
 
-* ``gva expert train ENV``   PPO (the recipe of ``gvaempirics.experts``), resumed from the newest
-  checkpoint in ``--out``; with ``--export PATH`` the best checkpoint is then exported;
-* ``gva expert export ENV``  evaluate every checkpoint of ``--run`` and export the best robust one;
+* ``gva expert train ENV``   PPO (the recipe of ``gvaempirics.bc.experts``) into a run directory
+  (default ``runs/experts/ENV__ppo__sSEED``; rerunning the same command continues it); with
+  ``--export PATH`` the best checkpoint is then exported;
+* ``gva expert export ENV --run DIR``  evaluate every checkpoint of a run and export the best robust one;
 * ``gva expert eval ENV``    deterministic returns per initial condition and their mean ± sd.
+
+Each subcommand is generated from a frozen dataclass below (flags, ``--config FILE``, checks), and
+everything (values, the env id, the run directory and its manifest, output paths) is checked
+before anything is created.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shlex
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from gvaempirics.bc.config import ENV_IDS  # light: no torch
+from gvatheory.config import Config, option
+
+from ._args import add_config_arguments, config_from_args
 from ._common import add_quiet_argument, emit
 
 
-def _add_selection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ics", type=int, default=20, help="initial conditions per checkpoint (default 20)")
-    p.add_argument("--horizon", type=int, default=1000, help="evaluation horizon H (default 1000)")
-    p.add_argument("--min-steps", type=int, default=0, help="only consider checkpoints from this many env steps on")
-    p.add_argument("--note", default="", help="note stored in the expert's JSON sidecar")
+@dataclass(frozen=True)
+class ExpertEnv(Config):
+    """The environment every expert subcommand is about (the ENV argument)."""
+
+    env: str = option("", "gymnasium MuJoCo environment id", choices=ENV_IDS, positional=True, metavar="ENV")
+
+
+@dataclass(frozen=True)
+class ExpertSelection(ExpertEnv):
+    """How checkpoints are evaluated and the expert is chosen (``export``, ``train --export``)."""
+
+    ics: int = option(20, "initial conditions each checkpoint is evaluated from", low=1)
+    H: int = option(1000, "evaluation horizon H", low=1)
+    ic_seed: int = option(0, "seed of the evaluation initial conditions", low=0)
+    min_steps: int = option(0, "only consider checkpoints from this many env steps on", low=0)
+    note: str = option("", "note stored in the expert's JSON sidecar")
+
+
+@dataclass(frozen=True)
+class _PPOOptions(ExpertEnv):
+    steps: int = option(1_000_000, "total env steps to reach", low=1)
+    seed: int = option(1, "training seed", low=0)
+    n_envs: int = option(4, "parallel envs (the recipe's: 4)", low=1)
+    checkpoint_every: int = option(50_000, "env steps between checkpoints (at least n_envs)", low=1)
+    out: str = option(
+        "", "run directory; empty: runs/experts/ENV__ppo__sSEED. An existing one is continued", metavar="DIR"
+    )
+    export: str = option(
+        "", "after training, export the best checkpoint to this expert file (.pt); empty: no export", metavar="PATH"
+    )
+
+
+@dataclass(frozen=True)
+class ExpertTrainConfig(ExpertSelection, _PPOOptions):
+    """``gva expert train``: PPO with the recipe of :mod:`gvaempirics.bc.experts`, then optionally
+    the selection and export of ``gva expert export``."""
+
+    def check(self) -> None:
+        if self.checkpoint_every < self.n_envs:
+            raise ValueError(
+                f"checkpoint_every={self.checkpoint_every} is out of range: must be >= n_envs={self.n_envs}"
+            )
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs/experts") / f"{self.env}__ppo__s{self.seed}"
+
+
+@dataclass(frozen=True)
+class _ExportOptions(ExpertEnv):
+    run: str = option("", "run directory written by `gva expert train` (required)", metavar="DIR")
+    out: str = option("", "expert file to write; empty: the shipped gvaempirics/bc/shipped/ENV.pt", metavar="PATH")
+    seed: int | None = option(
+        None, "training seed recorded in the sidecar, checked against the run's manifest; none: the manifest's", low=0
+    )
+
+
+@dataclass(frozen=True)
+class ExpertExportConfig(ExpertSelection, _ExportOptions):
+    """``gva expert export``: select the best robust checkpoint of a run and export it."""
+
+    def check(self) -> None:
+        if not self.run:
+            raise ValueError("run='' is not valid: give the run directory written by `gva expert train` (--run DIR)")
+
+
+@dataclass(frozen=True)
+class ExpertEvalConfig(ExpertEnv):
+    """``gva expert eval``: deterministic returns of an expert per initial condition."""
+
+    expert: str = option("", "expert file; empty: the one shipped for ENV", metavar="PATH")
+    ics: int = option(20, "initial conditions", low=1)
+    H: int = option(1000, "horizon H", low=1)
+    ic_seed: int = option(0, "seed of the initial conditions", low=0)
+    json: bool = option(False, "print JSON instead of a table")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("expert", help="train, export and evaluate MuJoCo experts")
     sub = p.add_subparsers(dest="expert_command", metavar="SUBCOMMAND", required=True)
 
-    t = sub.add_parser("train", help="train (or resume) a PPO expert")
-    t.add_argument("env", help="gymnasium env id, e.g. Hopper-v5")
-    t.add_argument("--steps", type=int, default=1_000_000, help="total env steps to reach (default 1e6)")
-    t.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
-    t.add_argument("--n-envs", type=int, default=4, help="parallel envs (default 4, the recipe's)")
-    t.add_argument("--checkpoint-every", type=int, default=50_000, help="env steps between checkpoints (default 50000)")
-    t.add_argument("--out", type=Path, default=None, help="checkpoint directory (default runs/experts/ENV_sSEED)")
-    t.add_argument("--export", type=Path, default=None, metavar="PATH", help="after training, export the best checkpoint to PATH")
-    _add_selection_arguments(t)
+    t = sub.add_parser(
+        "train",
+        help="train (or continue) a PPO expert",
+        description="Train PPO with the recipe of gvaempirics.bc.experts into a run directory; an "
+        "existing one (same env, seed and n_envs) is continued from its newest checkpoint. Only "
+        "checkpoints listed with their SHA-256 in the run's manifest.json are ever loaded.",
+    )
     add_quiet_argument(t)
+    add_config_arguments(t, ExpertTrainConfig)
     t.set_defaults(func=_train)
 
-    x = sub.add_parser("export", help="select the best robust checkpoint of a run and export it")
-    x.add_argument("env", help="gymnasium env id")
-    x.add_argument("--run", type=Path, required=True, help="checkpoint directory written by `gva expert train`")
-    x.add_argument("--to", type=Path, default=None, help="expert file (default gvaempirics/experts/ENV.pt)")
-    x.add_argument("--seed", type=int, default=None, help="training seed, recorded in the sidecar")
-    _add_selection_arguments(x)
+    x = sub.add_parser(
+        "export",
+        help="select the best robust checkpoint of a run and export it",
+        description="Evaluate every checkpoint of a run directory written by `gva expert train` and "
+        "export the best robust one as a state dict + JSON sidecar. Only checkpoints listed with their "
+        "SHA-256 in the run's manifest.json are loaded; any other checkpoint file is refused.",
+    )
     add_quiet_argument(x)
+    add_config_arguments(x, ExpertExportConfig)
     x.set_defaults(func=_export)
 
     e = sub.add_parser("eval", help="deterministic returns of an expert per initial condition")
-    e.add_argument("env", help="gymnasium env id")
-    e.add_argument("--expert", type=Path, default=None, help="expert file (default: the shipped one)")
-    e.add_argument("--ics", type=int, default=20, help="initial conditions (default 20)")
-    e.add_argument("--horizon", type=int, default=1000, help="horizon H (default 1000)")
-    e.add_argument("--ic-seed", type=int, default=0, help="seed of the initial conditions (default 0)")
-    e.add_argument("--json", action="store_true", help="print JSON")
+    add_config_arguments(e, ExpertEvalConfig)
     e.set_defaults(func=_eval)
 
 
-def _command() -> str:
-    return "gva " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+def _relative(path: str | Path, run: Path) -> str:
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(run))
 
 
-def _do_export(args, run: Path, dest: Path, seed: int | None) -> int:
-    from gvaempirics.experts import export
+def command_line(subcommand: str, cfg: ExpertSelection, run: Path) -> str:
+    """The ``gva expert`` command that reproduces ``cfg`` when typed inside the run directory
+    ``run``: every path relative to it (never an absolute path of this machine), every value that
+    differs from its default spelled out, no ``--config`` file."""
+    parts = ["gva", "expert", subcommand, cfg.env]
+    paths = {"run": ".", "out": "."} if subcommand == "export" else {"out": "."}
+    if subcommand == "export":
+        paths["out"] = _relative(cfg.out, run) if cfg.out else ""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "env":
+            continue
+        if f.name in paths:
+            value = paths[f.name]
+        elif f.name == "export" and value:
+            value = _relative(value, run)
+        if value == f.default or value in ("", None):
+            continue
+        parts += [f"--{f.name.replace('_', '-')}", str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
-    info = export(args.env, run, dest, n_ics=args.ics, horizon=args.horizon, min_steps=args.min_steps,
-                  command=_command(), train_seed=seed, note=args.note, quiet=args.quiet)
+
+def _do_export(cfg: ExpertSelection, run: Path, dest: Path, command: str, seed: int | None, quiet: bool) -> int:
+    from gvaempirics.bc.experts import export
+
+    info = export(
+        cfg.env,
+        run,
+        dest,
+        ics=cfg.ics,
+        H=cfg.H,
+        ic_seed=cfg.ic_seed,
+        min_steps=cfg.min_steps,
+        command=command,
+        train_seed=seed,
+        note=cfg.note,
+        quiet=quiet,
+    )
     ev = info["eval"]
-    emit(info["candidates"], as_json=False, title=f"{args.env}: checkpoints of {run}",
-         extra={"exported": f"{dest} ({info['checkpoint']})",
-                "return": f"{ev['return_mean']:.1f} ± {ev['return_sd']:.1f} over {ev['n_ics']} ICs, H={ev['horizon']}",
-                "falls": f"{ev['falls']} of {ev['n_ics']}"})
+    emit(
+        info["candidates"],
+        as_json=False,
+        title=f"{cfg.env}: checkpoints of {run}",
+        extra={
+            "exported": f"{dest} ({info['checkpoint']})",
+            "return": f"{ev['return_mean']:.1f} ± {ev['return_sd']:.1f} over {ev['n_ics']} ICs, H={ev['horizon']}",
+            "falls": f"{ev['falls']} of {ev['n_ics']}",
+        },
+    )
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gvaempirics.experts import train
+    cfg = config_from_args(ExpertTrainConfig, args)
+    from gvaempirics.bc.ppo import check_train_run, train
+    from gvaempirics.rundir import check_creatable
 
-    out = args.out or Path("runs/experts") / f"{args.env}_s{args.seed}"
-    steps = train(args.env, out, total_steps=args.steps, seed=args.seed, n_envs=args.n_envs,
-                  checkpoint_every=args.checkpoint_every, quiet=args.quiet)
-    print(f"{args.env}: {steps} env steps in {out}")
-    return _do_export(args, out, args.export, args.seed) if args.export else 0
+    run = cfg.run_dir
+    check_train_run(cfg.env, run, seed=cfg.seed, n_envs=cfg.n_envs)  # before anything is created
+    if cfg.export:
+        check_creatable(Path(cfg.export), "export")
+    steps = train(
+        cfg.env,
+        run,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        n_envs=cfg.n_envs,
+        checkpoint_every=cfg.checkpoint_every,
+        quiet=args.quiet,
+    )
+    print(f"{cfg.env}: {steps} env steps in {run}")
+    if not cfg.export:
+        return 0
+    return _do_export(cfg, run, Path(cfg.export), command_line("train", cfg, run), cfg.seed, args.quiet)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gvaempirics.experts import SHIPPED_DIR, check_env_id
+    cfg = config_from_args(ExpertExportConfig, args)
+    from gvaempirics.bc.experts import SHIPPED_DIR
+    from gvaempirics.bc.ppo import verified_checkpoints
+    from gvaempirics.rundir import check_creatable
 
-    check_env_id(args.env)
-    return _do_export(args, args.run, args.to or SHIPPED_DIR / f"{args.env}.pt", args.seed)
+    run = Path(cfg.run)
+    dest = check_creatable(Path(cfg.out) if cfg.out else SHIPPED_DIR / f"{cfg.env}.pt", "out")
+    verified_checkpoints(cfg.env, run, min_steps=cfg.min_steps)  # before any evaluation
+    return _do_export(cfg, run, dest, command_line("export", cfg, run), cfg.seed, args.quiet)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from gvaempirics.experts import check_env_id, evaluate, load_expert
+    cfg = config_from_args(ExpertEvalConfig, args)
+    from gvaempirics.bc.experts import evaluate, load_expert
 
-    check_env_id(args.env)
-    expert, _ = load_expert(args.env, args.expert)
-    ev = evaluate(args.env, expert, n_ics=args.ics, horizon=args.horizon, seed=args.ic_seed)
+    expert, _ = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    ev = evaluate(cfg.env, expert, ics=cfg.ics, H=cfg.H, ic_seed=cfg.ic_seed)
     rows = [{"ic": i, "return": float(r), "length": int(n)} for i, (r, n) in enumerate(zip(ev.returns, ev.lengths))]
-    emit(rows, as_json=args.json, title=f"{args.env}: deterministic expert returns, H={args.horizon}",
-         extra={"return mean": ev.mean, "return sd": ev.sd, "falls": f"{ev.falls} of {len(rows)}"})
+    emit(
+        rows,
+        as_json=cfg.json,
+        title=f"{cfg.env}: deterministic expert returns, H={cfg.H}",
+        extra={"return mean": ev.mean, "return sd": ev.sd, "falls": f"{ev.falls} of {len(rows)}"},
+    )
     return 0

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ._common import add_quiet_argument, add_seed_argument
+from gvatheory.config import Config, option
+
+from ._args import add_config_arguments, config_from_args
+from ._common import add_quiet_argument
+
+
+@dataclass(frozen=True)
+class ReproduceOptions(Config):
+    """What ``gva reproduce`` runs and where it writes."""
+
+    quick: bool = option(False, "small configurations that finish in minutes on 2 CPU cores")
+    only: tuple[str, ...] = option((), "run only these sections", metavar="SECTION")
+    skip: tuple[str, ...] = option((), "skip these sections", metavar="SECTION")
+    out: str = option("", "output folder (default runs/reproduce-<quick|full>-<time>)")
+    seed: int = option(0, "root seed of every study", low=0)
+
+    def check(self) -> None:
+        from validation.reproduce import select_sections
+
+        select_sections(list(self.only), list(self.skip))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,22 +38,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the studies that check GVA theory numerically and against empirical runs, "
         f"and write runs/<name>/report.md. Sections: {', '.join(SECTIONS)}.",
     )
-    p.add_argument("--quick", action="store_true", help="small configurations that finish in minutes on 2 CPU cores")
-    p.add_argument("--only", nargs="+", metavar="SECTION", help="run only these sections")
-    p.add_argument("--skip", nargs="+", metavar="SECTION", help="skip these sections")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/reproduce-<quick|full>-<time>)")
-    add_seed_argument(p)
+    add_config_arguments(p, ReproduceOptions)
     add_quiet_argument(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from validation.reproduce import reproduce, select_sections
+    from gvaempirics.rundir import check_creatable
+    from validation.reproduce import reproduce
 
-    select_sections(args.only, args.skip)  # fail fast, before creating folders
+    opts = config_from_args(ReproduceOptions, args)  # fails fast, before creating folders
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or Path("runs") / f"reproduce-{'quick' if args.quick else 'full'}-{stamp}"
-    path, sections = reproduce(out, quick=args.quick, seed=args.seed, only=args.only, skip=args.skip, quiet=args.quiet)
+    out = Path(opts.out) if opts.out else Path("runs") / f"reproduce-{'quick' if opts.quick else 'full'}-{stamp}"
+    check_creatable(out, "out", folder=True)
+    path, sections = reproduce(
+        out,
+        quick=opts.quick,
+        seed=opts.seed,
+        only=list(opts.only) or None,
+        skip=list(opts.skip) or None,
+        quiet=args.quiet,
+    )
     failed = [s.key for s in sections if not s.passed]
     print(f"report: {path}")
     if failed:

@@ -3,54 +3,82 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-from ._common import add_output_arguments, add_quiet_argument, add_seed_argument
+from gvatheory.config import Config, option
+
+from .theory import add_command
+
+#: The noise laws of :class:`gvatheory.averaging.QuadraticSGD` (``NOISE_KINDS`` there; kept here
+#: so that ``--help`` does not import numba; a test checks that the two agree).
+NOISE_KINDS = ("gaussian", "rademacher", "student-t", "minibatch")
+
+
+@dataclass(frozen=True)
+class AveragingCommand(Config):
+    """SGD + EMAs on a quadratic: exact Gaussian moments vs Monte Carlo, stationary laws."""
+
+    eta: float = option(0.1, "step size; SGD is stable for eta * max(h) < 2", low=0.0, low_open=True)
+    gamma: tuple[float, ...] = option((0.01,), "EMA weights, one EMA each", low=0.0, high=1.0, low_open=True)
+    h: tuple[float, ...] = option((1.0,), "curvatures: Hs = diag(h), d = len(h)", low=0.0, low_open=True)
+    sigma: float = option(1.0, "noise scale: Cov(xi) = sigma^2 I", low=0.0)
+    theta0: float = option(0.0, "start, every coordinate")
+    mu: float = option(0.0, "minimizer, every coordinate")
+    steps: int = option(1000, "SGD steps T", low=1)
+    chains: int = option(10_000, "Monte Carlo chains", low=2)
+    noise: str = option("gaussian", "noise law, always with covariance sigma^2 I", choices=NOISE_KINDS)
+    df: float = option(5.0, "student-t degrees of freedom", low=2.0, low_open=True)
+    batch_size: int = option(1, "minibatch noise: batch size", low=1)
+    n_data: int = option(64, "minibatch noise: dataset size (> d)", low=2)
+    n_times: int = option(25, "geometrically spaced steps recorded for the plot", low=2)
+    seed: int = option(0, "random seed", low=0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    add_command(
+        subparsers,
         "averaging",
-        help="SGD + EMAs on a quadratic: exact Gaussian moments vs Monte Carlo, stationary laws",
-        description="SGD theta <- theta - eta (Hs (theta - mu) + sigma xi) with Hs = diag(h) and one EMA per "
-        "--gamma (ema <- (1 - gamma) ema + gamma theta, ema_0 = theta_0). Prints mean and variance of theta_T "
-        "and of each EMA: exact (moment recursion), Monte Carlo with SE and z = (MC - exact)/SE, and the "
-        "stationary value (discrete Lyapunov equation).",
+        AveragingCommand,
+        _averaging,
+        description=(
+            "SGD theta <- theta - eta (Hs (theta - mu) + sigma xi) with Hs = diag(h) and one EMA per --gamma value "
+            "(ema <- (1 - gamma) ema + gamma theta, ema_0 = theta_0). Prints mean and variance of theta_T and of each "
+            "EMA: exact (moment recursion), Monte Carlo with SE and z = (MC - exact)/SE, and the stationary value "
+            "(discrete Lyapunov equation)."
+        ),
     )
-    p.add_argument("--eta", type=float, default=0.1, help="step size (default 0.1)")
-    p.add_argument("--gamma", type=float, nargs="+", default=[0.01], help="EMA weights, one EMA each (default 0.01)")
-    p.add_argument("--h", type=float, nargs="+", default=[1.0], help="curvatures: Hs = diag(h), d = len(h) (default 1)")
-    p.add_argument("--sigma", type=float, default=1.0, help="noise scale: Cov(xi) = sigma^2 I (default 1)")
-    p.add_argument("--theta0", type=float, default=0.0, help="start, every coordinate (default 0)")
-    p.add_argument("--mu", type=float, default=0.0, help="minimizer, every coordinate (default 0)")
-    p.add_argument("--T", type=int, default=1000, help="steps (default 1000)")
-    p.add_argument("--chains", type=int, default=10_000, help="Monte Carlo chains (default 10000)")
-    p.add_argument("--noise", default="gaussian", choices=["gaussian", "rademacher", "student-t", "minibatch"],
-                   help="noise law, always with covariance sigma^2 I (default gaussian)")
-    p.add_argument("--df", type=float, default=5.0, help="student-t degrees of freedom, > 2 (default 5)")
-    p.add_argument("--batch-size", type=int, default=1, help="minibatch noise: batch size (default 1)")
-    p.add_argument("--n-data", type=int, default=64, help="minibatch noise: dataset size (default 64)")
-    p.add_argument("--times", type=int, default=25,
-                   help="geometrically spaced steps recorded for the plot (default 25)")
-    add_seed_argument(p)
-    add_output_arguments(p)
-    add_quiet_argument(p)
-    p.set_defaults(func=_averaging)
 
 
-def _averaging(args: argparse.Namespace) -> int:
+def _averaging(cfg: AveragingCommand, args: argparse.Namespace) -> int:
     from gvatheory.averaging import QuadraticSGD, compare
 
     from ._common import emit, save_figure
 
-    model = QuadraticSGD(Hs=args.h, mu=args.mu, sigma=args.sigma, eta=args.eta, gammas=tuple(args.gamma),
-                         theta0=args.theta0, noise=args.noise, df=args.df, batch_size=args.batch_size,
-                         n_data=args.n_data)
-    result = compare(model, args.T, args.chains, args.seed, n_times=args.times, quiet=args.quiet)
-    extra = {"max |z| (exact vs MC, want <= 4)": result.max_abs_z(),
-             "eta * max(h) (SGD stable < 2)": args.eta * max(args.h)}
-    emit(result.rows(), as_json=args.json,
-         title=f"SGD + averaging at T={args.T}: exact vs Monte Carlo ({args.chains} chains, {args.noise} noise)",
-         extra=extra)
+    model = QuadraticSGD(
+        Hs=cfg.h,
+        mu=cfg.mu,
+        sigma=cfg.sigma,
+        eta=cfg.eta,
+        gammas=cfg.gamma,
+        theta0=cfg.theta0,
+        noise=cfg.noise,
+        df=cfg.df,
+        batch_size=cfg.batch_size,
+        n_data=cfg.n_data,
+    )
+    result = compare(model, cfg.steps, cfg.chains, cfg.seed, n_times=cfg.n_times, quiet=args.quiet)
+    extra = {
+        "max |z| (exact vs MC, want <= 4)": result.max_abs_z(),
+        "eta * max(h) (SGD stable < 2)": cfg.eta * max(cfg.h),
+    }
+    emit(
+        result.rows(),
+        as_json=args.json,
+        title=f"SGD + averaging at T={cfg.steps}: exact vs Monte Carlo ({cfg.chains} chains, {cfg.noise} noise)",
+        extra=extra,
+    )
     if args.plot:
-        save_figure(result.plot(), args.plot)
+        from gvatheory.plots import plot_averaging
+
+        save_figure(plot_averaging(result), args.plot)
     return 0

@@ -29,23 +29,51 @@ def _models():
     from gvatheory.schedules import InverseTimeLR, PolyakEMA, PowerEMA
 
     return [
-        ("d=1 gaussian, eta=0.1, gamma=0.01/0.1", QuadraticSGD(Hs=[1.0], sigma=1.0, eta=0.1, gammas=(0.01, 0.1),
-                                                              theta0=1.0), 500),
-        ("d=2 rademacher, full Hs and Sigma, Polyak after 10", QuadraticSGD(
-            Hs=H2, mu=[0.5, -1.0], Sigma=S2, eta=0.3, gammas=(0.05, PolyakEMA(burn_in=10)), theta0=[2.0, 0.0],
-            noise="rademacher"), 200),
-        ("d=1 student-t (df=6), eta=0.5, h=2", QuadraticSGD(Hs=[2.0], sigma=0.7, eta=0.5, gammas=(0.2,),
-                                                           theta0=-1.0, noise="student-t", df=6.0), 100),
-        ("d=2 minibatch b=4, eta 1/t, power EMA", QuadraticSGD(
-            Hs=[1.0, 3.0], sigma=0.5, eta=InverseTimeLR(0.4, 50.0), gammas=(PowerEMA(0.7), 0.02), theta0=1.0,
-            noise="minibatch", batch_size=4, n_data=40), 300),
+        (
+            "d=1 gaussian, eta=0.1, gamma=0.01/0.1",
+            QuadraticSGD(Hs=[1.0], sigma=1.0, eta=0.1, gammas=(0.01, 0.1), theta0=1.0),
+            500,
+        ),
+        (
+            "d=2 rademacher, full Hs and Sigma, Polyak after 10",
+            QuadraticSGD(
+                Hs=H2,
+                mu=[0.5, -1.0],
+                Sigma=S2,
+                eta=0.3,
+                gammas=(0.05, PolyakEMA(burn_in=10)),
+                theta0=[2.0, 0.0],
+                noise="rademacher",
+            ),
+            200,
+        ),
+        (
+            "d=1 student-t (df=6), eta=0.5, h=2",
+            QuadraticSGD(Hs=[2.0], sigma=0.7, eta=0.5, gammas=(0.2,), theta0=-1.0, noise="student-t", df=6.0),
+            100,
+        ),
+        (
+            "d=2 minibatch b=4, eta 1/t, power EMA",
+            QuadraticSGD(
+                Hs=[1.0, 3.0],
+                sigma=0.5,
+                eta=InverseTimeLR(0.4, 50.0),
+                gammas=(PowerEMA(0.7), 0.02),
+                theta0=1.0,
+                noise="minibatch",
+                batch_size=4,
+                n_data=40,
+            ),
+            300,
+        ),
     ]
 
 
 def _symbolic_check(seed: int) -> tuple[bool, str]:
     import sympy as sp
 
-    from gvatheory.averaging import QuadraticSGD, _stationary_formulas, scalar_stationary
+    from gvatheory._averaging_scalar import _stationary_formulas
+    from gvatheory.averaging import QuadraticSGD, scalar_stationary
     from gvatheory.symbolic import scalar_symbols, small_step_variance_ratio, stationary_scalar
 
     s = scalar_symbols()
@@ -65,9 +93,11 @@ def _symbolic_check(seed: int) -> tuple[bool, str]:
         want = np.array([closed.var_theta, closed.cov, closed.var_ema])
         worst = max(worst, float(np.max(np.abs(got / want - 1))))
     passed = bool(exact and ratio_ok and worst < 1e-8)
-    return passed, (f"simplify(numeric - derived) == 0 for Var theta, Cov, Var EMA: {exact}; small-step limit "
-                    f"kappa/(kappa+h): {ratio_ok}; Lyapunov vs closed form on 50 random points: max rel. error "
-                    f"{worst:.1e}")
+    return passed, (
+        f"simplify(numeric - derived) == 0 for Var theta, Cov, Var EMA: {exact}; small-step limit "
+        f"kappa/(kappa+h): {ratio_ok}; Lyapunov vs closed form on 50 random points: max rel. error "
+        f"{worst:.1e}"
+    )
 
 
 def _ratio_grid():
@@ -86,7 +116,7 @@ def _plot_ratio(eta, gamma, ratio, mc_points):
     for i, e in enumerate(eta):
         (line,) = ax.loglog(gamma, ratio[i], label=f"exact, eta h = {e:g}")
         ax.loglog(gamma, gamma / (gamma + e), ls=":", color=line.get_color())
-    for e, g, r, se, _ in mc_points:
+    for _, g, r, se, _ in mc_points:
         ax.errorbar([g], [r], yerr=[2 * se], fmt="ko", ms=4)
     ax.plot([], [], "k:", label="gamma / (gamma + eta h)")
     ax.plot([], [], "ko", label="Monte Carlo ± 2 SE")
@@ -100,8 +130,9 @@ def _plot_ratio(eta, gamma, ratio, mc_points):
 
 def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     from gvatheory.averaging import compare, scalar_stationary, simulate_scalar, variance_estimate
+    from gvatheory.plots import plot_averaging
     from gvatheory.stats import seed_sequence
-    from validation.cli._common import save_figure
+    from validation.report import save_figure
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -117,26 +148,35 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         for row in result.rows():
             table.append({"setting": label, "T": T, **row})
     z = np.array([r["z"] for r in table])
-    verdicts.append(Verdict(
-        "exact moment recursion (any eta and gamma schedules) matches simulated chains: mean and variance of "
-        "theta_T and of every average within 4 SE, for Gaussian, Rademacher, Student-t and minibatch noise",
-        bool(np.all(np.abs(z) <= 4.0)),
-        f"{len(results)} settings, {z.size} quantities, {n_chains} chains each; largest abs(z) = "
-        f"{np.max(np.abs(z)):.2f}"))
+    verdicts.append(
+        Verdict(
+            "exact moment recursion (any eta and gamma schedules) matches simulated chains: mean and variance of "
+            "theta_T and of every average within 4 SE, for Gaussian, Rademacher, Student-t and minibatch noise",
+            bool(np.all(np.abs(z) <= 4.0)),
+            f"{len(results)} settings, {z.size} quantities, {n_chains} chains each; largest abs(z) = "
+            f"{np.max(np.abs(z)):.2f}",
+        )
+    )
     figures.append(outdir / "averaging_paths.png")
-    save_figure(results[0].plot(), figures[-1])
+    save_figure(plot_averaging(results[0]), figures[-1])
 
     # 2. symbolic derivation
     passed, detail = _symbolic_check(seed)
-    verdicts.append(Verdict("numeric stationary formulas equal the sympy derivation from the recursion; the "
-                            "discrete Lyapunov solution equals them", passed, detail))
+    verdicts.append(
+        Verdict(
+            "numeric stationary formulas equal the sympy derivation from the recursion; the "
+            "discrete Lyapunov solution equals them",
+            passed,
+            detail,
+        )
+    )
 
     # 3. variance reduction by the EMA
     eta, gamma, ratio = _ratio_grid()
     approx = gamma[None, :] / (gamma[None, :] + eta[:, None])
     rel = np.abs(ratio / approx - 1) / (eta[:, None] + gamma[None, :])
     mc_points, mc_z = [], []
-    for (e, g), child in zip([(0.01, 0.001), (0.1, 0.01)], children[len(results):]):
+    for (e, g), child in zip([(0.01, 0.001), (0.1, 0.01)], children[len(results) :]):
         T = int(30 / g)
         th, em = simulate_scalar(n_chains, T, e, g, 1.0, 0.0, 0.0, child)
         exact = scalar_stationary(1.0, 1.0, e, g)
@@ -145,27 +185,39 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         se = r * np.hypot(v_em.se / v_em.mean, v_th.se / v_th.mean)
         mc_points.append((e, g, r, se, exact.var_ema / exact.var_theta))
         mc_z += [v_th.z(exact.var_theta), v_em.z(exact.var_ema)]
-    verdicts.append(Verdict(
-        "the EMA divides the stationary variance: Var(EMA)/Var(theta) = gamma/(gamma + eta h) up to a relative "
-        "error <= eta h + gamma (so ~ gamma/(eta h) when gamma << eta h); Monte Carlo variances at T = 30/gamma "
-        "match the stationary law within 4 SE",
-        bool(np.all(rel <= 1.0) and np.all(np.abs(mc_z) <= 4.0)),
-        f"max relative error / (eta h + gamma) = {rel.max():.3f} over eta h in {eta.tolist()} x {gamma.size} gammas "
-        f"in [1e-4, 1]; MC ratios " + ", ".join(f"{r:.4g} ± {se:.2g} (eta={e:g}, gamma={g:g}: exact {x:.4g}, "
-                                                f"gamma/(gamma+eta h) {g / (g + e):.4g})"
-                                                for e, g, r, se, x in mc_points)
-        + f"; largest abs(z) {np.max(np.abs(mc_z)):.2f}"))
+    verdicts.append(
+        Verdict(
+            "the EMA divides the stationary variance: Var(EMA)/Var(theta) = gamma/(gamma + eta h) up to a relative "
+            "error <= eta h + gamma (so ~ gamma/(eta h) when gamma << eta h); Monte Carlo variances at T = 30/gamma "
+            "match the stationary law within 4 SE",
+            bool(np.all(rel <= 1.0) and np.all(np.abs(mc_z) <= 4.0)),
+            f"max relative error / (eta h + gamma) = {rel.max():.3f} over eta h in {eta.tolist()} x {gamma.size} gammas "
+            f"in [1e-4, 1]; MC ratios "
+            + ", ".join(
+                f"{r:.4g} ± {se:.2g} (eta={e:g}, gamma={g:g}: exact {x:.4g}, gamma/(gamma+eta h) {g / (g + e):.4g})"
+                for e, g, r, se, x in mc_points
+            )
+            + f"; largest abs(z) {np.max(np.abs(mc_z)):.2f}",
+        )
+    )
     figures.append(outdir / "averaging_ratio.png")
     save_figure(_plot_ratio(eta, gamma, ratio, mc_points), figures[-1])
 
-    body = "\n\n".join([
-        "SGD theta_{t+1} = theta_t - eta_t (Hs (theta_t - mu) + xi_t), Cov xi = Sigma, with EMAs "
-        "ema_t = (1 - gamma_t) ema_{t-1} + gamma_t theta_t. The joint moments follow a linear recursion "
-        "(exact for any schedules); the stationary law solves a discrete Lyapunov equation and, in 1-D, has "
-        "closed forms derived with sympy. See docs/averaging.md.",
-        "Exact vs Monte Carlo at T (z = (MC - exact)/SE):",
-        markdown_table(table),
-    ])
-    return Section(key="averaging", title="SGD with iterate averaging on quadratics", body=body,
-                   verdicts=verdicts, figures=figures,
-                   command=f"gva reproduce {'--quick ' if quick else ''}--only averaging")
+    body = "\n\n".join(
+        [
+            "SGD theta_{t+1} = theta_t - eta_t (Hs (theta_t - mu) + xi_t), Cov xi = Sigma, with EMAs "
+            "ema_t = (1 - gamma_t) ema_{t-1} + gamma_t theta_t. The joint moments follow a linear recursion "
+            "(exact for any schedules); the stationary law solves a discrete Lyapunov equation and, in 1-D, has "
+            "closed forms derived with sympy. See docs/averaging.md.",
+            "Exact vs Monte Carlo at T (z = (MC - exact)/SE):",
+            markdown_table(table),
+        ]
+    )
+    return Section(
+        key="averaging",
+        title="SGD with iterate averaging on quadratics",
+        body=body,
+        verdicts=verdicts,
+        figures=figures,
+        command=f"gva reproduce {'--quick ' if quick else ''}--only averaging",
+    )

@@ -13,15 +13,16 @@ from validation.report import Section, Verdict
 
 
 def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
-    from gvaempirics.bc import load_result, train_bc
-    from gvaempirics.bc_config import PRESETS, BCConfig
-    from gvaempirics.bc_plots import plot_figure1
-    from validation.cli._common import save_figure
+    from gvaempirics.bc.config import PRESETS, BCConfig
+    from gvaempirics.bc.plots import plot_figure1
+    from gvaempirics.bc.results import load_result
+    from gvaempirics.bc.train import train_bc
+    from validation.report import save_figure
 
     preset = "quick" if quick else "paper"
     cfg = BCConfig(**{**PRESETS[preset], "seed": seed + 1})
     outdir = Path(outdir)
-    summary = train_bc(cfg, outdir / "run", resume=True, quiet=quiet)
+    summary = train_bc(cfg, outdir / "run", quiet=quiet)
     res = load_result(outdir / "run")
     fig_path = outdir / "bc_figure1.png"
     save_figure(plot_figure1(res), fig_path)
@@ -50,8 +51,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     ]
     body = (
         f"Configuration `{preset}` ({cfg.env}, {cfg.n_demos} demonstrations of H={cfg.demo_horizon}, "
-        f"{cfg.depth}x{cfg.width} MLP, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, {cfg.steps} steps; "
-        f"{cfg.eval_ics} seeded initial conditions, the same for every iterate; every iterate evaluated in "
+        f"{cfg.depth}x{cfg.width} MLP, {cfg.optimizer} eta {cfg.eta}, batch {cfg.batch_size}, {cfg.steps} steps; "
+        f"{cfg.ics} seeded initial conditions, the same for every iterate; every iterate evaluated in "
         f"the zoom window{'s' if len(cfg.zoom_windows) > 1 else ''} starting at {', '.join(map(str, cfg.zoom_windows))}). "
         f"Run directory: `{outdir / 'run'}`; rerun the figure with `gva bc plot {outdir / 'run'}`.\n\n"
         "| weights | final return | falls | final val loss | zoom mean return | zoom reward osc. | zoom loss osc. | amplification | flip rate |\n"

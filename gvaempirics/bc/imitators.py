@@ -51,7 +51,9 @@ class ImitatorSpec:
         check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
         check_int("history", self.history, 1)
         if self.kind == "mlp" and self.history != 1:
-            raise ValueError(f"history={self.history} is out of range for kind='mlp': an MLP reads one augmented state (history=1)")
+            raise ValueError(
+                f"history={self.history} is out of range for kind='mlp': an MLP reads one augmented state (history=1)"
+            )
         check_int("n_heads", self.n_heads, 1)
         if self.kind == "transformer" and self.width % self.n_heads:
             raise ValueError(f"width={self.width} must be divisible by n_heads={self.n_heads}")
@@ -102,8 +104,14 @@ class TransformerImitator(_Standardized):
         self.embed = nn.Linear(spec.d_in, spec.width)
         self.pos = nn.Parameter(torch.zeros(spec.history, spec.width))
         layer = nn.TransformerEncoderLayer(
-            spec.width, spec.n_heads, dim_feedforward=4 * spec.width, dropout=spec.dropout,
-            activation="gelu" if spec.activation == "gelu" else "relu", batch_first=True, norm_first=True,
+            spec.width,
+            spec.n_heads,
+            dim_feedforward=4 * spec.width,
+            dropout=spec.dropout,
+            # relu and gelu by name (torch's fused path); tanh and silu as modules
+            activation=spec.activation if spec.activation in ("relu", "gelu") else ACTIVATIONS[spec.activation](),
+            batch_first=True,
+            norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(layer, spec.depth, enable_nested_tensor=False)
         self.head = nn.Linear(spec.width, spec.d_act)
@@ -112,8 +120,8 @@ class TransformerImitator(_Standardized):
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-2]
         h = self.embed(self._normalize(x.reshape(-1, *x.shape[-2:]))) + self.pos  # (B, W, width)
-        h = self.blocks(h, mask=self.causal, is_causal=True)                         # (B, W, width)
-        return self.head(h[:, -1]).reshape(*lead, self.spec.d_act)                  # (..., d_act)
+        h = self.blocks(h, mask=self.causal, is_causal=True)  # (B, W, width)
+        return self.head(h[:, -1]).reshape(*lead, self.spec.d_act)  # (..., d_act)
 
 
 def make_imitator(spec: ImitatorSpec) -> _Standardized:

@@ -1,4 +1,4 @@
-"""Figure-1-style plots of a behavior-cloning run, drawn from a :class:`~gvaempirics.bc.BCResult`.
+"""Figure-1-style plots of a behavior-cloning run, drawn from a :class:`~gvaempirics.bc.train.BCResult`.
 
 Nothing here trains or rolls out: a figure can be regenerated from a saved run directory.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bc import BCResult
+from .results import BCResult
 
 
 def plot_figure1(res: BCResult, *, title: str | None = None):
@@ -23,12 +23,20 @@ def plot_figure1(res: BCResult, *, title: str | None = None):
     steps = res.eval_steps[grid]
     ax = axes[0]
     r = res.returns[raw][grid]
-    ax.plot(np.repeat(steps, r.shape[1]), r.ravel(), ".", color="tab:blue", alpha=0.25, ms=3, label="raw, per initial condition")
+    ax.plot(
+        np.repeat(steps, r.shape[1]),
+        r.ravel(),
+        ".",
+        color="tab:blue",
+        alpha=0.25,
+        ms=3,
+        label="raw, per initial condition",
+    )
     ax.plot(steps, r.mean(1), "-", color="tab:blue", lw=1.2, label="raw, mean")
     ax.plot(steps, res.returns[avg][grid].mean(1), "-", color="tab:orange", lw=2, label=f"{avg}, mean")
     if np.isfinite(res.expert_return):
         ax.axhline(res.expert_return, color="k", ls=":", lw=1, label="expert")
-    ax.set(xlabel="training step", ylabel=f"return J_H (H={res.config['eval_horizon']})", title="rollout reward")
+    ax.set(xlabel="training step", ylabel=f"return J_H (H={res.config['H']})", title="rollout reward")
     ax.legend(fontsize=7, loc="lower right")
 
     ax = axes[1]

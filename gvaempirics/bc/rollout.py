@@ -26,9 +26,9 @@ Conventions (identical in both paths):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -96,8 +96,13 @@ class _Batch:
         if self.kind == "Ant":
             self.extra = {"cfrc_ext": (m.nbody, 6), "xpos": (m.nbody, 3)}
         elif self.kind == "Humanoid":
-            self.extra = {"cinert": (m.nbody, 10), "cvel": (m.nbody, 6), "qfrc_actuator": (m.nv,),
-                          "cfrc_ext": (m.nbody, 6), "xipos": (m.nbody, 3)}
+            self.extra = {
+                "cinert": (m.nbody, 10),
+                "cvel": (m.nbody, 6),
+                "qfrc_actuator": (m.nv,),
+                "cfrc_ext": (m.nbody, 6),
+                "xipos": (m.nbody, 3),
+            }
         self.bufs = {k: np.empty((n,) + s) for k, s in self.extra.items()}
         self.chunks = [c for c in np.array_split(np.arange(n), threads) if len(c)]
         self.pool = ThreadPoolExecutor(len(self.chunks)) if len(self.chunks) > 1 else None
@@ -156,11 +161,20 @@ class _Batch:
         b = self.bufs
         if self.kind == "Ant":
             lo, hi = self.spec.contact_clip
-            return np.concatenate([self.qpos[:, 2:], self.qvel,
-                                   np.clip(b["cfrc_ext"][:, 1:], lo, hi).reshape(n, -1)], axis=1)
-        return np.concatenate([self.qpos[:, 2:], self.qvel, b["cinert"][:, 1:].reshape(n, -1),
-                               b["cvel"][:, 1:].reshape(n, -1), b["qfrc_actuator"][:, 6:],
-                               b["cfrc_ext"][:, 1:].reshape(n, -1)], axis=1)
+            return np.concatenate(
+                [self.qpos[:, 2:], self.qvel, np.clip(b["cfrc_ext"][:, 1:], lo, hi).reshape(n, -1)], axis=1
+            )
+        return np.concatenate(
+            [
+                self.qpos[:, 2:],
+                self.qvel,
+                b["cinert"][:, 1:].reshape(n, -1),
+                b["cvel"][:, 1:].reshape(n, -1),
+                b["qfrc_actuator"][:, 6:],
+                b["cfrc_ext"][:, 1:].reshape(n, -1),
+            ],
+            axis=1,
+        )
 
     def healthy(self) -> np.ndarray:
         s, z, q = self.spec, self.qpos, self.qvel
@@ -196,16 +210,25 @@ class _Batch:
         return (forward + healthy * s.healthy_reward) - costs, ~healthy
 
 
-def rollout(env_id: str, ics: InitialConditions, horizon: int, policy: Policy, n_policies: int = 1, *,
-            record: bool = False, threads: int = 2, quiet: bool = True) -> RolloutResult:
+def rollout(
+    env_id: str,
+    ics: InitialConditions,
+    horizon: int,
+    policy: Policy,
+    n_policies: int = 1,
+    *,
+    record: bool = False,
+    threads: int = 2,
+    quiet: bool = True,
+) -> RolloutResult:
     """Roll out ``n_policies`` batched policies from every initial condition for ``horizon`` steps.
 
     Parameters
     ----------
     env_id : str
-        One of :data:`gvaempirics.envs.ENV_IDS`; must match ``ics.env_id``.
+        One of :data:`gvaempirics.bc.envs.ENV_IDS`; must match ``ics.env_id``.
     ics : InitialConditions
-        ``I = ics.n`` start states (:func:`gvaempirics.envs.initial_conditions`).
+        ``I = ics.n`` start states (:func:`gvaempirics.bc.envs.initial_conditions`).
     horizon : int
         ``H >= 1`` steps.
     policy : callable
@@ -251,7 +274,7 @@ def rollout(env_id: str, ics: InitialConditions, horizon: int, policy: Policy, n
             active &= ~term
             if not active.any():
                 if rec is not None:  # the frozen observation is what a policy would keep seeing
-                    rec[0][:, t + 1:] = obs[:, None]
+                    rec[0][:, t + 1 :] = obs[:, None]
                 break
     finally:
         batch.close()
@@ -261,8 +284,17 @@ def rollout(env_id: str, ics: InitialConditions, horizon: int, policy: Policy, n
     return RolloutResult(returns.reshape(shape), lengths.reshape(shape), *(a.reshape(shape + a.shape[1:]) for a in rec))
 
 
-def rollout_reference(env_id: str, ics: InitialConditions, horizon: int, policy: Policy, n_policies: int = 1, *,
-                      record: bool = False, threads: int = 2, quiet: bool = True) -> RolloutResult:
+def rollout_reference(
+    env_id: str,
+    ics: InitialConditions,
+    horizon: int,
+    policy: Policy,
+    n_policies: int = 1,
+    *,
+    record: bool = False,
+    threads: int = 2,
+    quiet: bool = True,
+) -> RolloutResult:
     """Plain gymnasium loop with the semantics of :func:`rollout` (``threads`` is ignored).
 
     One ``gymnasium.make(env_id)`` env per (policy, initial condition), reset with the
@@ -278,8 +310,10 @@ def rollout_reference(env_id: str, ics: InitialConditions, horizon: int, policy:
         for i in range(I):
             env = gym.make(env_id)  # TimeLimit only flags truncation, which we ignore
             o, _ = env.reset(seed=int(ics.reset_seeds[i]))
-            if not (np.array_equal(env.unwrapped.data.qpos, ics.qpos[i])
-                    and np.array_equal(env.unwrapped.data.qvel, ics.qvel[i])):
+            if not (
+                np.array_equal(env.unwrapped.data.qpos, ics.qpos[i])
+                and np.array_equal(env.unwrapped.data.qvel, ics.qvel[i])
+            ):
                 raise ValueError(f"initial condition {i} is not the reset state of seed {ics.reset_seeds[i]}")
             envs.append(env)
             obs.append(o)
@@ -299,7 +333,7 @@ def rollout_reference(env_id: str, ics: InitialConditions, horizon: int, policy:
             lengths[k] += 1
             active[k] = not term
         if not active.any():
-            rec[0][:, t + 1:] = obs[:, None]
+            rec[0][:, t + 1 :] = obs[:, None]
             break
     for env in envs:
         env.close()
@@ -344,3 +378,28 @@ def stacked_policy(module: nn.Module, params_list: Sequence[dict[str, Tensor]]) 
 
     return policy
 
+
+def run_episodes(
+    env_id: str,
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    ics: InitialConditions,
+    horizon: int,
+    *,
+    record: bool = False,
+    threads: int = 2,
+) -> dict[str, np.ndarray]:
+    """Roll one deterministic policy from each initial condition (experts: evaluation, demonstrations).
+
+    An episode stops at termination or at ``horizon``. Returns ``returns (I,)``, ``lengths (I,)``
+    and with ``record`` ``obs (I, H, obs_dim)`` and ``actions (I, H, act_dim)`` (float32, zero
+    after termination).
+    """
+    res = rollout(env_id, ics, horizon, lambda obs: policy(obs[0])[None], record=record, threads=threads)
+    out = {"returns": res.returns[0], "lengths": res.lengths[0]}
+    if record:
+        alive = res.alive[0][..., None]  # (I, H, 1)
+        out.update(
+            obs=np.where(alive, res.obs[0], 0.0).astype(np.float32),
+            actions=np.where(alive, res.actions[0], 0.0).astype(np.float32),
+        )
+    return out

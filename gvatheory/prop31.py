@@ -20,7 +20,7 @@ which is :math:`\delta`-Lipschitz with :math:`\Delta(0)=0` exactly when
 
 chosen because (i) it is bounded in [0, 1] as the proposition needs, (ii) it is smooth with
 :math:`1 - r(x) \approx \|x\|^2/(2s^2)` near the origin, so it is the bounded version of the
-quadratic cost used in :mod:`gvatheory.gva`, and (iii) its expectation under a Gaussian state is
+quadratic cost used in :mod:`gvatheory.linear_gva`, and (iii) its expectation under a Gaussian state is
 closed-form: for :math:`x \sim \mathcal N(\mu, \Sigma)`,
 
 .. math::
@@ -54,24 +54,37 @@ The exponential regime ends when :math:`|x_H|` reaches the reward scale,
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from scipy import optimize
 
-from ._checks import check_finite, check_int, check_positive, check_range, check_shape
+from ._checks import (
+    MAX_SCALE,
+    MIN_SCALE,
+    check_finite,
+    check_int,
+    check_matrix,
+    check_memory,
+    check_positive,
+    check_psd,
+    check_range,
+    check_shape,
+)
+from .moments import moment_sequence
 from .stats import Estimate, SeedLike, estimate, seed_sequence
 
-
-def _as_matrix(name: str, value, shape: tuple[int, int] | None = None) -> np.ndarray:
-    arr = check_finite(name, value)
-    arr = np.atleast_2d(arr) if arr.ndim < 2 else arr
-    if arr.ndim != 2:
-        raise ValueError(f"{name} has {arr.ndim} dimensions, expected a matrix")
-    if shape is not None:
-        check_shape(name, arr, shape)
-    return arr
+__all__ = [
+    "LinearClosedLoop",
+    "prop31_system",
+    "WorstCaseGap",
+    "worst_case_gap",
+    "GrowthFit",
+    "Prop31Table",
+    "prop31_table",
+]
 
 
 @dataclass(frozen=True)
@@ -100,20 +113,20 @@ class LinearClosedLoop:
     x0_cov: np.ndarray = field(default=None)
 
     def __post_init__(self):
-        A = _as_matrix("A", self.A)
+        A = check_matrix("A", self.A)
         n = A.shape[0]
         check_shape("A", A, (n, n))
-        B = _as_matrix("B", self.B)
+        B = check_matrix("B", self.B)
         if B.shape[0] != n:
             raise ValueError(f"B has shape {B.shape}, expected ({n}, m) to match A")
         m = B.shape[1]
-        K = _as_matrix("K", self.K, (m, n))
-        check_positive("s", self.s)
+        K = check_matrix("K", self.K, (m, n))
+        # s^2 must be a positive, finite float: the reward and its expectation divide by it
+        check_range("s", self.s, MIN_SCALE, MAX_SCALE, low_open=True, high_open=True)
         mean = check_finite("x0_mean", self.x0_mean).reshape(-1)
         check_shape("x0_mean", mean, (n,))
-        cov = np.zeros((n, n)) if self.x0_cov is None else _as_matrix("x0_cov", self.x0_cov, (n, n))
-        if not np.allclose(cov, cov.T) or np.linalg.eigvalsh((cov + cov.T) / 2).min() < -1e-12:
-            raise ValueError(f"x0_cov={cov.tolist()} must be symmetric positive semi-definite")
+        cov = np.zeros((n, n)) if self.x0_cov is None else check_matrix("x0_cov", self.x0_cov, (n, n))
+        check_psd("x0_cov", cov)
         for name, value in (("A", A), ("B", B), ("K", K), ("x0_mean", mean), ("x0_cov", cov)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "s", float(self.s))
@@ -129,7 +142,7 @@ class LinearClosedLoop:
     def _D(self, D) -> np.ndarray:
         if D is None:
             return np.zeros((self.m, self.n))
-        return _as_matrix("D", D, (self.m, self.n))
+        return check_matrix("D", D, (self.m, self.n))
 
     def closed_loop(self, D=None) -> np.ndarray:
         r""":math:`M = A + B(K + D)`."""
@@ -137,15 +150,9 @@ class LinearClosedLoop:
 
     def _moments(self, D, H: int) -> tuple[np.ndarray, np.ndarray]:
         """State means (H, n) and covariances (H, n, n) of the closed loop, h = 0..H-1."""
-        M = self.closed_loop(D)
-        mu = np.empty((H, self.n))
-        cov = np.empty((H, self.n, self.n))
-        mu[0], cov[0] = self.x0_mean, self.x0_cov
-        with np.errstate(over="ignore", invalid="ignore"):
-            for h in range(1, H):
-                mu[h] = M @ mu[h - 1]
-                cov[h] = M @ cov[h - 1] @ M.T
-        return mu, cov
+        # the moments and the few temporaries of expected_reward, per step
+        check_memory("H", H, 64 * self.n * (self.n + 1))
+        return moment_sequence(self.closed_loop(D), self.x0_mean, self.x0_cov, H)
 
     def expected_reward(self, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
         r""":math:`\mathbb E\, r(x)` for :math:`x \sim \mathcal N(\mu, \Sigma)`, batched over leading axes.
@@ -160,9 +167,10 @@ class LinearClosedLoop:
         cov = np.where(ok[..., None, None], cov, 0.0)
         s2 = self.s**2
         eye = np.eye(self.n)
-        _, logdet = np.linalg.slogdet(eye + cov / s2)
-        quad = np.einsum("...i,...i->...", mean, np.linalg.solve(s2 * eye + cov, mean[..., None])[..., 0])
-        return np.where(ok, np.exp(-0.5 * logdet - 0.5 * quad), 0.0)
+        with np.errstate(over="ignore"):  # a huge state: the quadratic form overflows, the reward is 0
+            _, logdet = np.linalg.slogdet(eye + cov / s2)
+            quad = np.einsum("...i,...i->...", mean, np.linalg.solve(s2 * eye + cov, mean[..., None])[..., 0])
+            return np.where(ok, np.exp(-0.5 * logdet - 0.5 * quad), 0.0)
 
     def rewards(self, H: int, D=None) -> np.ndarray:
         r"""Exact :math:`\mathbb E\, r(x_h)` for ``h = 0..H-1`` under the policy :math:`(K + D)x`."""
@@ -179,15 +187,19 @@ class LinearClosedLoop:
         H = check_int("H", H, 1)
         D = self._D(D)
         mu, cov = self._moments(None, H)
-        second = cov + mu[:, :, None] * mu[:, None, :]
-        return float(np.einsum("ij,hjk,ik->", D, second, D))
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge D overflows to inf
+            second = cov + mu[:, :, None] * mu[:, None, :]
+            loss = float(np.einsum("ij,hjk,ik->", D, second, D))
+        return loss if math.isfinite(loss) else math.inf
 
     def loss_bound(self, H: int, delta: float) -> float:
         r""":math:`\delta^2 \sum_{h<H} \mathbb E\|x^\star_h\|^2`, the bound for every :math:`\|D\|_{op} \le \delta`."""
         H = check_int("H", H, 1)
         delta = float(check_range("delta", delta, 0.0))
         mu, cov = self._moments(None, H)
-        return float(delta**2 * (np.einsum("hi,hi->", mu, mu) + np.einsum("hii->", cov)))
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge delta overflows to inf
+            bound = float(np.float64(delta) ** 2 * (np.einsum("hi,hi->", mu, mu) + np.einsum("hii->", cov)))
+        return bound if math.isfinite(bound) else math.inf
 
     def simulate(self, H: int, x0: np.ndarray, Delta: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         r"""Plain rollout from a batch of initial states; the reference for the closed forms.
@@ -228,8 +240,9 @@ class LinearClosedLoop:
         return estimate(self.simulate(H, x0, lambda x: x @ D.T).sum(axis=1))
 
 
-def prop31_system(*, x0: float = 0.01, s: float = 1.0, a: float = 1.0, k: float = 0.0, b: float = 1.0,
-                  x0_sd: float = 0.0) -> LinearClosedLoop:
+def prop31_system(
+    *, x0: float = 0.01, s: float = 1.0, a: float = 1.0, k: float = 0.0, b: float = 1.0, x0_sd: float = 0.0
+) -> LinearClosedLoop:
     r"""The scalar construction: :math:`x_{h+1} = a x_h + b u_h`, expert :math:`u = kx`.
 
     The defaults :math:`a = b = 1, k = 0` make the expert closed loop marginally stable
@@ -246,6 +259,7 @@ class WorstCaseGap:
 
     ``gap`` is attained by the returned ``D`` (a certified lower bound on the worst case; exact
     when ``exact``); ``upper`` is a certified upper bound (see :func:`worst_case_gap`).
+    ``overflow`` marks a value that overflowed float64 (reported as ``inf``, for a huge ``delta``).
     """
 
     H: int
@@ -257,19 +271,25 @@ class WorstCaseGap:
     loss: float
     loss_bound: float
 
+    @property
+    def overflow(self) -> bool:
+        return not all(math.isfinite(v) for v in (self.gap, self.upper, self.loss, self.loss_bound))
+
 
 def _gap_upper(system: LinearClosedLoop, H: int, delta: float) -> float:
     # E r(x) >= 1 - E|x|^2/(2 s^2) and E|x_h|^2 <= c^{2h} E|x_0|^2 with c >= ||A + B(K+D)||_op.
     c = np.linalg.norm(system.closed_loop(), 2) + np.linalg.norm(system.B, 2) * delta
-    second0 = system.x0_mean @ system.x0_mean + np.trace(system.x0_cov)
     h = np.arange(H)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # huge x0 or delta: q saturates at 1
+        second0 = system.x0_mean @ system.x0_mean + np.trace(system.x0_cov)
         q = np.minimum(c ** (2.0 * h) * second0 / (2 * system.s**2), 1.0)
+    q = np.where(second0 > 0, q, 0.0)  # a state at 0 stays there, whatever c (inf * 0)
     return float(np.sum(np.maximum(system.rewards(H) - (1.0 - q), 0.0)))
 
 
-def worst_case_gap(system: LinearClosedLoop, H: int, delta: float, *, restarts: int = 8,
-                   seed: SeedLike = 0) -> WorstCaseGap:
+def worst_case_gap(
+    system: LinearClosedLoop, H: int, delta: float, *, restarts: int = 8, seed: SeedLike = 0
+) -> WorstCaseGap:
     r"""Worst reward gap over linear perturbations :math:`\|D\|_{op} \le \delta`.
 
     Scalar systems (``n = m = 1``) are solved exactly: the closed-loop law depends on
@@ -305,14 +325,26 @@ def worst_case_gap(system: LinearClosedLoop, H: int, delta: float, *, restarts: 
         for _ in range(restarts):
             w0 = rng.standard_normal(shape)
             w0 /= np.linalg.norm(w0, 2)
-            res = optimize.minimize(lambda w: system.J(H, project(w)), w0.ravel(), method="Nelder-Mead",
-                                    options={"xatol": 1e-6, "fatol": 1e-12, "maxiter": 400 * w0.size})
+            res = optimize.minimize(
+                lambda w: system.J(H, project(w)),
+                w0.ravel(),
+                method="Nelder-Mead",
+                options={"xatol": 1e-6, "fatol": 1e-12, "maxiter": 400 * w0.size},
+            )
             gap = J0 - system.J(H, project(res.x))
             if gap > best:
                 best, best_D = gap, project(res.x)
         D, exact = best_D, False
-    return WorstCaseGap(H=H, delta=delta, D=D, gap=J0 - system.J(H, D), upper=_gap_upper(system, H, delta),
-                        exact=exact, loss=system.imitation_loss(H, D), loss_bound=system.loss_bound(H, delta))
+    return WorstCaseGap(
+        H=H,
+        delta=delta,
+        D=D,
+        gap=J0 - system.J(H, D),
+        upper=_gap_upper(system, H, delta),
+        exact=exact,
+        loss=system.imitation_loss(H, D),
+        loss_bound=system.loss_bound(H, delta),
+    )
 
 
 @dataclass(frozen=True)
@@ -333,7 +365,10 @@ class GrowthFit:
 
 @dataclass(frozen=True)
 class Prop31Table:
-    """Worst-case gaps on an ``H`` x ``delta`` grid (arrays of shape ``(len(H), len(delta))``)."""
+    """Worst-case gaps on an ``H`` x ``delta`` grid (arrays of shape ``(len(H), len(delta))``).
+
+    ``overflow`` marks the grid points where a value overflowed float64 and is reported as ``inf``.
+    """
 
     system: LinearClosedLoop
     H: np.ndarray
@@ -345,22 +380,42 @@ class Prop31Table:
     ceiling: np.ndarray
     exact: bool
 
+    @property
+    def overflow(self) -> np.ndarray:
+        finite = np.isfinite(self.gap) & np.isfinite(self.upper) & np.isfinite(self.loss) & np.isfinite(self.loss_bound)
+        return ~finite
+
     def rows(self) -> list[dict]:
-        return [{"H": int(H), "delta": float(d), "H*delta": float(H * d), "gap": float(self.gap[i, j]),
-                 "gap_upper": float(self.upper[i, j]), "ceiling": float(self.ceiling[i]),
-                 "loss_bc": float(self.loss[i, j]), "loss/(H delta^2)": float(self.loss[i, j] / (H * d * d))}
-                for i, H in enumerate(self.H) for j, d in enumerate(self.delta)]
+        inf = lambda v: float(v) if np.isfinite(v) else math.inf  # noqa: E731 (overflow is inf, never NaN)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return [
+                {
+                    "H": int(H),
+                    "delta": float(d),
+                    "H*delta": inf(H * d),
+                    "gap": float(self.gap[i, j]),
+                    "gap_upper": float(self.upper[i, j]),
+                    "ceiling": float(self.ceiling[i]),
+                    "loss_bc": float(self.loss[i, j]),
+                    "loss/(H delta^2)": inf(self.loss[i, j] / (H * d * d)),
+                }
+                for i, H in enumerate(self.H)
+                for j, d in enumerate(self.delta)
+            ]
 
     def fit(self, *, min_Hdelta: float = 1.0, max_fraction: float = 0.1) -> GrowthFit:
         r"""Fit the exponent on points with :math:`H\delta \ge` ``min_Hdelta`` and gap below
         ``max_fraction`` of its ceiling :math:`\sum_h \mathbb E\, r(x^\star_h)` (pre-saturation)."""
-        Hd = self.H[:, None] * self.delta[None, :]
+        with np.errstate(over="ignore"):  # a huge delta gives H delta = inf, outside the regime anyway
+            Hd = self.H[:, None] * self.delta[None, :]
         logd = np.broadcast_to(np.log(self.delta)[None, :], Hd.shape)
         used = (Hd >= min_Hdelta) & (self.gap > 0) & (self.gap <= max_fraction * self.ceiling[:, None])
         if used.sum() < 4:
-            raise ValueError(f"only {int(used.sum())} grid points lie in the exponential regime "
-                             f"(H*delta >= {min_Hdelta}, gap <= {max_fraction} x ceiling); at least 4 are needed: "
-                             "widen the H or delta grid")
+            raise ValueError(
+                f"only {int(used.sum())} grid points lie in the exponential regime "
+                f"(H*delta >= {min_Hdelta}, gap <= {max_fraction} x ceiling); at least 4 are needed: "
+                "widen the H or delta grid"
+            )
         X = np.column_stack([np.ones(used.sum()), Hd[used], logd[used]])
         y = np.log(self.gap[used])
         coef, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -368,34 +423,14 @@ class Prop31Table:
         dof = max(len(y) - 3, 1)
         cov = (resid @ resid / dof) * np.linalg.pinv(X.T @ X)
         r2 = 1.0 - resid @ resid / max(np.sum((y - y.mean()) ** 2), 1e-300)
-        return GrowthFit(kappa=float(coef[1]), kappa_se=float(np.sqrt(cov[1, 1])), lam=float(coef[2]),
-                         intercept=float(coef[0]), r2=float(r2), used=used)
-
-    def plot(self, ax=None, fit: GrowthFit | None = None):
-        """Gap against :math:`H\\delta` (log scale), one colour per ``delta``: the worst-case gap
-        (dots), its certified upper bound (dotted), the ceiling :math:`J_H(\\pi^\\star)` (dashed) and,
-        with ``fit``, the fitted :math:`e^{c + \\kappa H\\delta}\\delta^\\lambda` (thin solid)."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6.5, 4.5))
-        for j, d in enumerate(self.delta):
-            Hd = self.H * d
-            line, = ax.semilogy(Hd, self.gap[:, j], "o-", ms=4, label=f"delta={d:g}")
-            color = line.get_color()
-            ax.semilogy(Hd, self.upper[:, j], ":", color=color, lw=1.5)
-            ax.semilogy(Hd, self.ceiling, "--", color=color, lw=0.8)
-            if fit is not None and fit.used[:, j].any():
-                x = Hd[fit.used[:, j]]
-                ax.semilogy(x, np.exp(fit.intercept + fit.kappa * x + fit.lam * np.log(d)), "-", color="k", lw=0.8)
-        title = "Prop. 3.1: worst-case gap (dots), upper bound (dotted), ceiling (dashed)"
-        if fit is not None:
-            title += f"\nfit (black): kappa = {fit.kappa:.3f} +- {fit.kappa_se:.3f}"
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("H * delta")
-        ax.set_ylabel("J_H(pi*) - J_H(pi* + Delta)")
-        ax.legend(fontsize=7)
-        return ax.figure
+        return GrowthFit(
+            kappa=float(coef[1]),
+            kappa_se=float(np.sqrt(cov[1, 1])),
+            lam=float(coef[2]),
+            intercept=float(coef[0]),
+            r2=float(r2),
+            used=used,
+        )
 
 
 def prop31_table(system: LinearClosedLoop, H_grid, delta_grid, *, restarts: int = 8, seed: SeedLike = 0) -> Prop31Table:
@@ -411,5 +446,14 @@ def prop31_table(system: LinearClosedLoop, H_grid, delta_grid, *, restarts: int 
             gap[i, j], upper[i, j], loss[i, j], bound[i, j] = w.gap, w.upper, w.loss, w.loss_bound
             exact &= w.exact
     ceiling = np.array([system.J(int(H)) for H in H_arr])
-    return Prop31Table(system=system, H=H_arr, delta=d_arr, gap=gap, upper=upper, loss=loss,
-                       loss_bound=bound, ceiling=ceiling, exact=exact)
+    return Prop31Table(
+        system=system,
+        H=H_arr,
+        delta=d_arr,
+        gap=gap,
+        upper=upper,
+        loss=loss,
+        loss_bound=bound,
+        ceiling=ceiling,
+        exact=exact,
+    )

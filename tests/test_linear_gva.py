@@ -3,8 +3,16 @@ import warnings
 import numpy as np
 import pytest
 
-from gvatheory.gva import (LinearBC, delta_method, double_integrator, gva_experiment, predict_moments, run_sgd,
-                           sgd_reference, stationary_moments)
+from gvatheory.linear_gva import (
+    LinearBC,
+    delta_method,
+    double_integrator,
+    gva_experiment,
+    predict_moments,
+    run_sgd,
+    sgd_reference,
+    stationary_moments,
+)
 from gvatheory.stats import chain_keys, estimate
 
 
@@ -94,14 +102,28 @@ def test_overflow_is_inf_with_flag_and_no_warning():
     assert np.isfinite(c.value[1, 0]) and c.value[1, 1] == np.inf and c.overflow[1, 1]
 
 
+def test_divergent_step_size_is_refused_unless_allowed():
+    p = _problem()
+    limit = 2 / np.linalg.eigvalsh(p.hessian()).max()
+    for call in (
+        lambda: run_sgd(p, eta=5.0, gamma=0.1, batch_size=2, steps=10, chains=2),
+        lambda: predict_moments(p, eta=5.0, gamma=0.1, batch_size=2, steps=10),
+        lambda: gva_experiment(p, eta=5.0, gamma=0.1, batch_size=2, steps=10, chains=2, H=[10]),
+    ):
+        with pytest.raises(ValueError, match=rf"eta=5 is out of range: .* eta in \(0, {limit:.4g}\)"):
+            call()
+    with pytest.raises(ValueError, match="chains=1 is out of range"):
+        gva_experiment(p, eta=0.01, gamma=0.1, batch_size=2, steps=10, chains=1, H=[10])
+
+
 def test_divergent_sgd_is_flagged_not_nan():
     p = _problem()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        run = run_sgd(p, eta=5.0, gamma=0.1, batch=2, steps=400, seeds=3, record_every=400)
+        run = run_sgd(p, eta=5.0, gamma=0.1, batch_size=2, steps=400, chains=3, record_every=400, allow_divergent=True)
         c = p.cost(run.K[:, -1], 50)
         loss = p.loss_bc(run.K[:, -1])
-        exp = gva_experiment(p, eta=5.0, gamma=0.1, batch=2, steps=400, seeds=3, H=[10, 50])
+        exp = gva_experiment(p, eta=5.0, gamma=0.1, batch_size=2, steps=400, chains=3, H=[10, 50], allow_divergent=True)
     assert run.diverged.all()
     assert np.all(c.value == np.inf) and c.overflow.all() and np.all(loss == np.inf)
     assert np.all(exp.final_sd("raw")[0] == np.inf) and np.all(exp.pred_raw.sd == np.inf)
@@ -112,7 +134,7 @@ def test_first_sgd_steps_by_hand():
     p = _problem(N=5, traj_len=20, misspec=0.02)
     eta, gamma, b = 0.03, 0.2, 3
     K0 = p.K_star + [[0.01, -0.02]]
-    run = run_sgd(p, eta=eta, gamma=gamma, batch=b, steps=2, seeds=1, seed=7, init=K0)
+    run = run_sgd(p, eta=eta, gamma=gamma, batch_size=b, steps=2, chains=1, seed=7, init=K0)
     X, U = p.sample(np.random.default_rng(int(chain_keys(7, 1)[0])), (2, b))
     K1 = K0 - eta * 2 / b * sum(np.outer(K0 @ X[0, i] - U[0, i], X[0, i]) for i in range(b))
     K2 = K1 - eta * 2 / b * sum(np.outer(K1 @ X[1, i] - U[1, i], X[1, i]) for i in range(b))
@@ -125,13 +147,13 @@ def test_first_sgd_steps_by_hand():
 @pytest.mark.parametrize("N", [None, 5])
 def test_vectorized_sgd_matches_reference_and_is_seeded(N):
     p = _problem(N=N, traj_len=20, misspec=0.02)
-    kw = dict(eta=0.01, gamma=0.05, batch=4, steps=300, seed=5)  # crosses a chunk of random draws
-    run = run_sgd(p, seeds=4, record_every=300, **kw)
+    kw = dict(eta=0.01, gamma=0.05, batch_size=4, steps=300, seed=5)  # crosses a chunk of random draws
+    run = run_sgd(p, chains=4, record_every=300, **kw)
     K, ema = sgd_reference(p, chain=2, **kw)
     np.testing.assert_allclose(run.K[2, -1], K, rtol=1e-10)
     np.testing.assert_allclose(run.ema[2, -1], ema, rtol=1e-10)
     # chain i does not depend on how many chains run
-    np.testing.assert_array_equal(run_sgd(p, seeds=2, record_every=300, **kw).K[:, -1], run.K[:2, -1])
+    np.testing.assert_array_equal(run_sgd(p, chains=2, record_every=300, **kw).K[:, -1], run.K[:2, -1])
 
 
 def test_noiseless_realizable_has_no_gradient_noise():
@@ -139,14 +161,14 @@ def test_noiseless_realizable_has_no_gradient_noise():
         p = _problem(N=N, label_noise=0.0, misspec=0.0, traj_len=30)
         np.testing.assert_allclose(p.K_bar(), p.K_star, atol=1e-9)
         assert np.abs(p.gradient_noise_cov(p.K_star)).max() < 1e-20
-        run = run_sgd(p, eta=0.01, gamma=0.1, batch=2, steps=50, seeds=3)
+        run = run_sgd(p, eta=0.01, gamma=0.1, batch_size=2, steps=50, chains=3)
         np.testing.assert_allclose(run.K[:, -1], np.broadcast_to(p.K_star, (3, 1, 2)), atol=1e-12)
 
 
 def test_moment_recursion_converges_to_lyapunov():
     p = _problem(N=5, traj_len=20)
-    st = stationary_moments(p, eta=0.02, gamma=0.05, batch=4)
-    pr = predict_moments(p, eta=0.02, gamma=0.05, batch=4, steps=30_000)
+    st = stationary_moments(p, eta=0.02, gamma=0.05, batch_size=4)
+    pr = predict_moments(p, eta=0.02, gamma=0.05, batch_size=4, steps=30_000)
     np.testing.assert_allclose(pr.cov_raw, st.cov_raw, rtol=1e-6)
     np.testing.assert_allclose(pr.cov_ema, st.cov_ema, rtol=1e-6)
     np.testing.assert_allclose(pr.mean_raw, st.mean_raw, atol=1e-9)
@@ -155,9 +177,9 @@ def test_moment_recursion_converges_to_lyapunov():
 def test_lyapunov_covariance_matches_monte_carlo():
     # small case: 5 short demonstrations, eta well inside the stable range, long enough to mix
     p = _problem(N=5, traj_len=20, rho=0.9)
-    kw = dict(eta=0.05, gamma=0.05, batch=4)
+    kw = dict(eta=0.05, gamma=0.05, batch_size=4)
     st = stationary_moments(p, **kw)
-    run = run_sgd(p, steps=1500, seeds=2000, seed=0, record_every=1500, init=p.K_bar(), **kw)
+    run = run_sgd(p, steps=1500, chains=2000, seed=0, record_every=1500, init=p.K_bar(), **kw)
     for arr, mean, cov in ((run.K[:, -1], st.mean_raw, st.cov_raw), (run.ema[:, -1], st.mean_ema, st.cov_ema)):
         dev = arr.reshape(len(arr), -1) - mean.reshape(-1)
         assert estimate(dev).agrees(np.zeros(2))
@@ -194,12 +216,12 @@ def test_delta_method_matches_gaussian_monte_carlo_small_noise():
 
 def test_experiment_shows_amplification_and_ema_gain():
     p = _problem()
-    exp = gva_experiment(p, eta=0.01, gamma=0.01, batch=8, steps=1500, seeds=60, H=[25, 200], seed=1)
+    exp = gva_experiment(p, eta=0.01, gamma=0.01, batch_size=8, steps=1500, chains=60, H=[25, 200], seed=1)
     sd_raw, _ = exp.final_sd("raw")
     sd_ema, _ = exp.final_sd("ema")
-    assert sd_raw[1] > 50 * sd_raw[0]            # grows with H
-    assert np.all(sd_ema < sd_raw)                # the EMA removes part of it
-    assert exp.loss_cv() < 0.2                    # while the loss barely moves
+    assert sd_raw[1] > 50 * sd_raw[0]  # grows with H
+    assert np.all(sd_ema < sd_raw)  # the EMA removes part of it
+    assert exp.loss_cv() < 0.2  # while the loss barely moves
     assert len(exp.rows()) == 2 and exp.J_raw.shape == (60, len(exp.run.steps), 2)
 
 
@@ -215,9 +237,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="K has shape"):
         _problem().cost(np.zeros((2, 2)), 5)
     with pytest.raises(ValueError, match="eta=.*unstable"):
-        stationary_moments(_problem(N=5, traj_len=20), eta=10.0, gamma=0.1, batch=1)
-    with pytest.raises(ValueError, match="batch=0"):
-        run_sgd(_problem(), eta=0.01, gamma=0.1, batch=0, steps=1, seeds=1)
+        stationary_moments(_problem(N=5, traj_len=20), eta=10.0, gamma=0.1, batch_size=1)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        run_sgd(_problem(), eta=0.01, gamma=0.1, batch_size=0, steps=1, chains=1)
     with pytest.raises(ValueError, match="no fixed data set"):
         _problem(N=None).demonstrations()
 
@@ -227,17 +249,30 @@ def test_cli_linear_gva_small_run(capsys, tmp_path):
 
     from validation.cli import main
 
-    args = ["theory", "linear-gva", "--steps", "200", "--seeds", "10", "--H", "25", "100", "--quiet", "--json"]
+    args = ["theory", "linear-gva", "--steps", "200", "--chains", "10", "--H", "25", "100", "--quiet", "--json"]
     assert main(args + ["--plot", str(tmp_path / "g.png")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["H"] for r in out["rows"]] == [25, 100] and out["loss_bc sd/mean raw"] > 0
     assert (tmp_path / "g.png").stat().st_size > 0
-    assert main(["theory", "linear-gva", "--N", "fresh", "--misspec", "0.05", "--steps", "50", "--seeds", "4",
-                 "--H", "25", "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["theory", "linear-gva", "--rho", "1.5", "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "rho=1.5" in err[0]
+    assert (
+        main(
+            [
+                "theory",
+                "linear-gva",
+                "--fresh",
+                "--misspec",
+                "0.05",
+                "--steps",
+                "50",
+                "--chains",
+                "4",
+                "--H",
+                "25",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -256,7 +291,7 @@ def test_predict_moments_first_steps_by_hand_with_schedules():
     eta, gamma = InverseTimeLR(0.05, t0=10), PowerEMA(alpha=0.5)
     K0 = p.K_star + [[0.01, 0.02]]
     Kb, Hs, C = p.K_bar(), p.hessian(), p.gradient_noise_cov() / 3
-    pr1 = predict_moments(p, eta=eta, gamma=gamma, batch=3, steps=1, init=K0)
+    pr1 = predict_moments(p, eta=eta, gamma=gamma, batch_size=3, steps=1, init=K0)
     F0 = np.eye(2) - eta(0) * Hs
     d1 = F0 @ (K0 - Kb).reshape(-1)
     np.testing.assert_allclose(pr1.mean_raw.reshape(-1), Kb.reshape(-1) + d1, rtol=1e-12)
@@ -271,10 +306,10 @@ def test_predict_moments_with_schedules_matches_monte_carlo():
     from gvatheory.schedules import InverseTimeLR, PowerEMA
 
     p = _problem(N=5, traj_len=20, rho=0.9)
-    kw = dict(eta=InverseTimeLR(0.05, t0=100), gamma=PowerEMA(alpha=0.7, gamma_min=0.02), batch=4)
+    kw = dict(eta=InverseTimeLR(0.05, t0=100), gamma=PowerEMA(alpha=0.7, gamma_min=0.02), batch_size=4)
     K0 = p.K_star + [[0.05, -0.05]]
     pr = predict_moments(p, steps=400, init=K0, **kw)
-    run = run_sgd(p, steps=400, seeds=2000, seed=3, record_every=400, init=K0, **kw)
+    run = run_sgd(p, steps=400, chains=2000, seed=3, record_every=400, init=K0, **kw)
     for arr, mean, cov in ((run.K[:, -1], pr.mean_raw, pr.cov_raw), (run.ema[:, -1], pr.mean_ema, pr.cov_ema)):
         x = arr.reshape(len(arr), -1)
         assert estimate(x).agrees(mean.reshape(-1))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from gvatheory.averagers import (
+from gvatheory.schedules import BEMASchedule, ConstantEMA, PolyakEMA, PowerEMA
+from gvatheory.stabilizers import (
     BEMA,
     EMA,
     PowerFunctionEMA,
@@ -14,7 +15,6 @@ from gvatheory.averagers import (
     power_profile_inner,
     sigma_rel_to_exponent,
 )
-from gvatheory.schedules import BEMASchedule, ConstantEMA, PolyakEMA, PowerEMA
 
 TH = [np.array([1.0, -2.0]), np.array([3.0, 5.0]), np.array([-4.0, 0.5]), np.array([2.0, 2.0])]
 

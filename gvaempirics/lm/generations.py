@@ -64,8 +64,12 @@ class Divergence:
 
     def as_dict(self) -> dict[str, float]:
         changed_first = self.first[self.first < self.H]
-        return {"pairs": self.n_pairs, "changed": self.changed, "edit": self.edit,
-                "first_divergence_mean_changed": float(changed_first.mean()) if len(changed_first) else float("nan")}
+        return {
+            "pairs": self.n_pairs,
+            "changed": self.changed,
+            "edit": self.edit,
+            "first_divergence_mean_changed": float(changed_first.mean()) if len(changed_first) else float("nan"),
+        }
 
 
 def divergence(generations: list[np.ndarray]) -> Divergence:
@@ -78,5 +82,6 @@ def divergence(generations: list[np.ndarray]) -> Divergence:
         firsts.append(first_divergence(a, b))
         edits += [edit_distance(x, y) / H for x, y in zip(a, b)]
     first = np.concatenate(firsts)
-    return Divergence(H=H, n_pairs=len(generations) - 1, first=first,
-                      changed=float(np.mean(first < H)), edit=float(np.mean(edits)))
+    return Divergence(
+        H=H, n_pairs=len(generations) - 1, first=first, changed=float(np.mean(first < H)), edit=float(np.mean(edits))
+    )

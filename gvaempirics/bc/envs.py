@@ -14,14 +14,16 @@ gymnasium step by step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 from gvatheory._checks import check_choice, check_int
-from gvatheory.stats import seed_sequence
 
-ENV_IDS: tuple[str, ...] = ("Walker2d-v5", "Hopper-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5")
+from .config import ENV_IDS  # one list of valid ids for the config, experts, demos and the evaluator
+
+# Streams of reset seeds: evaluation (experts and imitators), demonstrations, fresh-data rounds.
+STREAM_EVAL, STREAM_TRAIN, STREAM_VAL, STREAM_FRESH = 0, 1, 2, 3
 
 
 def check_env_id(env_id: str) -> str:
@@ -58,17 +60,25 @@ class EnvSpec:
 
 SPECS: dict[str, EnvSpec] = {
     "Walker2d-v5": EnvSpec("Walker2d-v5", 4, 1.0, 1e-3, 1.0, healthy_z=(0.8, 2.0), healthy_angle=(-1.0, 1.0)),
-    "Hopper-v5": EnvSpec("Hopper-v5", 4, 1.0, 1e-3, 1.0, healthy_z=(0.7, np.inf), healthy_angle=(-0.2, 0.2),
-                         healthy_state=(-100.0, 100.0)),
+    "Hopper-v5": EnvSpec(
+        "Hopper-v5",
+        4,
+        1.0,
+        1e-3,
+        1.0,
+        healthy_z=(0.7, np.inf),
+        healthy_angle=(-0.2, 0.2),
+        healthy_state=(-100.0, 100.0),
+    ),
     "HalfCheetah-v5": EnvSpec("HalfCheetah-v5", 5, 1.0, 0.1, 0.0),
-    "Ant-v5": EnvSpec("Ant-v5", 5, 1.0, 0.5, 1.0, contact_weight=5e-4, contact_clip=(-1.0, 1.0),
-                      healthy_z=(0.2, 1.0)),
-    "Humanoid-v5": EnvSpec("Humanoid-v5", 5, 1.25, 0.1, 5.0, contact_weight=5e-7, contact_clip=(-np.inf, 10.0),
-                           healthy_z=(1.0, 2.0)),
+    "Ant-v5": EnvSpec("Ant-v5", 5, 1.0, 0.5, 1.0, contact_weight=5e-4, contact_clip=(-1.0, 1.0), healthy_z=(0.2, 1.0)),
+    "Humanoid-v5": EnvSpec(
+        "Humanoid-v5", 5, 1.25, 0.1, 5.0, contact_weight=5e-7, contact_clip=(-np.inf, 10.0), healthy_z=(1.0, 2.0)
+    ),
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gym_env(env_id: str):
     import gymnasium as gym
 
@@ -100,16 +110,21 @@ def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
     return r[:, 0].copy(), r[:, 1].copy()
 
 
+def reset_seeds(seed: int, n: int, stream: int = STREAM_EVAL) -> np.ndarray:
+    """``n`` reset seeds of one ``stream`` (0 evaluation, 1 demo training, 2 demo validation,
+    3 + r fresh-data round r), drawn from ``SeedSequence([seed, stream])`` so that streams never
+    overlap; the first ``m`` seeds of a larger ``n`` are the seeds for ``m``."""
+    n = check_int("n", n, 1)
+    seed, stream = check_int("seed", seed, 0), check_int("stream", stream, 0)
+    return np.random.SeedSequence([seed, stream]).generate_state(n, np.uint32).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class InitialConditions:
-    """``n`` seeded reset states of one env.
-
-    ``reset_seeds[i]`` is the seed passed to ``env.reset(seed=...)`` that produced
-    ``(qpos[i], qvel[i])``; the seeds are spawned from ``seed`` by ``numpy.random.SeedSequence``.
-    """
+    """``n`` seeded reset states of one env: ``reset_seeds[i]`` is the seed passed to
+    ``env.reset(seed=...)`` that produced ``(qpos[i], qvel[i])``."""
 
     env_id: str
-    seed: int
     reset_seeds: np.ndarray  # (n,) int64
     qpos: np.ndarray  # (n, nq)
     qvel: np.ndarray  # (n, nv)
@@ -119,7 +134,7 @@ class InitialConditions:
         return int(self.qpos.shape[0])
 
 
-def initial_conditions(env_id: str, n: int, seed: int) -> InitialConditions:
+def initial_conditions(env_id: str, n: int, seed: int, stream: int = STREAM_EVAL) -> InitialConditions:
     """Draw ``n`` initial conditions from seeded gymnasium resets.
 
     Parameters
@@ -129,26 +144,25 @@ def initial_conditions(env_id: str, n: int, seed: int) -> InitialConditions:
     n : int
         Number of initial conditions, ``n >= 1``.
     seed : int
-        Root seed; the same ``(env_id, n, seed)`` gives the same states, and the first ``m``
-        states of a larger ``n`` are the states for ``m``.
+        Root seed; the same ``(env_id, n, seed, stream)`` gives the same states, and the first
+        ``m`` states of a larger ``n`` are the states for ``m``.
+    stream : int
+        Which stream of :func:`reset_seeds` (evaluation by default).
     """
-    n = check_int("n", n, 1)
-    children = seed_sequence(seed).spawn(n)
-    reset_seeds = np.array([int(c.generate_state(1, dtype=np.uint32)[0]) for c in children], dtype=np.int64)
-    return initial_conditions_from_seeds(env_id, reset_seeds, seed=int(seed))
-
-
-def initial_conditions_from_seeds(env_id: str, reset_seeds, *, seed: int = -1) -> InitialConditions:
-    """The states of ``env.reset(seed=s)`` for each of ``reset_seeds`` (``seed``: the root they
-    came from, if any, kept for the record)."""
     check_env_id(env_id)
-    reset_seeds = np.asarray(reset_seeds, dtype=np.int64).reshape(-1)
-    if reset_seeds.size == 0:
+    return initial_conditions_from_seeds(env_id, reset_seeds(seed, n, stream))
+
+
+def initial_conditions_from_seeds(env_id: str, seeds) -> InitialConditions:
+    """The states of ``env.reset(seed=s)`` for each of ``seeds``."""
+    check_env_id(env_id)
+    seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+    if seeds.size == 0:
         raise ValueError("reset_seeds=[] is out of range: give at least one seed")
     env = _gym_env(env_id)
     qpos, qvel = [], []
-    for s in reset_seeds:
+    for s in seeds:
         env.reset(seed=int(s))
         qpos.append(env.unwrapped.data.qpos.copy())
         qvel.append(env.unwrapped.data.qvel.copy())
-    return InitialConditions(env_id, int(seed), reset_seeds, np.array(qpos), np.array(qvel))
+    return InitialConditions(env_id, seeds, np.array(qpos), np.array(qvel))

@@ -1,0 +1,322 @@
+"""Expert policies for the behavior-cloning experiments (Section 3 and Figure 1 of the paper).
+
+The imitators of the paper clone a fixed deterministic expert :math:`\\pi^\\star(s)`. Here the
+expert is a stable-baselines3 PPO policy trained with one recipe (4 envs, ``VecNormalize`` on
+observations and rewards, 64x64 tanh nets, ``n_steps`` 512, batch 64, 10 epochs, lr 3e-4), and
+exported as a plain torch MLP that acts with the Gaussian mean,
+
+.. math::
+
+    \\pi^\\star(s) = \\operatorname{clip}_{[u_{lo}, u_{hi}]}\\big(W_3 \\tanh(W_2 \\tanh(W_1 \\bar s + b_1) + b_2) + b_3\\big),
+    \\qquad \\bar s = \\operatorname{clip}_{[-c, c]}\\Big(\\frac{s - m}{\\sqrt{v + \\epsilon}}\\Big),
+
+with the ``VecNormalize`` statistics :math:`(m, v, \\epsilon, c)` folded in and the final clip to
+the action bounds that SB3's ``predict`` applies. Training and its checkpoints are in
+:mod:`gvaempirics.bc.ppo`. PPO is noisy between checkpoints, so the shipped expert is *selected*: every checkpoint is
+evaluated deterministically over 20 seeded initial conditions at H=1000, and the best robust one
+(no episode terminated early) with the highest mean return is exported.
+
+Export loads only checkpoint files that the run's manifest vouches for (:mod:`gvaempirics.bc.ppo`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gvatheory._checks import check_int
+
+from ..rundir import atomic_torch_save, atomic_write_bytes, check_creatable, load_torch_file, sha256_file
+from .envs import check_env_id
+from .ppo import (
+    HIDDEN,
+    MANIFEST,
+    PPO_KWARGS,
+    check_run_identity,
+    checkpoints,
+    read_manifest,
+    read_times,
+    read_verified,
+    verified_checkpoints,
+)
+
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+
+
+class ExpertMLP(nn.Module):
+    """Deterministic PPO expert: folded observation normalization, tanh MLP, clip to action bounds."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = HIDDEN):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+        layers: list[nn.Module] = []
+        d = obs_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.Tanh()]
+            d = h
+        layers.append(nn.Linear(d, act_dim))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_scale", torch.ones(obs_dim))  # sqrt(var + eps)
+        self.register_buffer("obs_clip", torch.tensor(np.inf))
+        self.register_buffer("act_low", torch.full((act_dim,), -np.inf))
+        self.register_buffer("act_high", torch.full((act_dim,), np.inf))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        z = ((obs - self.obs_mean) / self.obs_scale).clamp(-self.obs_clip, self.obs_clip)  # (..., obs_dim)
+        return torch.maximum(torch.minimum(self.net(z), self.act_high), self.act_low)  # (..., act_dim)
+
+
+@dataclass(frozen=True)
+class ExpertEval:
+    """Deterministic returns and episode lengths of an expert over seeded initial conditions."""
+
+    returns: np.ndarray  # (ics,)
+    lengths: np.ndarray  # (ics,)
+    horizon: int
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def sd(self) -> float:
+        return float(self.returns.std(ddof=1)) if len(self.returns) > 1 else 0.0
+
+    @property
+    def falls(self) -> int:
+        """Episodes that terminated before the horizon (Walker2d/Hopper fall; HalfCheetah never terminates)."""
+        return int((self.lengths < self.horizon).sum())
+
+
+def evaluate(env_id: str, expert: nn.Module, *, ics: int = 20, H: int = 1000, ic_seed: int = 0) -> ExpertEval:
+    """Deterministic evaluation of ``expert`` from ``ics`` seeded initial conditions (evaluation
+    stream of ``ic_seed``) for at most ``H`` steps."""
+    check_env_id(env_id)
+    ics, H, ic_seed = check_int("ics", ics, 1), check_int("H", H, 1), check_int("ic_seed", ic_seed, 0)
+    from .envs import initial_conditions
+    from .rollout import run_episodes
+
+    res = run_episodes(env_id, expert, initial_conditions(env_id, ics, ic_seed), H)
+    return ExpertEval(res["returns"], res["lengths"], H)
+
+
+def from_checkpoint(env_id: str, zip_path: Path, pkl_path: Path, *, verify: bool = True) -> ExpertMLP:
+    """Fold a PPO checkpoint and its ``VecNormalize`` statistics into an :class:`ExpertMLP`.
+
+    With ``verify`` (the default) both files must be listed with their SHA-256 in the manifest of
+    their run directory (:func:`read_verified`), and the bytes checked are the bytes loaded.
+    ``verify=False`` unpickles the files as they are: only for files you made yourself. The
+    policy's observation and action sizes must be ``env_id``'s.
+    """
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from .envs import act_dim, obs_dim
+
+    check_env_id(env_id)
+    zip_path, pkl_path = Path(zip_path), Path(pkl_path)
+    if verify:
+        if pkl_path.parent.resolve() != zip_path.parent.resolve():
+            raise ValueError(f"{zip_path} and {pkl_path} are not in one run directory: a checkpoint is a pair in one")
+        manifest = read_manifest(zip_path.parent)
+        check_run_identity(zip_path.parent, manifest, env_id)
+        zip_bytes, pkl_bytes = read_verified(zip_path, manifest), read_verified(pkl_path, manifest)
+    else:
+        zip_bytes, pkl_bytes = zip_path.read_bytes(), pkl_path.read_bytes()
+    model = PPO.load(io.BytesIO(zip_bytes), device="cpu")
+    vn = pickle.loads(pkl_bytes)  # the VecNormalize object without its venv, as SB3 saves it
+    policy = model.policy
+    dims, want = (policy.observation_space.shape[0], policy.action_space.shape[0]), (obs_dim(env_id), act_dim(env_id))
+    if dims != want:
+        raise ValueError(f"{zip_path} is a policy with obs_dim, act_dim = {dims}, but {env_id} has {want}")
+    obs_n, act_n = dims
+    linears = [m for m in policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)] + [policy.action_net]
+    expert = ExpertMLP(obs_n, act_n, tuple(m.out_features for m in linears[:-1]))
+    own = [m for m in expert.net if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for dst, src in zip(own, linears):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+        if vn.norm_obs:
+            expert.obs_mean.copy_(torch.as_tensor(vn.obs_rms.mean))
+            expert.obs_scale.copy_(torch.as_tensor(np.sqrt(vn.obs_rms.var + vn.epsilon)))
+            expert.obs_clip.fill_(float(vn.clip_obs))
+        space = gym.make(env_id).action_space
+        expert.act_low.copy_(torch.as_tensor(space.low))
+        expert.act_high.copy_(torch.as_tensor(space.high))
+    return expert.eval()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    steps: int
+    evaluation: ExpertEval
+
+
+def select(
+    env_id: str,
+    run_dir: Path,
+    *,
+    ics: int = 20,
+    H: int = 1000,
+    ic_seed: int = 0,
+    min_steps: int = 0,
+    quiet: bool = False,
+) -> tuple[list[Candidate], Candidate]:
+    """Evaluate every checkpoint of ``run_dir`` (from ``min_steps`` on) and pick the expert.
+
+    The run directory is checked first (:func:`verified_checkpoints`). The pick is the robust
+    checkpoint (no fall) with the highest mean return; if no checkpoint is robust, the one with
+    the fewest falls, then the highest mean return.
+    """
+    from tqdm.auto import tqdm
+
+    ckpts = verified_checkpoints(env_id, run_dir, min_steps=min_steps)
+    ics, H, ic_seed = check_int("ics", ics, 1), check_int("H", H, 1), check_int("ic_seed", ic_seed, 0)
+    cands = []
+    for steps, z, p in tqdm(ckpts, desc=f"evaluate {env_id} checkpoints", unit="ckpt", disable=quiet):
+        cands.append(Candidate(steps, evaluate(env_id, from_checkpoint(env_id, z, p), ics=ics, H=H, ic_seed=ic_seed)))
+    return cands, pick(cands)
+
+
+def pick(cands: list[Candidate]) -> Candidate:
+    """Fewest falls first (robust = none), then the highest mean return."""
+    return max(cands, key=lambda c: (-c.evaluation.falls, c.evaluation.mean))
+
+
+def export(
+    env_id: str,
+    run_dir: Path,
+    dest: Path,
+    *,
+    ics: int = 20,
+    H: int = 1000,
+    ic_seed: int = 0,
+    min_steps: int = 0,
+    command: str = "",
+    train_seed: int | None = None,
+    note: str = "",
+    training_time: dict[str, float] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Select the best checkpoint of ``run_dir`` and write ``dest`` (state dict) + ``dest.json`` (sidecar).
+
+    Checks the run directory (:func:`verified_checkpoints`) and ``dest`` before evaluating
+    anything. ``command`` is recorded as given: give paths relative to the run directory (the
+    ``gva expert`` commands do). ``train_seed``, recorded in the sidecar, is the seed in the run's
+    manifest; one given that differs from it is refused.
+    """
+    run_dir, dest = Path(run_dir), check_creatable(Path(dest), "out")
+    verified_checkpoints(env_id, run_dir, min_steps=min_steps)
+    manifest = read_manifest(run_dir)
+    if train_seed is not None and train_seed != manifest["seed"]:
+        raise ValueError(
+            f"seed={train_seed} is not the training seed of run={run_dir}: its {MANIFEST} records "
+            f"seed={manifest['seed']} (leave seed out to record that one)"
+        )
+    cands, best = select(env_id, run_dir, ics=ics, H=H, ic_seed=ic_seed, min_steps=min_steps, quiet=quiet)
+    _, z, p = next(c for c in checkpoints(run_dir) if c[0] == best.steps)
+    expert = from_checkpoint(env_id, z, p)
+    if training_time is None:
+        training_time = read_times(run_dir / "train_time.json")
+    ev = best.evaluation
+    info = {
+        "env_id": env_id,
+        "obs_dim": expert.obs_dim,
+        "act_dim": expert.act_dim,
+        "architecture": {
+            "hidden": list(expert.hidden),
+            "activation": "tanh",
+            "input": "VecNormalize obs normalization folded in (clip included)",
+            "output": "Gaussian mean clipped to the action bounds",
+        },
+        "algorithm": "stable-baselines3 PPO",
+        "recipe": {**PPO_KWARGS, "n_envs": manifest["n_envs"], "vecnormalize": "obs+reward"},
+        "command": command,
+        "seed": manifest["seed"] if train_seed is None else train_seed,
+        "env_steps": best.steps,
+        "training_time": training_time,
+        "checkpoint": z.name,
+        "checkpoint_sha256": manifest["files"][z.name],
+        "eval": {
+            "n_ics": ics,
+            "horizon": H,
+            "ic_seed": ic_seed,
+            "return_mean": ev.mean,
+            "return_sd": ev.sd,
+            "falls": ev.falls,
+            "returns": [round(float(r), 2) for r in ev.returns],
+        },
+        "candidates": [
+            {
+                "steps": c.steps,
+                "return_mean": round(c.evaluation.mean, 1),
+                "return_sd": round(c.evaluation.sd, 1),
+                "falls": c.evaluation.falls,
+            }
+            for c in cands
+        ],
+        "note": note,
+    }
+    save_expert(expert, info, dest)
+    return info
+
+
+def save_expert(expert: ExpertMLP, info: dict[str, Any], dest: Path) -> None:
+    """Write the state dict to ``dest`` and ``info`` to ``dest`` with suffix ``.json``, each through
+    the toolkit's atomic writer."""
+    dest = Path(dest)
+    atomic_torch_save(expert.state_dict(), dest)
+    atomic_write_bytes(dest.with_suffix(".json"), (json.dumps(info, indent=2) + "\n").encode())
+
+
+def load_expert(env_id: str, path: Path | None = None) -> tuple[ExpertMLP, dict[str, Any]]:
+    """Load an exported expert (default: the shipped ``gvaempirics/bc/shipped/<env_id>.pt``) and its
+    sidecar, checked against the env: the sidecar's ``env_id`` and the observation and action
+    sizes must be the env's. The returned info also holds the file's ``sha256``.
+
+    Every problem (missing or corrupt file or sidecar, another env's expert, wrong sizes) raises
+    ``ValueError`` naming the file.
+    """
+    from .envs import act_dim, check_env_id, obs_dim
+
+    check_env_id(env_id)
+    path = Path(path) if path is not None else SHIPPED_DIR / f"{env_id}.pt"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in SHIPPED_DIR.glob("*.pt"))
+        raise ValueError(f"expert file {path} does not exist (shipped experts: {', '.join(shipped) or 'none'})")
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        raise ValueError(f"expert sidecar {side} does not exist (it is written beside the .pt by `gva expert export`)")
+    try:
+        info = json.loads(side.read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        hidden = tuple(int(h) for h in info["architecture"]["hidden"])
+        dims = int(info["obs_dim"]), int(info["act_dim"])
+    except (ValueError, KeyError, TypeError) as err:
+        what = f"missing {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ValueError(f"expert sidecar {side} is not valid ({what})") from None
+    if info.get("env_id") != env_id:
+        raise ValueError(f"{path} is an expert for {info.get('env_id')!r}, not for env_id={env_id!r}")
+    want = obs_dim(env_id), act_dim(env_id)
+    if dims != want:
+        raise ValueError(f"{side} declares obs_dim, act_dim = {dims}, but {env_id} has {want}")
+    state = load_torch_file(path)
+    expert = ExpertMLP(*dims, hidden)
+    try:
+        expert.load_state_dict(state)
+    except (RuntimeError, KeyError, AttributeError, TypeError) as err:
+        raise ValueError(
+            f"{path} does not hold the expert state dict its sidecar describes ({str(err).splitlines()[0]})"
+        ) from None
+    return expert.eval(), {**info, "file": str(path), "sha256": sha256_file(path)}

@@ -1,0 +1,331 @@
+"""PPO experts for the behavior-cloning experiments: training with stable-baselines3, and the
+run manifest that makes its pickled checkpoints safe to load.
+
+One recipe (4 envs, ``VecNormalize`` on observations and rewards, 64x64 tanh nets, ``n_steps``
+512, batch 64, 10 epochs, lr 3e-4; :data:`PPO_KWARGS`). Training writes SB3 checkpoints every
+50k env steps (``ppo_<N>_steps.zip`` + ``ppo_vecnormalize_<N>_steps.pkl``) and resumes from the
+newest. :mod:`gvaempirics.bc.experts` selects and exports the expert from them.
+
+**Trust.** SB3's checkpoint formats are pickles: loading one runs whatever code it names. The
+run directory therefore holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
+only: the run's env id, sizes, seed and number of envs, and the SHA-256 of every checkpoint file
+it wrote. Resume and export load a checkpoint file only if it is listed there with the digest of
+its bytes, and load exactly the bytes they checked; anything else is refused with a
+``ValueError`` naming the file. (The manifest sits in the run directory: it tells the toolkit's
+own files from files added or changed beside them, not a forged run from a genuine one.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gvatheory._checks import check_int
+
+from ..rundir import atomic_write_bytes, atomic_write_json, check_creatable, sha256_bytes
+from .envs import check_env_id
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "gva-expert-run/1"
+_CKPT = re.compile(r"^ppo_(\d+)_steps\.zip$")
+_CKPT_FILE = re.compile(r"^ppo_(vecnormalize_)?\d+_steps\.(zip|pkl)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# The recipe of the issue: PPO close to SB3's defaults, which locomotes on Hopper and Walker2d on CPU.
+PPO_KWARGS = dict(n_steps=512, batch_size=64, n_epochs=10, learning_rate=3e-4)
+HIDDEN = (64, 64)
+
+
+# ------------------------------------------------------------------ the run manifest
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a run directory written by :func:`train`; a ``ValueError`` naming the file
+    if it is missing or not a valid manifest."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise ValueError(
+            f"run directory {run_dir} has no {MANIFEST}: resume and export load only checkpoints that "
+            "`gva expert train` wrote and recorded there (SB3 checkpoints are pickles, which run code "
+            "when loaded)"
+        )
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format is {doc.get('format')!r}, not {MANIFEST_FORMAT!r}")
+        for key, kind in (
+            ("env_id", str),
+            ("obs_dim", int),
+            ("act_dim", int),
+            ("seed", int),
+            ("n_envs", int),
+            ("files", dict),
+        ):
+            if not isinstance(doc.get(key), kind) or isinstance(doc.get(key), bool):
+                raise ValueError(f"{key} is missing or not {kind.__name__}")
+        for name, digest in doc["files"].items():
+            if not _CKPT_FILE.match(name) or not isinstance(digest, str) or not _SHA256.match(digest):
+                raise ValueError(f"bad entry {name!r}")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a valid run manifest ({str(err).splitlines()[0]})") from None
+    return doc
+
+
+def read_verified(path: Path, manifest: dict[str, Any]) -> bytes:
+    """The bytes of checkpoint file ``path`` if ``manifest`` (its run directory's) lists it with
+    their SHA-256; otherwise a ``ValueError`` naming the file. Load these bytes, not the path, so
+    that what is loaded is what was checked."""
+    path = Path(path)
+    where = path.parent / MANIFEST
+    digest = manifest["files"].get(path.name)
+    if digest is None:
+        raise ValueError(
+            f"{path} is not listed in {where}: refusing to load a checkpoint file that "
+            "`gva expert train` did not write (a pickle runs code when loaded); remove it"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read ({err.strerror})") from None
+    if sha256_bytes(data) != digest:
+        raise ValueError(
+            f"{path} does not match the SHA-256 recorded in {where}: refusing to load a checkpoint "
+            "file changed since `gva expert train` wrote it"
+        )
+    return data
+
+
+def _checkpoint_files(run_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(run_dir).iterdir() if _CKPT_FILE.match(p.name))
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path, Path]]:
+    """``(env steps, model zip, VecNormalize pkl)`` of every complete checkpoint in ``run_dir``, oldest
+    first. Lists what is on disk; :func:`verified_checkpoints` also checks it against the manifest."""
+    run_dir = Path(run_dir)
+    found = []
+    for p in run_dir.glob("ppo_*_steps.zip") if run_dir.is_dir() else []:
+        m = _CKPT.match(p.name)
+        pkl = run_dir / f"ppo_vecnormalize_{m.group(1)}_steps.pkl" if m else None
+        if m and pkl.is_file():
+            found.append((int(m.group(1)), p, pkl))
+    return sorted(found)
+
+
+def check_run_identity(
+    run_dir: Path, manifest: dict[str, Any], env_id: str, *, what: str = "run", **expected: int
+) -> None:
+    """The run's recorded env id and sizes must be ``env_id``'s, and ``expected`` fields as given."""
+    if manifest["env_id"] != env_id:
+        raise ValueError(
+            f"{what}={run_dir} is a {manifest['env_id']} run (see its {MANIFEST}), not a run of env={env_id}"
+        )
+    from .envs import act_dim, obs_dim
+
+    dims, want = (manifest["obs_dim"], manifest["act_dim"]), (obs_dim(env_id), act_dim(env_id))
+    if dims != want:
+        raise ValueError(
+            f"{what}={run_dir} records obs_dim, act_dim = {dims} in its {MANIFEST}, but {env_id} has {want}"
+        )
+    for key, value in expected.items():
+        if manifest[key] != value:
+            raise ValueError(
+                f"{what}={run_dir} was started with {key}={manifest[key]}, not {key}={value}: "
+                f"continue it with {key}={manifest[key]}, or choose another {what}"
+            )
+
+
+def verified_checkpoints(env_id: str, run_dir: Path, *, min_steps: int = 0) -> list[tuple[int, Path, Path]]:
+    """The complete checkpoints of a run directory of ``env_id`` from ``min_steps`` env steps on,
+    after checking, loading nothing: the directory exists and holds checkpoints, its manifest is
+    the env's, and every checkpoint file in it is listed there with the SHA-256 of its bytes.
+    Every problem is a ``ValueError`` naming the directory or the file."""
+    check_env_id(env_id)
+    min_steps = check_int("min_steps", min_steps, 0)
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(f"run={run_dir} does not exist: give a run directory written by `gva expert train`")
+    if not run_dir.is_dir():
+        raise ValueError(f"run={run_dir} is not a directory: give a run directory written by `gva expert train`")
+    ckpts = checkpoints(run_dir)
+    if not ckpts:
+        raise ValueError(f"run={run_dir} has no PPO checkpoints (ppo_<N>_steps.zip + ppo_vecnormalize_<N>_steps.pkl)")
+    manifest = read_manifest(run_dir)
+    check_run_identity(run_dir, manifest, env_id)
+    for path in _checkpoint_files(run_dir):
+        read_verified(path, manifest)
+    kept = [c for c in ckpts if c[0] >= min_steps]
+    if not kept:
+        raise ValueError(
+            f"run={run_dir} has no checkpoint from min_steps={min_steps} on (newest: {ckpts[-1][0]} env steps)"
+        )
+    return kept
+
+
+# ------------------------------------------------------------------ training (SB3 PPO)
+def _make_venv(env_id: str, n_envs: int, seed: int):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    return make_vec_env(env_id, n_envs=n_envs, seed=seed)
+
+
+def check_train_run(env_id: str, out: Path, *, seed: int = 1, n_envs: int = 4) -> dict[str, Any] | None:
+    """Check, creating nothing, that :func:`train` can start or continue ``out``; return its
+    manifest (``None`` for a new run). A run of another env, seed or number of envs is refused, so
+    is any checkpoint file in ``out`` that the manifest does not vouch for."""
+    check_env_id(env_id)
+    out = check_creatable(Path(out), "out", folder=True)
+    if not out.is_dir():
+        return None
+    present = _checkpoint_files(out)
+    if not (out / MANIFEST).exists() and not present:
+        return None
+    manifest = read_manifest(out)
+    check_run_identity(out, manifest, env_id, what="out", seed=seed, n_envs=n_envs)
+    for path in present:
+        read_verified(path, manifest)
+    return manifest
+
+
+def train(
+    env_id: str,
+    out: Path,
+    *,
+    steps: int,
+    seed: int = 1,
+    n_envs: int = 4,
+    checkpoint_every: int = 50_000,
+    quiet: bool = False,
+) -> int:
+    """Train (or continue) PPO on ``env_id`` to ``steps`` env steps, checkpointing into ``out``.
+
+    Everything is checked before anything is created (:func:`check_train_run`). A run directory
+    with checkpoints is continued from its newest one (verified against the manifest, then
+    ``PPO.load`` + the ``VecNormalize`` statistics, learning continued with
+    ``reset_num_timesteps=False``). Each checkpoint's digests go into ``out/manifest.json`` before
+    its files are written, each file through the atomic writer, so that a kill never leaves a
+    checkpoint file the manifest does not vouch for. Wall and CPU seconds accumulate in
+    ``out/train_time.json``. Returns the env steps reached.
+    """
+    steps, seed, n_envs = check_int("steps", steps, 1), check_int("seed", seed, 0), check_int("n_envs", n_envs, 1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, n_envs)
+    manifest = check_train_run(env_id, out, seed=seed, n_envs=n_envs)
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+    from stable_baselines3.common.vec_env import VecNormalize
+    from tqdm.auto import tqdm
+
+    from .envs import act_dim, obs_dim
+
+    torch.set_num_threads(1)  # the machine is shared; PPO's small nets gain nothing from threads
+    out = Path(out)
+    ckpts = checkpoints(out)
+    if manifest is None:
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "env_id": env_id,
+            "obs_dim": obs_dim(env_id),
+            "act_dim": act_dim(env_id),
+            "seed": seed,
+            "n_envs": n_envs,
+            "algorithm": "stable-baselines3 PPO",
+            "recipe": {**PPO_KWARGS, "hidden": list(HIDDEN), "vecnormalize": "obs+reward"},
+            "files": {},
+        }
+        atomic_write_json(out / MANIFEST, manifest)  # creates out
+    venv = _make_venv(env_id, n_envs, seed)
+    if ckpts:
+        _, zip_path, pkl_path = ckpts[-1]
+        zip_bytes, pkl_bytes = read_verified(zip_path, manifest), read_verified(pkl_path, manifest)
+        vn = pickle.loads(pkl_bytes)  # VecNormalize.load, from the verified bytes
+        vn.set_venv(venv)
+        venv = vn
+        venv.training = True
+        model = PPO.load(io.BytesIO(zip_bytes), env=venv, device="cpu")
+    else:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+        model = PPO(
+            "MlpPolicy",
+            venv,
+            seed=seed,
+            verbose=0,
+            device="cpu",
+            **PPO_KWARGS,
+            policy_kwargs=dict(net_arch=dict(pi=list(HIDDEN), vf=list(HIDDEN)), activation_fn=nn.Tanh),
+        )
+    remaining = steps - model.num_timesteps
+    if remaining <= 0:
+        return model.num_timesteps
+
+    class Progress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(
+                total=steps, initial=self.model.num_timesteps, desc=f"PPO {env_id}", unit="step", disable=quiet
+            )
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.training_env.num_envs)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    class ManifestCheckpoint(CheckpointCallback):
+        """SB3's checkpoint schedule and names; digests into the manifest first, then each file atomically."""
+
+        def _on_step(self) -> bool:
+            if self.n_calls % self.save_freq == 0:
+                zip_path = Path(self._checkpoint_path(extension="zip"))
+                pkl_path = Path(self._checkpoint_path("vecnormalize_", extension="pkl"))
+                buf = _KeepOpenBytes()
+                self.model.save(buf)
+                zip_bytes = buf.getvalue()
+                pkl_bytes = pickle.dumps(self.model.get_vec_normalize_env())  # what VecNormalize.save writes
+                manifest["files"].update(
+                    {zip_path.name: sha256_bytes(zip_bytes), pkl_path.name: sha256_bytes(pkl_bytes)}
+                )
+                atomic_write_json(out / MANIFEST, manifest)
+                atomic_write_bytes(zip_path, zip_bytes)
+                atomic_write_bytes(pkl_path, pkl_bytes)
+            return True
+
+    ckpt_cb = ManifestCheckpoint(save_freq=max(checkpoint_every // n_envs, 1), save_path=str(out), name_prefix="ppo")
+    wall, cpu = time.time(), time.process_time()
+    model.learn(total_timesteps=remaining, callback=[ckpt_cb, Progress()], reset_num_timesteps=False)
+    times_path = out / "train_time.json"
+    times = read_times(times_path) or {"wall_s": 0.0, "cpu_s": 0.0}
+    times = {
+        "wall_s": times["wall_s"] + time.time() - wall,
+        "cpu_s": (times["cpu_s"] or 0.0) + time.process_time() - cpu,
+    }
+    atomic_write_json(times_path, times)
+    return model.num_timesteps
+
+
+class _KeepOpenBytes(io.BytesIO):
+    """A ``BytesIO`` that survives SB3's ``save`` closing it."""
+
+    def close(self) -> None:
+        pass
+
+
+def read_times(path: Path) -> dict[str, float] | None:
+    if not path.is_file():
+        return None
+    try:
+        times = json.loads(path.read_text())
+        return {
+            "wall_s": float(times["wall_s"]),
+            "cpu_s": None if times.get("cpu_s") is None else float(times["cpu_s"]),
+        }
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not valid ({str(err).splitlines()[0]})") from None

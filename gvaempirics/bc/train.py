@@ -1,0 +1,224 @@
+r"""Behavior cloning with stabilizers and every-iterate evaluation (paper Section 3, Figure 1).
+
+An imitator is trained by minibatch SGD (or Adam/AdamW) on the one-step imitation loss
+:math:`\ell_{BC}(\pi) = \mathbb{E}\,\|\pi(s) - a^\star\|^2` over expert demonstrations, where
+``s`` is the augmented state (observation and previous action). Alongside the raw iterate
+:math:`\theta_t` a stabilizer (EMA by default) is maintained. At evaluated iterates — every
+``eval_every`` steps, and at *every* step inside the zoom windows — both the raw and the
+stabilized weights are rolled out from the same seeded initial conditions with deterministic
+policies, so the only thing that changes between neighbouring evaluations is the SGD iterate.
+
+Everything goes to a :class:`~gvaempirics.rundir.RunDir`; a run killed at any point resumes to
+the same final numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gvatheory.config import to_dict
+
+from ..rundir import RunDir
+from ..training import Trainer
+from .config import BCConfig
+from .data import BCData
+from .imitators import make_imitator
+from .results import summarize
+
+# Rolls out a list of parameter dicts of one imitator architecture from the run's fixed initial
+# conditions; returns (returns (n, n_ic), lengths (n, n_ic)).
+RolloutFn = Callable[[nn.Module, Sequence[dict[str, Tensor]]], tuple[np.ndarray, np.ndarray]]
+
+
+@torch.no_grad()
+def bc_loss(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 65536) -> float:
+    """Mean squared action error over all pairs (eval mode; chunks bound the memory)."""
+    was = model.training
+    model.eval()
+    total = sum(float(((model(x[i : i + chunk]) - y[i : i + chunk]) ** 2).sum()) for i in range(0, len(x), chunk))
+    model.train(was)
+    return total / (len(x) * y.shape[-1])
+
+
+class BCTrainer(Trainer):
+    """One behavior-cloning run on the shared training loop: squared action error on minibatches
+    of demonstration pairs; evaluations log both losses at once and queue the rollouts, which run
+    ``eval_batch`` checkpoints at a time in the batched evaluator."""
+
+    def __init__(
+        self,
+        cfg: BCConfig,
+        run: RunDir,
+        data: BCData,
+        rollout: RolloutFn,
+        *,
+        fresh_data: Callable[[int], BCData] | None = None,
+        meta: dict[str, Any] | None = None,
+        quiet: bool = False,
+    ):
+        torch.manual_seed(cfg.seed)
+        d_in, d_act = data.train_x.shape[-1], data.train_y.shape[-1]
+        model = make_imitator(cfg.imitator_spec(d_in, d_act))
+        model.set_normalization(data.train_x[:, -1])
+        super().__init__(cfg, run, model, quiet=quiet)
+        self.name = f"bc {cfg.env}"
+        self.data, self.rollout, self.fresh_data, self._meta = data, rollout, fresh_data, meta or {}
+        self.pending: list[tuple[int, dict[str, Tensor], dict[str, Tensor]]] = []
+
+    def meta(self) -> dict[str, Any]:
+        return self._meta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "data": dataclasses.asdict(self.data) if self.fresh_data is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state["data"] is not None:
+            self.data = BCData(**state["data"])
+
+    def before_step(self) -> None:
+        every = self.cfg.fresh_every
+        if self.fresh_data is not None and self.step % every == 0 and self.step > 0:
+            self.data = self.fresh_data(self.step // every)
+
+    def minibatch_loss(self) -> Tensor:
+        d = self.data
+        idx = torch.randint(len(d.train_x), (self.cfg.batch_size,), generator=self.generator)
+        return ((self.model(d.train_x[idx]) - d.train_y[idx]) ** 2).mean()
+
+    def record(self) -> None:
+        """Log both losses of raw and averaged weights now; queue both for rollout."""
+        raw = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        avg = {k: v.clone() for k, v in self.stabilizer.averaged_parameters().items()}
+        d = self.data
+        rec = {
+            "kind": "loss",
+            "step": self.step,
+            "train": bc_loss(self.model, d.train_x, d.train_y),
+            "val": bc_loss(self.model, d.val_x, d.val_y),
+        }
+        with self.stabilizer.swap():
+            rec["train_avg"] = bc_loss(self.model, d.train_x, d.train_y)
+            rec["val_avg"] = bc_loss(self.model, d.val_x, d.val_y)
+        self.run.log(rec)
+        self.pending.append((self.step, raw, avg))
+        if len(self.pending) >= self.cfg.eval_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        params = [p for _, raw, avg in self.pending for p in (raw, avg)]
+        returns, lengths = self.rollout(self.model, params)
+        for i, (step, _, _) in enumerate(self.pending):
+            for j, weights in enumerate(("raw", self.cfg.stabilizer)):
+                r, n = returns[2 * i + j], lengths[2 * i + j]
+                self.run.log(
+                    {
+                        "kind": "eval",
+                        "step": step,
+                        "weights": weights,
+                        "mean": float(np.mean(r)),
+                        "returns": [float(x) for x in r],
+                        "lengths": [int(x) for x in n],
+                    }
+                )
+        self.pending.clear()
+
+    def summarize(self) -> dict[str, Any]:
+        return summarize(self.run)
+
+
+class AugmentedPolicy:
+    """Closed-loop wrapper that feeds an imitator what it was trained on.
+
+    Called once per step with observations ``(P, I, obs_dim)``; keeps the previous action
+    (``u_0 = 0``) and the window of the last ``history`` augmented states (padded with the
+    first one, as :func:`windows` pads demonstrations); returns actions clipped to the action
+    bounds, which are also what the next augmented state records.
+    """
+
+    def __init__(self, batched: Callable[[Tensor], Tensor], history: int, low: np.ndarray, high: np.ndarray):
+        self.batched, self.history = batched, history
+        self.low = torch.as_tensor(low, dtype=torch.float32)
+        self.high = torch.as_tensor(high, dtype=torch.float32)
+        self.prev: Tensor | None = None
+        self.window: Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, obs: Tensor) -> Tensor:
+        if self.prev is None:
+            self.prev = torch.zeros(*obs.shape[:-1], self.low.numel())
+        state = torch.cat([obs, self.prev], dim=-1)  # (P, I, d_in)
+        if self.window is None:
+            self.window = state.unsqueeze(-2).repeat_interleave(self.history, dim=-2)  # (P, I, W, d_in)
+        else:
+            self.window = torch.cat([self.window[..., 1:, :], state.unsqueeze(-2)], dim=-2)
+        action = torch.clamp(self.batched(self.window), self.low, self.high)  # (P, I, d_act)
+        self.prev = action
+        return action
+
+
+def imitator_rollout(cfg: BCConfig, ics) -> RolloutFn:
+    """Roll out many imitator checkpoints at once from the run's fixed initial conditions ``ics``."""
+    from .envs import action_bounds
+    from .rollout import rollout, stacked_policy
+
+    low, high = action_bounds(cfg.env)
+
+    def run(model: nn.Module, params: Sequence[dict[str, Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+        was = model.training
+        model.eval()
+        policy = AugmentedPolicy(stacked_policy(model, list(params)), cfg.history, low, high)
+        res = rollout(cfg.env, ics, cfg.H, policy, len(params), threads=cfg.threads)
+        model.train(was)
+        return res.returns, res.lengths
+
+    return run
+
+
+def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the BC experiment ``cfg`` into the run directory ``out``; return its summary.
+
+    Everything the run needs (the expert file against the env's sizes, a ``cfg.demos`` cache
+    against the config) is checked before the run directory is created. Demonstrations come
+    from ``cfg.demos`` or are collected once into ``out/demos.npz`` and reused on resume.
+    ``stop_at`` stops after that step, as a kill would (tests).
+    """
+    from .data import Demonstrations, fresh_data, load_or_make
+    from .envs import initial_conditions
+    from .experts import load_expert
+    from .rollout import rollout
+
+    torch.set_num_threads(cfg.threads)
+    expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    settings = cfg.demo_settings()
+    given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
+    run = RunDir(out)
+    run.start(to_dict(cfg))
+    demos = given or load_or_make(run.path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
+    ics = initial_conditions(cfg.env, cfg.ics, cfg.ic_seed)
+    # The reward scale: the expert's own return from the same initial conditions and horizon.
+    expert_eval = rollout(cfg.env, ics, cfg.H, expert, threads=cfg.threads)
+    meta = {
+        "expert_return": float(expert_eval.returns.mean()),
+        "expert_falls": int((expert_eval.lengths < cfg.H).sum()),
+        "expert_file": str(cfg.expert or info.get("file", "")),
+    }
+    trainer = BCTrainer(
+        cfg,
+        run,
+        demos.bc_data(cfg.history),
+        imitator_rollout(cfg, ics),
+        fresh_data=fresh_data(demos, expert, cfg.history) if cfg.fresh_data else None,
+        meta=meta,
+        quiet=quiet,
+    )
+    return trainer.fit(stop_at=stop_at)
