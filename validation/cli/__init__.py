@@ -1,9 +1,10 @@
 """The ``gva`` command.
 
-Each command group lives in its own light module (``theory``, ``reproduce``, ``expert``, ``bc``,
-``lm``) exposing ``register(subparsers)``; heavy packages are imported inside the handlers only,
-so ``gva theory ...`` works without torch. A ``ValueError`` (or a missing file) raised anywhere
-becomes one line on stderr and exit status 2.
+Each command group lives in its own light module (listed in :data:`GROUPS`) exposing
+``register(subparsers)``; every command's flags are generated from a frozen dataclass
+(:mod:`validation.cli._args`). Heavy packages are imported inside the handlers only, so
+``gva theory ...`` works without torch. A usage error or a ``ValueError`` raised anywhere becomes
+one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 import sys
 
 # Command groups, in the order --help lists them.
-GROUPS = ("theory", "reproduce", "expert", "bc", "lm")
+GROUPS = ("theory", "reproduce", "expert", "bc", "lm", "diagnose")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -111,7 +111,7 @@ def register(subparsers) -> None:
     t = sub.add_parser(
         "train",
         help="train (or continue) a PPO expert",
-        description="Train PPO with the recipe of gvaempirics.bc.experts into a run directory; an "
+        description="Train PPO with the recipe of gvaempirics.bc.ppo into a run directory; an "
         "existing one (same env, seed and n_envs) is continued from its newest checkpoint. Only "
         "checkpoints listed with their SHA-256 in the run's manifest.json are ever loaded.",
     )
