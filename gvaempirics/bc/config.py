@@ -60,6 +60,9 @@ class BCConfig(TrainingOptions, DemoOptions):
     activation: str = option("relu", "activation", choices=ACTIVATIONS)
     layer_norm: bool = option(False, "layer norm after each hidden linear layer (MLP)")
     dropout: float = option(0.0, "dropout probability", low=0.0, high=1.0, high_open=True)
+    obs_noise: float = option(
+        0.0, "sd of Gaussian noise added to each minibatch's raw augmented input states (0: none)", low=0.0
+    )
     history: int = option(1, "augmented states the policy reads (transformer window; 1 for MLP)", low=1)
     ics: int = option(20, "seeded initial conditions per evaluation (same set for every iterate)", low=1, high=10**4)
     H: int = option(1000, "rollout horizon H", low=1, high=10**6)

@@ -1,13 +1,19 @@
-"""Figure-1-style plots of a behavior-cloning run, drawn from a :class:`~gvaempirics.bc.train.BCResult`.
+"""Figure-1-style plots of a behavior-cloning run, drawn from a :class:`~gvaempirics.bc.train.BCResult`,
+and of a reward landscape, drawn from a :class:`~gvaempirics.bc.landscape.Landscape`.
 
 Nothing here trains or rolls out: a figure can be regenerated from a saved run directory.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .results import BCResult
+
+if TYPE_CHECKING:
+    from .landscape import Landscape
 
 
 def plot_figure1(res: BCResult, *, title: str | None = None):
@@ -62,4 +68,54 @@ def plot_figure1(res: BCResult, *, title: str | None = None):
         twin.set_ylabel("BC validation loss", color="tab:green")
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title or f"{res.config['env']}: GVA in behavior cloning")
+    return fig
+
+
+def plot_landscape(res: Landscape, *, title: str | None = None):
+    """Reward and validation-loss heatmaps over the grid (one row per weights: raw, stabilized) and
+    1-D slices through the checkpoint. Rewards share one colour scale across the rows, so raw and
+    stabilized returns compare in the same units; each loss surface has its own, since its range
+    (what the roughness measures are relative to) can be orders of magnitude apart. Returns the
+    matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    rewards = res.rewards
+    fig, axes = plt.subplots(len(res.weights), 3, figsize=(15, 4.0 * len(res.weights)), constrained_layout=True)
+    axes = np.atleast_2d(axes)
+    box = (res.a[0], res.a[-1], res.b[0], res.b[-1])
+    finite = [r[np.isfinite(r)] for r in rewards.values()]
+    shared = (
+        min((float(r.min()) for r in finite if r.size), default=None),
+        max((float(r.max()) for r in finite if r.size), default=None),
+    )
+    unit = "Adam steps" if res.preconditioned else "eta g steps"
+    ci, cj = res.centre
+    for row, w in zip(axes, res.weights):
+        panels = (("reward", rewards[w], "viridis", shared), ("loss", res.losses[w], "magma", (None, None)))
+        for ax, (kind, z, cmap, (lo, hi)) in zip(row[:2], panels):
+            m = res.measures[w][kind]
+            im = ax.imshow(z.T, origin="lower", extent=box, aspect="auto", cmap=cmap, vmin=lo, vmax=hi)
+            ax.plot(0, 0, "w+", ms=10)
+            fig.colorbar(im, ax=ax, label=f"return J_H (H={res.H})" if kind == "reward" else "validation BC loss")
+            ax.set(
+                xlabel=f"a ({unit} along g1)",
+                ylabel=f"b ({unit} along g2)",
+                title=f"{w}: {kind}  TV {m.tv:.2f}, jumps {m.jump_fraction:.2f}, D {m.fractal_dimension:.2f}",
+            )
+        ax = row[2]
+        ax.plot(res.a, rewards[w][:, cj], "-o", ms=3, color="tab:blue", label="reward along a (b=0)")
+        ax.plot(res.b, rewards[w][ci, :], "-s", ms=3, color="tab:cyan", label="reward along b (a=0)")
+        if np.isfinite(res.expert_return):
+            ax.axhline(res.expert_return, color="k", ls=":", lw=1, label="expert")
+        ax.set(xlabel=f"{unit} from the checkpoint", ylabel="return J_H", title=f"{w}: slices through the checkpoint")
+        twin = ax.twinx()
+        twin.plot(res.a, res.losses[w][:, cj], "--", color="tab:red", lw=1, label="loss along a")
+        twin.plot(res.b, res.losses[w][ci, :], ":", color="tab:red", lw=1, label="loss along b")
+        top = float(np.max(res.losses[w]))
+        if np.isfinite(top) and top > 0:
+            twin.set_ylim(0, 1.2 * top)  # from zero: fluctuations in true proportion
+        twin.set_ylabel("validation BC loss", color="tab:red")
+        lines, more = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
+    fig.suptitle(title or f"reward landscape at step {res.step} of {res.run} (eta = {res.eta:.3g})")
     return fig

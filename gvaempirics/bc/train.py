@@ -91,7 +91,10 @@ class BCTrainer(Trainer):
     def minibatch_loss(self) -> Tensor:
         d = self.data
         idx = torch.randint(len(d.train_x), (self.cfg.batch_size,), generator=self.generator)
-        return ((self.model(d.train_x[idx]) - d.train_y[idx]) ** 2).mean()
+        x = d.train_x[idx]
+        if self.cfg.obs_noise > 0:  # drawn after the indices, so runs without noise keep their draws
+            x = x + self.cfg.obs_noise * torch.randn(x.shape, generator=self.generator)
+        return ((self.model(x) - d.train_y[idx]) ** 2).mean()
 
     def record(self) -> None:
         """Log both losses of raw and averaged weights now; queue both for rollout."""

@@ -2,11 +2,14 @@
 
 * ``gva bc demos``  collect and cache the expert demonstrations of a configuration, once;
 * ``gva bc train``  train an imitator with raw and stabilized weights evaluated side by side
-  (``--demos PATH`` reuses a cache);
-* ``gva bc eval RUN`` / ``gva bc plot RUN``  GVA indices and the Figure-1 plot of a run directory.
+  (``--demos PATH`` reuses a cache; ``--intervention NAME`` applies a named change, repeatable);
+* ``gva bc eval RUN`` / ``gva bc plot RUN``  GVA indices and the Figure-1 plot of a run directory;
+* ``gva bc interventions``  the registry of named interventions (paper Figures 2 and 3);
+* ``gva bc landscape RUN --step N``  reward and loss landscape around a checkpoint (Figure 1 right).
 
-Every command is generated from a frozen dataclass; a preset, a ``--config`` file and flags
-combine as preset < file < flags, and everything is checked before any work starts.
+Every command is generated from a frozen dataclass; a preset, its interventions, a ``--config``
+file and flags combine as preset < interventions < file < flags, and everything is checked before
+any work starts.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from gvaempirics.bc.interventions import GROUPS
 from gvatheory.config import Config, option
 
 from ._args import add_config_arguments, config_from_args
-from ._common import add_quiet_argument, emit
+from ._common import add_quiet_argument, emit, format_table
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,38 @@ class PlotInput(RunInput):
     """A run directory to plot, and where the figure goes."""
 
     out: str = option("", "image path (.png/.pdf/.svg; default RUN/figure1.png)")
+
+
+@dataclass(frozen=True)
+class InterventionList(Config):
+    """Which interventions to list."""
+
+    group: str = option("", "list only this group", choices=("",) + GROUPS, metavar="{" + ",".join(GROUPS) + "}")
+    json: bool = option(False, "print JSON instead of a table")
+
+
+@dataclass(frozen=True)
+class LandscapeInput(RunInput):
+    """A checkpoint of a run directory and the grid of its reward landscape."""
+
+    step: int = option(-1, "checkpointed step (-1: the newest checkpoint)", low=-1)
+    extent: float = option(
+        5.0, "the grid spans [-extent, extent] learning-rate steps along each gradient", low=0.0, low_open=True
+    )
+    points: int = option(
+        11, "grid points along each direction (odd, so that the centre is the checkpoint)", low=3, high=1001
+    )
+    seed: int = option(0, "seed of the two minibatch gradients", low=0)
+    preconditioned: bool = option(
+        False, "scale the gradients as Adam does (eta g / (sqrt(v_hat) + eps)); Adam/AdamW runs"
+    )
+    threads: int = option(0, "torch and MuJoCo threads (0: the run's own)", low=0)
+    out: str = option("", "image path (.png/.pdf/.svg; default RUN/landscape_step_N.png)")
+
+    def check(self) -> None:
+        super().check()
+        if self.points % 2 == 0:
+            raise ValueError(f"points={self.points} is not valid: must be odd, so that the centre is the checkpoint")
 
 
 def _preset_argument(p: argparse.ArgumentParser) -> None:
@@ -83,6 +119,14 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="run directory (default runs/bc/ENV__PRESET__sSEED__DIGEST: one per configuration)",
     )
+    t.add_argument(
+        "--intervention",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="apply a named intervention to the preset (repeatable, composed in order; "
+        "`gva bc interventions` lists them); the config file and flags still override it",
+    )
     add_quiet_argument(t)
     add_config_arguments(t, BCConfig)
     t.set_defaults(func=_train)
@@ -94,6 +138,26 @@ def register(subparsers) -> None:
     pl = sub.add_parser("plot", help="Figure-1-style plot of a run directory")
     add_config_arguments(pl, PlotInput)
     pl.set_defaults(func=_plot)
+
+    iv = sub.add_parser(
+        "interventions",
+        help="list the named interventions (paper Figures 2 and 3)",
+        description="The registry of named changes to a base configuration that `gva bc train --intervention "
+        "NAME` applies: grouped, with the fields each sets and why the paper tried it.",
+    )
+    add_config_arguments(iv, InterventionList)
+    iv.set_defaults(func=_interventions)
+
+    la = sub.add_parser(
+        "landscape",
+        help="reward and loss landscape around a checkpoint (Figure 1 right)",
+        description="Roll out the imitator on a grid theta + a eta g1 + b eta g2 around a checkpoint (g1, g2: two "
+        "minibatch gradients; raw and stabilized weights), evaluate the validation loss there, measure the "
+        "roughness of both surfaces, save RUN/landscape_step_N.{json,npz} and a figure.",
+    )
+    add_config_arguments(la, LandscapeInput)
+    add_quiet_argument(la)
+    la.set_defaults(func=_landscape)
 
 
 def _demos(args: argparse.Namespace) -> int:
@@ -134,16 +198,32 @@ def _demos(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from gvaempirics.bc.config import PRESETS, BCConfig
+    from gvaempirics.bc.interventions import apply_interventions
     from gvaempirics.rundir import default_run_dir
     from gvatheory.config import to_dict
 
-    cfg = config_from_args(BCConfig, args, base=PRESETS[args.preset])  # checked before any work
+    base = apply_interventions(PRESETS[args.preset], args.intervention)
+    cfg = config_from_args(BCConfig, args, base=base)  # checked before any work
     from gvaempirics.bc.train import train_bc
 
-    out = args.out or default_run_dir("bc", f"{cfg.env}__{args.preset}__s{cfg.seed}", to_dict(cfg))
-    summary = train_bc(cfg, out, quiet=args.quiet)
+    label = "+".join([args.preset, *args.intervention])
+    out = args.out or default_run_dir("bc", f"{cfg.env}__{label}__s{cfg.seed}", to_dict(cfg))
+    try:
+        summary = train_bc(cfg, out, quiet=args.quiet)
+    finally:
+        _record_interventions(Path(out), to_dict(cfg), args.preset, args.intervention)
     _print_summary(summary, out, as_json=False)
     return 0
+
+
+def _record_interventions(out: Path, config: dict, preset: str, names: list[str]) -> None:
+    """``interventions.json`` beside ``config.json``: the preset and the interventions this
+    configuration was made from (written only into a run directory holding this configuration)."""
+    from gvaempirics.rundir import RunDir, atomic_write_json
+
+    run = RunDir(out)
+    if run.exists() and run.read_config() == config:
+        atomic_write_json(run.path / "interventions.json", {"preset": preset, "interventions": list(names)})
 
 
 def _print_summary(summary: dict, run: Path, *, as_json: bool) -> None:
@@ -174,4 +254,78 @@ def _plot(args: argparse.Namespace) -> int:
     if len(res.eval_steps) < 2:
         raise ValueError(f"{inp.run} has fewer than 2 evaluated iterates: nothing to plot yet")
     print(save_figure(plot_figure1(res), out))
+    return 0
+
+
+def _interventions(args: argparse.Namespace) -> int:
+    from gvaempirics.bc.interventions import INTERVENTIONS
+
+    inp = config_from_args(InterventionList, args)
+    chosen = [iv for iv in INTERVENTIONS.values() if not inp.group or iv.group == inp.group]
+    if inp.json:
+        emit(
+            [{"name": iv.name, "group": iv.group, "changes": iv.changes, "doc": iv.doc} for iv in chosen], as_json=True
+        )
+        return 0
+    for group in GROUPS:
+        rows = [{"name": iv.name, "changes": iv.describe(), "doc": iv.doc} for iv in chosen if iv.group == group]
+        if rows:
+            print(f"{group}:")
+            print(format_table(rows, columns=("name", "changes", "doc")))
+            print()
+    print(f"{len(chosen)} interventions; apply with `gva bc train --intervention NAME` (repeatable)")
+    return 0
+
+
+def _landscape(args: argparse.Namespace) -> int:
+    from gvaempirics.bc.landscape import compute_landscape, save_landscape
+    from gvaempirics.bc.plots import plot_landscape
+    from gvaempirics.rundir import RunDir, check_creatable
+    from validation.report import save_figure
+
+    inp = config_from_args(LandscapeInput, args)
+    run = RunDir(Path(inp.run))
+    run.read_config()  # names a missing run directory
+    check_creatable(run.path, "run", folder=True)  # the results go into it: refuse before the work
+    if inp.out:
+        check_creatable(Path(inp.out), "out")
+    res = compute_landscape(
+        run,
+        inp.step,
+        extent=inp.extent,
+        points=inp.points,
+        seed=inp.seed,
+        preconditioned=inp.preconditioned,
+        threads=inp.threads,
+        quiet=args.quiet,
+    )
+    paths = save_landscape(res, run.path)
+    figure = save_figure(plot_landscape(res), Path(inp.out) if inp.out else run.path / f"landscape_step_{res.step}.png")
+    summary = res.summary()
+    rows = [
+        {
+            "weights": w,
+            "surface": kind,
+            "centre": summary["centre"][w]["return" if kind == "reward" else "val_loss"],
+            "logged": res.logged.get(w, {}).get("return" if kind == "reward" else "val_loss", float("nan")),
+            "range": m.range,
+            "TV/range": m.tv,
+            "jumps>10%": m.jump_fraction,
+            "fractal D": m.fractal_dimension,
+        }
+        for w, ms in res.measures.items()
+        for kind, m in ms.items()
+    ]
+    unit = "Adam steps" if res.preconditioned else "steps eta*g"
+    emit(
+        rows,
+        as_json=inp.json,
+        title=f"{run.path}: landscape at step {res.step}, {len(res.a)}x{len(res.b)} grid over "
+        f"[{res.a[0]:g}, {res.a[-1]:g}] {unit} (eta={res.eta:.3g})",
+        extra={
+            "direction norms (raw)": " ".join(f"{x:.3g}" for x in res.direction_norms["raw"]),
+            "seconds": res.seconds,
+            "saved": " ".join(str(p) for p in (*paths, figure)),
+        },
+    )
     return 0

@@ -1,0 +1,488 @@
+r"""The reward landscape around a training iterate (paper Figure 1 right, result R1).
+
+At a checkpoint :math:`\theta` of a behavior-cloning run, two independent minibatch gradients
+:math:`g_1, g_2` of the BC loss (the run's own batch size) span a plane of the steps SGD could
+have taken next. On the grid
+
+.. math::
+
+    \theta_{ab} = \theta + a\,\eta\,g_1 + b\,\eta\,g_2, \qquad a, b \in [-\text{extent}, \text{extent}],
+
+in units of the run's own learning-rate step (:math:`\eta` the rate of the step that produced
+:math:`\theta`, not normalized directions), the rollout reward :math:`J_H(\theta_{ab})` (the run's
+initial conditions and horizon) and the validation BC loss are evaluated: every grid point is one
+parameter dict of one batched evaluator call. GVA shows as a loss surface that is a smooth bowl
+on this scale and a reward surface that is rough: a few steps of SGD noise move the reward
+discontinuously. The same is done at the stabilizer's (EMA) weights at the same step, with the
+gradients of the same minibatches evaluated there.
+
+For Adam, :math:`\eta g` is far smaller than an Adam step (which divides by
+:math:`\sqrt{\hat v}`); ``preconditioned=True`` uses the step Adam takes with each gradient,
+:math:`\eta\, g / (\sqrt{\hat v} + \epsilon)`, with the checkpoint's second moments.
+
+Roughness is measured on each surface relative to its own range, so reward and loss are compared
+on a scale fair to both (:func:`roughness`):
+
+* **total variation** along 1-D slices (rows and columns), :math:`\sum_i |z_{i+1}-z_i|` over the
+  slice's range, averaged: 1 for a monotone slice, larger the more it turns back;
+* **jump fraction**: the fraction of neighbouring grid points whose values differ by more than 10%
+  of the surface's range;
+* **fractal dimension** :math:`D = 2 - H` of the slices, where the Hurst exponent :math:`H` comes
+  from the variogram :math:`\gamma(h) = \tfrac12\,\mathrm{mean}\,(z_{i+h}-z_i)^2 \propto h^{2H}`
+  (pooled over rows and columns), as half the least-squares slope of :math:`\log\gamma` against
+  :math:`\log h` over lags :math:`1..\text{max\_lag}` (2 by default, the variogram estimator with
+  the least bias on short series: Gneiting, Sevcikova and Percival, Statistical Science 2012),
+  clipped to :math:`[0, 1]`. A smooth (differentiable) slice has :math:`D = 1`, Brownian motion
+  1.5, white noise 2.
+
+``gva bc landscape RUN --step N`` computes, saves (``landscape_step_N.json`` with the measures,
+``landscape_step_N.npz`` with the surfaces, in the run directory) and plots it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gvatheory._checks import check_int, check_positive, check_range
+
+from ..rundir import RunDir, atomic_write, atomic_write_json, load_torch_file
+
+# ---------------------------------------------------------------------------- roughness (numpy)
+
+
+@dataclass(frozen=True)
+class Roughness:
+    """Roughness of one surface, each measure relative to the surface's own range (see the module
+    docstring). A constant surface counts as smooth: ``tv = 1``, no jumps, ``D = 1``."""
+
+    tv: float  # mean over slices of total variation / slice range (>= 1; 1 = monotone)
+    jump_fraction: float  # neighbouring pairs differing by more than `threshold` x range
+    fractal_dimension: float  # D = 2 - H along slices, in [1, 2]
+    hurst: float  # H, half the log-log variogram slope, clipped to [0, 1]
+    range: float  # max - min of the surface
+
+
+def _slices(z: np.ndarray) -> list[np.ndarray]:
+    return [*z, *z.T]
+
+
+def _surface(z: Any) -> np.ndarray:
+    z = np.asarray(z, dtype=float)
+    if z.ndim != 2 or min(z.shape) < 2:
+        raise ValueError(f"surface has shape {z.shape}: expected a 2-D grid of at least 2 x 2 points")
+    return z
+
+
+def total_variation(z: np.ndarray) -> float:
+    """Mean over rows and columns of ``sum |diff| / (max - min)`` of the slice (slices of zero
+    range are left out; 1 when all are)."""
+    z = _surface(z)
+    tvs = [np.abs(np.diff(s)).sum() / np.ptp(s) for s in _slices(z) if np.ptp(s) > 0]
+    return float(np.mean(tvs)) if tvs else 1.0
+
+
+def jump_fraction(z: np.ndarray, threshold: float = 0.1) -> float:
+    """Fraction of neighbouring grid points (along rows and columns) whose values differ by more
+    than ``threshold`` times the surface's range."""
+    z = _surface(z)
+    check_range("threshold", threshold, 0.0, 1.0)
+    span = np.ptp(z)
+    if span == 0:
+        return 0.0
+    diffs = np.concatenate([np.abs(np.diff(z, axis=1)).ravel(), np.abs(np.diff(z, axis=0)).ravel()])
+    return float(np.mean(diffs > threshold * span))
+
+
+def variogram(z: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """:math:`\\gamma(h) = \\tfrac12\\,\\mathrm{mean}(z_{i+h} - z_i)^2` over every row and column, per lag."""
+    z = _surface(z)
+    out = []
+    for h in lags:
+        d = np.concatenate([(z[:, h:] - z[:, :-h]).ravel(), (z[h:, :] - z[:-h, :]).ravel()])
+        out.append(0.5 * np.mean(d**2))
+    return np.array(out)
+
+
+def fractal_dimension(z: np.ndarray, max_lag: int = 2) -> tuple[float, float]:
+    """``(D, H)``: the fractal dimension ``D = 2 - H`` of the slices and the Hurst exponent ``H``,
+    half the least-squares slope of ``log variogram`` against ``log lag`` over lags
+    ``1..max_lag``, clipped to [0, 1]. A constant surface gives ``(1, 1)``."""
+    z = _surface(z)
+    check_int("max_lag", max_lag, 2)
+    span = np.ptp(z)
+    if span == 0:
+        return 1.0, 1.0
+    lags = np.arange(1, min(max_lag, min(z.shape) - 1) + 1)
+    if len(lags) < 2:
+        raise ValueError(f"surface has shape {z.shape}: at least 3 points per side are needed for two lags")
+    gamma = np.maximum(variogram(z / span, lags), np.finfo(float).tiny)  # a zero lag is "as rough/smooth as can be"
+    slope = np.polyfit(np.log(lags), np.log(gamma), 1)[0]
+    hurst = float(np.clip(slope / 2, 0.0, 1.0))
+    return 2.0 - hurst, hurst
+
+
+def roughness(z: np.ndarray, *, threshold: float = 0.1, max_lag: int = 2) -> Roughness:
+    """All measures of one surface; a surface with NaN or inf (a diverged loss) gets NaN throughout."""
+    z = _surface(z)
+    if not np.all(np.isfinite(z)):
+        nan = float("nan")
+        return Roughness(nan, nan, nan, nan, nan)
+    d, h = fractal_dimension(z, max_lag)
+    return Roughness(total_variation(z), jump_fraction(z, threshold), d, h, float(np.ptp(z)))
+
+
+# ---------------------------------------------------------------------------- the landscape
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """Reward and loss surfaces around one checkpoint of a BC run, for raw and stabilized weights.
+
+    ``a`` (na,) and ``b`` (nb,) are the grid in multiples of the directions ``d1 = eta g1``,
+    ``d2 = eta g2`` (preconditioned: the Adam steps); for each ``w`` in ``weights``
+    (``("raw", stabilizer)``), ``returns[w]`` and ``lengths[w]`` are ``(na, nb, n_ic)``,
+    ``losses[w]`` ``(na, nb)`` the validation BC loss. ``direction_norms[w]`` are the Euclidean
+    norms of ``d1, d2`` and ``direction_cosine[w]`` the cosine between them; ``logged`` holds what
+    the run's log says at this step (mean return, validation loss), for comparison with the centre.
+    """
+
+    run: str
+    step: int
+    eta: float
+    preconditioned: bool
+    seed: int
+    H: int
+    a: np.ndarray
+    b: np.ndarray
+    weights: tuple[str, ...]
+    returns: dict[str, np.ndarray]
+    lengths: dict[str, np.ndarray]
+    losses: dict[str, np.ndarray]
+    direction_norms: dict[str, tuple[float, float]]
+    direction_cosine: dict[str, float]
+    expert_return: float = float("nan")
+    logged: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = float("nan")
+
+    @property
+    def rewards(self) -> dict[str, np.ndarray]:
+        """Mean return over the initial conditions, ``(na, nb)`` per weights."""
+        return {w: r.mean(-1) for w, r in self.returns.items()}
+
+    @property
+    def centre(self) -> tuple[int, int]:
+        """Grid index of the checkpoint itself (a = b = 0)."""
+        return len(self.a) // 2, len(self.b) // 2
+
+    @cached_property
+    def measures(self) -> dict[str, dict[str, Roughness]]:
+        """``measures[w]["reward" | "loss"]``: the :class:`Roughness` of each surface."""
+        return {w: {"reward": roughness(self.rewards[w]), "loss": roughness(self.losses[w])} for w in self.weights}
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the surfaces, JSON-ready (what ``landscape_step_N.json`` holds)."""
+        i, j = self.centre
+        return {
+            "run": self.run,
+            "step": self.step,
+            "eta": self.eta,
+            "preconditioned": self.preconditioned,
+            "seed": self.seed,
+            "H": self.H,
+            "a": [float(x) for x in self.a],
+            "b": [float(x) for x in self.b],
+            "weights": list(self.weights),
+            "expert_return": self.expert_return,
+            "direction_norms": {w: list(v) for w, v in self.direction_norms.items()},
+            "direction_cosine": dict(self.direction_cosine),
+            "centre": {
+                w: {"return": float(self.rewards[w][i, j]), "val_loss": float(self.losses[w][i, j])}
+                for w in self.weights
+            },
+            "logged": self.logged,
+            "measures": {w: {k: asdict(m) for k, m in ms.items()} for w, ms in self.measures.items()},
+            "seconds": self.seconds,
+        }
+
+
+def landscape_paths(run: Path, step: int) -> tuple[Path, Path]:
+    """``(json, npz)`` paths of the landscape of ``step`` in run directory ``run``."""
+    return Path(run) / f"landscape_step_{step}.json", Path(run) / f"landscape_step_{step}.npz"
+
+
+def save_landscape(result: Landscape, directory: Path) -> tuple[Path, Path]:
+    """Write ``landscape_step_N.json`` (everything but the surfaces) and ``.npz`` (the surfaces)
+    into ``directory`` through the atomic writer; return both paths."""
+    js, npz = landscape_paths(directory, result.step)
+    arrays = {"a": result.a, "b": result.b}
+    for w in result.weights:
+        arrays.update(
+            {f"returns/{w}": result.returns[w], f"lengths/{w}": result.lengths[w], f"losses/{w}": result.losses[w]}
+        )
+    atomic_write(npz, lambda fh: np.savez(fh, **arrays))
+    atomic_write_json(js, _finite_json(result.summary()))
+    return js, npz
+
+
+def _finite_json(obj: Any) -> Any:
+    """NaN and inf as strings, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def load_landscape(path: Path) -> Landscape:
+    """Read a landscape saved by :func:`save_landscape` (give the ``.json`` or the ``.npz``)."""
+    path = Path(path)
+    js, npz = path.with_suffix(".json"), path.with_suffix(".npz")
+    for p in (js, npz):
+        if not p.is_file():
+            raise ValueError(f"landscape file {p} does not exist")
+    meta = json.loads(js.read_text())
+
+    def num(x):
+        return float(x) if isinstance(x, str) else x
+
+    with np.load(npz, allow_pickle=False) as z:
+        weights = tuple(meta["weights"])
+        return Landscape(
+            run=meta["run"],
+            step=int(meta["step"]),
+            eta=float(meta["eta"]),
+            preconditioned=bool(meta["preconditioned"]),
+            seed=int(meta["seed"]),
+            H=int(meta["H"]),
+            a=z["a"],
+            b=z["b"],
+            weights=weights,
+            returns={w: z[f"returns/{w}"] for w in weights},
+            lengths={w: z[f"lengths/{w}"] for w in weights},
+            losses={w: z[f"losses/{w}"] for w in weights},
+            direction_norms={w: tuple(map(num, v)) for w, v in meta["direction_norms"].items()},
+            direction_cosine={w: num(v) for w, v in meta["direction_cosine"].items()},
+            expert_return=num(meta["expert_return"]),
+            logged={w: {k: num(v) for k, v in d.items()} for w, d in meta["logged"].items()},
+            seconds=num(meta["seconds"]),
+        )
+
+
+def _gradient(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, seed: int) -> dict[str, Tensor]:
+    """Gradient of the mean squared action error on ``(x, y)`` at ``params``, in training mode
+    (dropout masks from ``seed``, the global RNG left as it was)."""
+    p = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    was = model.training
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loss = ((torch.func.functional_call(model, p, (x,)) - y) ** 2).mean()
+        grads = torch.autograd.grad(loss, list(p.values()))
+    model.train(was)
+    return {k: g.detach() for k, g in zip(p, grads)}
+
+
+def _adam_preconditioner(cfg, model: nn.Module, state: dict[str, Any]) -> dict[str, Tensor]:
+    """``1 / (sqrt(v_hat) + eps)`` per parameter from the checkpoint's Adam/AdamW state."""
+    from ..training import make_optimizer
+
+    opt = make_optimizer(cfg, model)
+    opt.load_state_dict(state["optimizer"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for group in opt.param_groups:
+        beta2, eps = group["betas"][1], group["eps"]
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if "exp_avg_sq" not in st:
+                raise ValueError(f"the checkpoint's optimizer state has no second moments for {names[id(p)]}")
+            t = float(st["step"])
+            v_hat = st["exp_avg_sq"] / (1.0 - beta2**t)
+            out[names[id(p)]] = 1.0 / (v_hat.sqrt() + eps)
+    return out
+
+
+def compute_landscape(
+    run: Path | RunDir,
+    step: int = -1,
+    *,
+    extent: float = 5.0,
+    points: int = 11,
+    seed: int = 0,
+    preconditioned: bool = False,
+    threads: int = 0,
+    memory_budget: int = 2**30,
+    quiet: bool = True,
+) -> Landscape:
+    """The reward and loss landscape at checkpoint ``step`` of a BC run directory.
+
+    Parameters
+    ----------
+    run : path or RunDir
+        A run directory of ``gva bc train`` (its config, checkpoints and demonstrations).
+    step : int
+        A checkpointed step (``-1``: the newest checkpoint). Another step raises ``ValueError``
+        naming the steps that have one.
+    extent, points : float, int
+        The grid: ``points`` (odd, >= 3, so that the centre is the checkpoint) values of ``a`` and of
+        ``b`` evenly spaced in ``[-extent, extent]``, in units of one learning-rate step.
+    seed : int
+        Seed of the two minibatches (and of their dropout masks and input noise, when the run has them).
+    preconditioned : bool
+        Scale the gradients as Adam does (see the module docstring); Adam/AdamW runs only.
+    threads : int
+        torch and MuJoCo threads (0: the run's own ``threads``).
+    memory_budget : int
+        Bytes of parameters per batched evaluator call; more grid points go in several calls.
+    quiet : bool
+        Hide the progress bar.
+    """
+    from gvatheory.config import build_config
+
+    from ..stabilizers import make_stabilizer, swapped
+    from .config import BCConfig
+    from .data import BCData, Demonstrations
+    from .envs import initial_conditions
+    from .imitators import make_imitator
+    from .train import bc_loss, imitator_rollout
+
+    start = time.perf_counter()
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    check_positive("extent", extent)
+    points = check_int("points", points, 3, 1001)
+    if points % 2 == 0:
+        raise ValueError(f"points={points} is not valid: must be odd, so that the centre is the checkpoint itself")
+    check_int("seed", seed, 0)
+    check_int("threads", threads, 0)
+    check_int("memory_budget", memory_budget, 1)
+    cfg = build_config(BCConfig, run.read_config(), source=f"{run.config_path}")
+    if threads:
+        cfg = cfg.replace(threads=threads)
+    if preconditioned and cfg.optimizer == "sgd":
+        raise ValueError("preconditioned=True is not valid for optimizer='sgd': only Adam/AdamW precondition")
+    ckpts = {c.step: c for c in run.checkpoints()}
+    if not ckpts:
+        raise ValueError(f"{run.path} has no checkpoint yet")
+    step = max(ckpts) if step == -1 else step
+    if step not in ckpts:
+        raise ValueError(
+            f"step={step} has no checkpoint in {run.path}: steps with one are {', '.join(map(str, sorted(ckpts)))}"
+        )
+    state = load_torch_file(ckpts[step].path)
+    torch.set_num_threads(cfg.threads)
+
+    if state.get("data") is not None:  # fresh-data runs: the training set in use at that step
+        data = BCData(**state["data"])
+    else:
+        demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
+        data = Demonstrations.load(demos).bc_data(cfg.history)
+    model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
+    model.load_state_dict(state["model"])
+    stabilizer = make_stabilizer(cfg, model)
+    stabilizer.load_state_dict(state["stabilizer"])
+    weights = ("raw", cfg.stabilizer)
+    at = {
+        "raw": {k: v.detach().clone() for k, v in model.named_parameters()},
+        cfg.stabilizer: stabilizer.averaged_parameters(),
+    }
+    eta = float(cfg.lr_schedule()(step - 1))  # the size of the step that produced theta
+    if eta <= 0:
+        raise ValueError(f"step={step}: the learning rate of the step that produced it is {eta}; no scale for the grid")
+
+    # Two independent minibatches of one optimizer step each (batch_size x grad_accum pairs).
+    gen = torch.Generator().manual_seed(seed)
+    n = cfg.batch_size * cfg.grad_accum
+    batches = []
+    for _ in range(2):
+        idx = torch.randint(len(data.train_x), (n,), generator=gen)
+        x = data.train_x[idx]
+        if cfg.obs_noise > 0:
+            x = x + cfg.obs_noise * torch.randn(x.shape, generator=gen)
+        batches.append((x, data.train_y[idx]))
+    scale = _adam_preconditioner(cfg, model, state) if preconditioned else None
+    directions = {}
+    for w in weights:
+        ds = []
+        for k, (x, y) in enumerate(batches):
+            g = _gradient(model, at[w], x, y, seed + k)
+            ds.append({name: eta * (g[name] * scale[name] if scale else g[name]) for name in g})
+        directions[w] = ds
+    norms = {w: tuple(float(torch.sqrt(sum((v**2).sum() for v in d.values()))) for d in directions[w]) for w in weights}
+    cosine = {
+        w: float(
+            sum((directions[w][0][k] * directions[w][1][k]).sum() for k in at[w]) / max(math.prod(norms[w]), 1e-300)
+        )
+        for w in weights
+    }
+
+    a = extent * np.linspace(-1.0, 1.0, points)
+    a[points // 2] = 0.0
+    grid = [(w, float(ai), float(bj)) for w in weights for ai in a for bj in a]
+
+    def params(w: str, ai: float, bj: float) -> dict[str, Tensor]:
+        d1, d2 = directions[w]
+        return {k: v + (ai * d1[k] + bj * d2[k]) for k, v in at[w].items()}
+
+    # every grid point is one parameter dict of the batched evaluator; 2 copies live at once (list + stack)
+    per_point = 2 * 4 * sum(v.numel() for v in at["raw"].values())
+    chunk = max(1, min(len(grid), memory_budget // per_point))
+    ics = initial_conditions(cfg.env, cfg.ics, cfg.ic_seed)
+    rollout = imitator_rollout(cfg, ics)
+    returns, lengths, losses = [], [], []
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(grid), desc=f"landscape step {step}", unit="point", disable=quiet) as bar:
+        for i in range(0, len(grid), chunk):
+            plist = [params(*g) for g in grid[i : i + chunk]]
+            r, n_steps = rollout(model, plist)
+            returns.append(r)
+            lengths.append(n_steps)
+            for p in plist:  # the logging code's own loss, so the centre matches the log exactly
+                with swapped(model, p):
+                    losses.append(bc_loss(model, data.val_x, data.val_y))
+            bar.update(len(plist))
+    shape = (len(weights), points, points)
+    R = np.concatenate(returns).reshape(*shape, -1)
+    L = np.concatenate(lengths).reshape(*shape, -1)
+    V = np.array(losses).reshape(shape)
+
+    meta, logged = {}, {}
+    for rec in run.metrics():
+        if rec["kind"] == "meta":
+            meta = rec
+        elif rec.get("step") == step and rec["kind"] == "eval":
+            logged.setdefault(rec["weights"], {})["return"] = rec["mean"]
+        elif rec.get("step") == step and rec["kind"] == "loss":
+            logged.setdefault("raw", {})["val_loss"] = rec["val"]
+            logged.setdefault(cfg.stabilizer, {})["val_loss"] = rec["val_avg"]
+    return Landscape(
+        run=str(run.path),
+        step=step,
+        eta=eta,
+        preconditioned=preconditioned,
+        seed=seed,
+        H=cfg.H,
+        a=a,
+        b=a.copy(),
+        weights=weights,
+        returns={w: R[k] for k, w in enumerate(weights)},
+        lengths={w: L[k] for k, w in enumerate(weights)},
+        losses={w: V[k] for k, w in enumerate(weights)},
+        direction_norms=norms,
+        direction_cosine=cosine,
+        expert_return=float(meta.get("expert_return", float("nan"))),
+        logged=logged,
+        seconds=time.perf_counter() - start,
+    )

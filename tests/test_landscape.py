@@ -1,0 +1,160 @@
+"""The reward landscape (paper Figure 1 right): roughness measures on known surfaces, and a tiny
+landscape end to end whose centre is the run's own logged iterate."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gvaempirics.bc.config import PRESETS, BCConfig
+from gvaempirics.bc.landscape import (
+    compute_landscape,
+    fractal_dimension,
+    jump_fraction,
+    load_landscape,
+    roughness,
+    save_landscape,
+    total_variation,
+    variogram,
+)
+from gvaempirics.bc.plots import plot_landscape
+from gvaempirics.bc.train import train_bc
+from validation.cli import main
+
+TINY = {
+    **PRESETS["tiny"],
+    "steps": 40,
+    "demo_horizon": 60,
+    "H": 60,
+    "eval_every": 10,
+    "zoom_windows": (30,),
+    "zoom_length": 5,
+    "checkpoint_every": 10,
+    "threads": 1,
+}
+
+
+# ---------------------------------------------------------------- measures on known surfaces
+
+
+def test_a_plane_is_smooth():
+    a = np.linspace(-5, 5, 11)
+    z = 3.0 * a[:, None] - 2.0 * a[None, :] + 7.0
+    m = roughness(z)
+    assert m.tv == pytest.approx(1.0, abs=1e-12)  # every slice monotone
+    assert m.jump_fraction == 0.0  # neighbours differ by 3/50 or 2/50 of the range
+    assert m.fractal_dimension == pytest.approx(1.0, abs=1e-9) and m.hurst == pytest.approx(1.0, abs=1e-9)
+    assert m.range == pytest.approx(50.0)
+
+
+def test_variogram_by_hand():
+    z = np.array([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0], [0.0, 1.0, 3.0]])
+    # lag 1: rows give differences 1, 2 (three times each), columns give zeros (6 of them)
+    assert variogram(z, np.array([1, 2])) == pytest.approx([0.5 * (3 * 1 + 3 * 4) / 12, 0.5 * (3 * 9) / 6])
+    assert total_variation(z) == pytest.approx(1.0)  # rows monotone, columns constant (left out)
+    assert jump_fraction(z) == pytest.approx(6 / 12)  # the 6 row pairs differ by >= 1/3 of the range
+
+
+def test_white_noise_is_rough():
+    z = np.random.default_rng(0).standard_normal((64, 64))
+    m = roughness(z)
+    assert m.fractal_dimension > 1.95
+    assert m.jump_fraction > 0.5  # P(|N(0, 2)| > 0.1 x range of ~7 sd) is about 0.6
+    assert m.tv > 10
+
+
+def test_brownian_slices_have_dimension_one_and_a_half():
+    z = np.cumsum(np.cumsum(np.random.default_rng(1).standard_normal((256, 256)), axis=0), axis=1)  # Brownian sheet
+    d, h = fractal_dimension(z)
+    assert d == pytest.approx(1.5, abs=0.05) and h == pytest.approx(0.5, abs=0.05)
+
+
+def test_constant_and_non_finite_surfaces():
+    m = roughness(np.full((5, 5), 2.0))
+    assert (m.tv, m.jump_fraction, m.fractal_dimension, m.range) == (1.0, 0.0, 1.0, 0.0)
+    z = np.zeros((3, 3))
+    z[1, 1] = np.inf
+    assert all(math.isnan(v) for v in vars(roughness(z)).values())
+    with pytest.raises(ValueError, match="shape"):
+        roughness(np.zeros(5))
+    with pytest.raises(ValueError, match="3 points"):
+        fractal_dimension(np.arange(4.0).reshape(2, 2))
+
+
+# ---------------------------------------------------------------- a tiny landscape end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("landscape") / "run"
+    train_bc(BCConfig(**TINY), out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_landscape(tiny_run):
+    return compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0)
+
+
+def test_landscape_shapes_and_centre_equal_the_logged_iterate(tiny_run, tiny_landscape):
+    res = tiny_landscape
+    assert res.weights == ("raw", "ema") and res.step == 40
+    assert list(res.a) == [-2.0, 0.0, 2.0] and list(res.b) == [-2.0, 0.0, 2.0]
+    assert res.eta == pytest.approx(TINY["eta"])
+    for w in res.weights:
+        assert res.returns[w].shape == (3, 3, TINY["ics"]) and res.lengths[w].shape == (3, 3, TINY["ics"])
+        assert res.rewards[w].shape == (3, 3) and res.losses[w].shape == (3, 3)
+        # same initial conditions, same weights: the run's own logged numbers at this step
+        i, j = res.centre
+        assert res.rewards[w][i, j] == pytest.approx(res.logged[w]["return"], rel=1e-6)
+        assert res.losses[w][i, j] == pytest.approx(res.logged[w]["val_loss"], rel=1e-9)
+        assert all(n > 0 for n in res.direction_norms[w])
+        assert set(res.measures[w]) == {"reward", "loss"}
+    logged = {
+        (r["weights"], r["step"]): r["mean"]
+        for r in map(json.loads, (tiny_run / "metrics.jsonl").open())
+        if r["kind"] == "eval"
+    }
+    assert res.logged["raw"]["return"] == logged[("raw", 40)]
+    # early in training a step along +g goes uphill on the validation loss too
+    assert res.losses["raw"][0, 1] < res.losses["raw"][1, 1] < res.losses["raw"][2, 1]
+
+
+def test_a_step_without_checkpoint_names_the_steps_with_one(tiny_run):
+    with pytest.raises(ValueError, match=r"step=10 has no checkpoint .*: steps with one are 30, 40"):
+        compute_landscape(tiny_run, 10, points=3)
+    with pytest.raises(ValueError, match="points=4"):
+        compute_landscape(tiny_run, 40, points=4)
+
+
+def test_save_load_and_plot(tiny_landscape, tmp_path):
+    js, npz = save_landscape(tiny_landscape, tmp_path)
+    assert js.name == "landscape_step_40.json" and npz.name == "landscape_step_40.npz"
+    back = load_landscape(js)
+    for w in tiny_landscape.weights:
+        np.testing.assert_array_equal(back.returns[w], tiny_landscape.returns[w])
+        np.testing.assert_array_equal(back.losses[w], tiny_landscape.losses[w])
+    assert back.measures == tiny_landscape.measures
+    assert json.loads(js.read_text())["measures"]["raw"]["reward"]["tv"] == tiny_landscape.measures["raw"]["reward"].tv
+    fig = plot_landscape(back)
+    assert len(fig.axes) >= 6
+
+
+def test_preconditioned_directions_are_adam_steps(tiny_run, tiny_landscape):
+    pre = compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0, preconditioned=True)
+    # an Adam step is about eta per coordinate, much longer than eta times a raw gradient
+    assert pre.direction_norms["raw"][0] > 5 * tiny_landscape.direction_norms["raw"][0]
+    i, j = pre.centre
+    assert pre.rewards["raw"][i, j] == tiny_landscape.rewards["raw"][i, j]
+
+
+def test_landscape_command(tiny_run, tmp_path, capsys, refuses):
+    png = tmp_path / "l.png"
+    argv = ["bc", "landscape", str(tiny_run), "--step", "40", "--points", "3", "--extent", "1"]
+    assert main(argv + ["--out", str(png), "--json", "-q"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {(r["weights"], r["surface"]) for r in rows} == {(w, s) for w in ("raw", "ema") for s in ("reward", "loss")}
+    assert png.is_file() and (tiny_run / "landscape_step_40.json").is_file()
+    refuses(["bc", "landscape", str(tiny_run), "--step", "20"], "steps with one are 30, 40")
+    refuses(["bc", "landscape", str(tiny_run), "--points", "4"], "points")
