@@ -88,16 +88,28 @@ class BCTrainer(Trainer):
         if self.fresh_data is not None and self.step % every == 0 and self.step > 0:
             self.data = self.fresh_data(self.step // every)
 
-    def minibatch_loss(self) -> Tensor:
+    def minibatch(self) -> tuple[Tensor, Tensor]:
+        """Draw one minibatch of inputs and targets from ``self.generator`` (ensembles draw each
+        member's this way, so their data order is the single run's)."""
         d = self.data
         idx = torch.randint(len(d.train_x), (self.cfg.batch_size,), generator=self.generator)
         x = d.train_x[idx]
         if self.cfg.obs_noise > 0:  # drawn after the indices, so runs without noise keep their draws
             x = x + self.cfg.obs_noise * torch.randn(x.shape, generator=self.generator)
-        return ((self.model(x) - d.train_y[idx]) ** 2).mean()
+        return x, d.train_y[idx]
+
+    def minibatch_loss(self) -> Tensor:
+        x, y = self.minibatch()
+        return ((self.model(x) - y) ** 2).mean()
 
     def record(self) -> None:
-        """Log both losses of raw and averaged weights now; queue both for rollout."""
+        """Log both losses now and queue the rollouts; roll out every ``eval_batch`` queued steps."""
+        self.queue_evaluation()
+        if len(self.pending) >= self.cfg.eval_batch:
+            self.flush()
+
+    def queue_evaluation(self) -> None:
+        """Log both losses of raw and averaged weights now; queue both for :meth:`flush`."""
         raw = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         avg = {k: v.clone() for k, v in self.stabilizer.averaged_parameters().items()}
         d = self.data
@@ -112,14 +124,15 @@ class BCTrainer(Trainer):
             rec["val_avg"] = bc_loss(self.model, d.val_x, d.val_y)
         self.run.log(rec)
         self.pending.append((self.step, raw, avg))
-        if len(self.pending) >= self.cfg.eval_batch:
-            self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
         params = [p for _, raw, avg in self.pending for p in (raw, avg)]
-        returns, lengths = self.rollout(self.model, params)
+        self.log_rollouts(*self.rollout(self.model, params))
+
+    def log_rollouts(self, returns: np.ndarray, lengths: np.ndarray) -> None:
+        """Log the rollouts of the queued evaluations (rows: raw, averaged, per queued step) and clear the queue."""
         for i, (step, _, _) in enumerate(self.pending):
             for j, weights in enumerate(("raw", self.cfg.stabilizer)):
                 r, n = returns[2 * i + j], lengths[2 * i + j]
@@ -187,26 +200,14 @@ def imitator_rollout(cfg: BCConfig, ics) -> RolloutFn:
     return run
 
 
-def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | None = None) -> dict[str, Any]:
-    """Run (or resume) the BC experiment ``cfg`` into the run directory ``out``; return its summary.
-
-    Everything the run needs (the expert file against the env's sizes, a ``cfg.demos`` cache
-    against the config) is checked before the run directory is created. Demonstrations come
-    from ``cfg.demos`` or are collected once into ``out/demos.npz`` and reused on resume.
-    ``stop_at`` stops after that step, as a kill would (tests).
-    """
-    from .data import Demonstrations, fresh_data, load_or_make
+def trainer_inputs(cfg: BCConfig, demos, expert, info: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :class:`BCTrainer` besides its config and run directory: training
+    pairs, the batched evaluator from the run's initial conditions, the fresh-data source and the
+    meta record (shared by :func:`train_bc` and :func:`gvaempirics.bc.ensemble.train_ensemble`)."""
+    from .data import fresh_data
     from .envs import initial_conditions
-    from .experts import load_expert
     from .rollout import rollout
 
-    torch.set_num_threads(cfg.threads)
-    expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
-    settings = cfg.demo_settings()
-    given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
-    run = RunDir(out)
-    run.start(to_dict(cfg))
-    demos = given or load_or_make(run.path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
     ics = initial_conditions(cfg.env, cfg.ics, cfg.ic_seed)
     # The reward scale: the expert's own return from the same initial conditions and horizon.
     expert_eval = rollout(cfg.env, ics, cfg.H, expert, threads=cfg.threads)
@@ -215,13 +216,31 @@ def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | No
         "expert_falls": int((expert_eval.lengths < cfg.H).sum()),
         "expert_file": str(cfg.expert or info.get("file", "")),
     }
-    trainer = BCTrainer(
-        cfg,
-        run,
-        demos.bc_data(cfg.history),
-        imitator_rollout(cfg, ics),
+    return dict(
+        data=demos.bc_data(cfg.history),
+        rollout=imitator_rollout(cfg, ics),
         fresh_data=fresh_data(demos, expert, cfg.history) if cfg.fresh_data else None,
         meta=meta,
-        quiet=quiet,
     )
+
+
+def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the BC experiment ``cfg`` into the run directory ``out``; return its summary.
+
+    Everything the run needs (the expert file against the env's sizes, a ``cfg.demos`` cache
+    against the config) is checked before the run directory is created. Demonstrations come
+    from ``cfg.demos`` or are collected once into ``out/demos.npz`` and reused on resume.
+    ``stop_at`` stops after that step, as a kill would (tests).
+    """
+    from .data import Demonstrations, load_or_make
+    from .experts import load_expert
+
+    torch.set_num_threads(cfg.threads)
+    expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    settings = cfg.demo_settings()
+    given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
+    run = RunDir(out)
+    run.start(to_dict(cfg))
+    demos = given or load_or_make(run.path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
+    trainer = BCTrainer(cfg, run, **trainer_inputs(cfg, demos, expert, info), quiet=quiet)
     return trainer.fit(stop_at=stop_at)
