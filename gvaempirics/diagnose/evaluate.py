@@ -89,6 +89,8 @@ def diagnose(
     scale, flip_threshold, confidence, n_boot
         See :func:`~gvaempirics.diagnose.result.analyze`; ``seed`` also seeds the bootstrap.
 
+    Notes
+    -----
     Everything is checked before the first rollout: the checkpoints are found, the environment
     is made (or the rollout function imported), the factory is imported and called, and the
     first checkpoint is loaded into its module. Bad input raises a one-line ``ValueError``.
