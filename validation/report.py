@@ -8,19 +8,60 @@ figures it saved. :func:`write_report` assembles sections into ``report.md``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gvaempirics.rundir import atomic_write, atomic_write_bytes, check_creatable
 
+OUTCOMES = ("supports", "contradicts", "inconclusive")
+# How each outcome shows in the report tables (PASS / FAIL: the labels of the boolean verdicts).
+OUTCOME_LABELS = {"supports": "PASS", "contradicts": "FAIL", "inconclusive": "INCONCLUSIVE"}
+
 
 @dataclass(frozen=True)
 class Verdict:
-    """One checked claim: what was predicted, whether the measurement agrees, and the numbers."""
+    """One checked claim: what was predicted, what the measurement says, and the numbers.
+
+    ``outcome`` is ``"supports"``, ``"contradicts"`` or ``"inconclusive"`` (the data cannot decide,
+    e.g. too few seeds: a result, not a failure). A boolean study gives ``passed`` alone and the
+    outcome follows from it (supports / contradicts); a three-way study builds its verdicts with
+    :meth:`of`. ``passed`` is always ``outcome == "supports"``.
+    """
 
     claim: str
     passed: bool
     detail: str
+    outcome: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passed", bool(self.passed))  # a numpy bool would not serialize
+        if not self.outcome:
+            object.__setattr__(self, "outcome", "supports" if self.passed else "contradicts")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome={self.outcome!r} is not valid: choose one of {', '.join(OUTCOMES)}")
+        if bool(self.passed) != (self.outcome == "supports"):
+            raise ValueError(f"passed={self.passed!r} does not fit outcome={self.outcome!r}")
+
+    @classmethod
+    def of(cls, claim: str, outcome: str, detail: str) -> Verdict:
+        """A verdict with one of the three outcomes."""
+        return cls(claim, outcome == "supports", detail, outcome)
+
+    @property
+    def contradicts(self) -> bool:
+        return self.outcome == "contradicts"
+
+    @property
+    def label(self) -> str:
+        return OUTCOME_LABELS[self.outcome]
+
+    def to_json(self) -> dict:
+        """``claim``, ``passed``, ``detail``; plus ``outcome`` where ``passed`` does not imply it
+        (an inconclusive verdict), so the boolean studies' records stay as they were."""
+        d = {"claim": self.claim, "passed": self.passed, "detail": self.detail}
+        if self.outcome == "inconclusive":
+            d["outcome"] = self.outcome
+        return d
 
 
 @dataclass
@@ -37,7 +78,19 @@ class Section:
 
     @property
     def passed(self) -> bool:
+        """Every verdict supports its claim."""
         return all(v.passed for v in self.verdicts)
+
+    @property
+    def contradicted(self) -> bool:
+        """Some verdict contradicts its claim (what makes ``gva reproduce`` exit 1)."""
+        return any(v.contradicts for v in self.verdicts)
+
+    def tally(self) -> str:
+        """``supported/total``, with the inconclusive ones counted where there are any."""
+        ok = sum(v.passed for v in self.verdicts)
+        unsure = sum(v.outcome == "inconclusive" for v in self.verdicts)
+        return f"{ok}/{len(self.verdicts)}" + (f" ({unsure} inconclusive)" if unsure else "")
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -65,8 +118,7 @@ def write_report(sections: list[Section], outdir: Path, *, title: str, preamble:
         lines += [preamble, ""]
     lines += ["| section | verdicts passed | time (s) |", "| --- | --- | --- |"]
     for s in sections:
-        ok = sum(v.passed for v in s.verdicts)
-        lines.append(f"| [{s.title}](#{s.key}) | {ok}/{len(s.verdicts)} | {s.seconds:.1f} |")
+        lines.append(f"| [{s.title}](#{s.key}) | {s.tally()} | {s.seconds:.1f} |")
     lines.append("")
     for s in sections:
         lines += [f'<a id="{s.key}"></a>', f"## {s.title}", ""]
@@ -76,7 +128,7 @@ def write_report(sections: list[Section], outdir: Path, *, title: str, preamble:
         if s.verdicts:
             lines += ["| claim | verdict | numbers |", "| --- | --- | --- |"]
             for v in s.verdicts:
-                lines.append(f"| {v.claim} | {'PASS' if v.passed else 'FAIL'} | {v.detail} |")
+                lines.append(f"| {v.claim} | {v.label} | {v.detail} |")
             lines.append("")
         for fig in s.figures:
             lines += [f"![{Path(fig).stem}]({_relative(fig, outdir)})", ""]
@@ -86,7 +138,7 @@ def write_report(sections: list[Section], outdir: Path, *, title: str, preamble:
         outdir / "verdicts.json",
         json.dumps(
             {
-                s.key: {"title": s.title, "seconds": s.seconds, "verdicts": [asdict(v) for v in s.verdicts]}
+                s.key: {"title": s.title, "seconds": s.seconds, "verdicts": [v.to_json() for v in s.verdicts]}
                 for s in sections
             },
             indent=2,

@@ -30,13 +30,14 @@ class ReproduceOptions(Config):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from validation.reproduce import SECTIONS  # light: a dict of names
+    from validation.reproduce import OPT_IN_SECTIONS, SECTIONS  # light: dicts of names
 
     p = subparsers.add_parser(
         "reproduce",
         help="run every study and write a report (Markdown + PNG) under runs/",
         description="Run the studies that check GVA theory numerically and against empirical runs, "
-        f"and write runs/<name>/report.md. Sections: {', '.join(SECTIONS)}.",
+        f"and write runs/<name>/report.md. Sections: {', '.join(SECTIONS)}; "
+        f"opt-in (run only when named in --only): {', '.join(OPT_IN_SECTIONS)}.",
     )
     add_config_arguments(p, ReproduceOptions)
     add_quiet_argument(p)
@@ -59,8 +60,11 @@ def _run(args: argparse.Namespace) -> int:
         skip=list(opts.skip) or None,
         quiet=args.quiet,
     )
-    failed = [s.key for s in sections if not s.passed]
+    failed = [s.key for s in sections if s.contradicted]  # inconclusive is a result, not a failure
+    unsure = [s.key for s in sections if not s.contradicted and not s.passed]
     print(f"report: {path}")
+    if unsure:
+        print(f"sections with inconclusive verdicts: {', '.join(unsure)}")
     if failed:
         print(f"sections with failed verdicts: {', '.join(failed)}")
         return 1
