@@ -39,40 +39,24 @@ def bad_rollout(policy: nn.Module, seeds) -> list:
     return [1.0]  # one return, whatever the number of seeds
 
 
-def plain_cartpole_returns(state: dict, seeds, H: int) -> np.ndarray:
-    """The reference evaluator: a plain gymnasium loop, one env per seed, greedy actions."""
+def plain_returns(env_id: str, state: dict, seeds, H: int) -> np.ndarray:
+    """The reference evaluator: a plain gymnasium loop, one env per seed, a linear policy acting
+    greedily (Discrete: argmax of the scores) or clipped to the action bounds (Box)."""
     import gymnasium as gym
 
     out = []
     for s in seeds:
-        env = gym.make("CartPole-v1")
+        env = gym.make(env_id)
         obs, _ = env.reset(seed=int(s))
         total = 0.0
         for _ in range(H):
             with torch.no_grad():
                 scores = torch.as_tensor(obs, dtype=torch.float32) @ state["weight"].T + state["bias"]
-            obs, r, terminated, truncated, _ = env.step(int(scores.argmax()))
-            total += float(r)
-            if terminated or truncated:
-                break
-        out.append(total)
-        env.close()
-    return np.array(out)
-
-
-def plain_pendulum_returns(state: dict, seeds, H: int) -> np.ndarray:
-    """The reference for Box actions: a plain gymnasium loop, the action clipped to [-2, 2]."""
-    import gymnasium as gym
-
-    out = []
-    for s in seeds:
-        env = gym.make("Pendulum-v1")
-        obs, _ = env.reset(seed=int(s))
-        total = 0.0
-        for _ in range(H):
-            with torch.no_grad():
-                u = torch.as_tensor(obs, dtype=torch.float32) @ state["weight"].T + state["bias"]
-            obs, r, terminated, truncated, _ = env.step(np.clip(u.numpy(), -2.0, 2.0))
+            if isinstance(env.action_space, gym.spaces.Discrete):
+                action = int(scores.argmax())
+            else:
+                action = np.clip(scores.numpy(), env.action_space.low, env.action_space.high)
+            obs, r, terminated, truncated, _ = env.step(action)
             total += float(r)
             if terminated or truncated:
                 break

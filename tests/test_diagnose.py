@@ -83,21 +83,21 @@ def test_cli_writes_summary_figure_and_shapes(cli_run, ckpts):
 def test_returns_match_a_plain_gymnasium_loop(cli_run, ckpts):
     _, _, d = cli_run
     _, saved = ckpts
-    from diagnose_factory import plain_cartpole_returns
+    from diagnose_factory import plain_returns
 
     for i in (0, len(saved) // 2, len(saved) - 1):
-        np.testing.assert_array_equal(d.returns[i], plain_cartpole_returns(torch.load(saved[i]), seeds(), H))
+        np.testing.assert_array_equal(d.returns[i], plain_returns("CartPole-v1", torch.load(saved[i]), seeds(), H))
 
 
 def test_averaged_checkpoint_equals_hand_averaged_weights(cli_run, ckpts):
     _, _, d = cli_run
     _, saved = ckpts
-    from diagnose_factory import plain_cartpole_returns
+    from diagnose_factory import plain_returns
 
     for a in d.averages:
         states = [torch.load(p) for p in saved[-a.k :]]
         hand = {name: sum(s[name] for s in states) / a.k for name in states[0]}
-        np.testing.assert_array_equal(a.returns, plain_cartpole_returns(hand, seeds(), H))
+        np.testing.assert_array_equal(a.returns, plain_returns("CartPole-v1", hand, seeds(), H))
         assert a.gain.value == pytest.approx(a.returns.mean() - d.returns[-1].mean())
 
 
@@ -114,11 +114,11 @@ def test_box_actions_other_names_and_formats(tmp_path):
         tmp_path, factory="diagnose_factory:box_policy", env="Pendulum-v1", ics=3, H=25, average=(2,), n_boot=200
     )
     assert list(d.steps) == [2, 7, 10]
-    from diagnose_factory import plain_pendulum_returns
+    from diagnose_factory import plain_returns
 
     s = np.random.SeedSequence([0, 0]).generate_state(3).astype(np.int64)
     for i, n in enumerate(d.steps):
-        np.testing.assert_allclose(d.returns[i], plain_pendulum_returns(states[int(n)], s, 25), rtol=1e-12)
+        np.testing.assert_allclose(d.returns[i], plain_returns("Pendulum-v1", states[int(n)], s, 25), rtol=1e-12)
 
 
 def test_oscillation_index_and_flip_rate_by_hand(cli_run):
