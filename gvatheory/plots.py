@@ -2,7 +2,7 @@
 
 Compute modules never import matplotlib; a figure can be redrawn from a saved result without
 running anything again. Every function returns the matplotlib ``Figure`` (save it with
-``fig.savefig``; the ``gva`` command uses ``validation.cli._common.save_figure``).
+``fig.savefig``; the ``gva`` command uses ``validation.report.save_figure``).
 
 =========================  =================================================  ==============================
 function                   draws                                              result object

@@ -37,3 +37,41 @@ def refuses(capsys, tmp_path, monkeypatch):
         return lines[0]
 
     return check
+
+
+# A tiny behavior-cloning run (Hopper, 40 steps, short rollouts), trained once per session and
+# shared by the tests that read a finished run directory; they must not modify it.
+TINY_BC = {
+    "env": "Hopper-v5",
+    "n_demos": 3,
+    "val_demos": 1,
+    "demo_horizon": 60,
+    "depth": 2,
+    "width": 32,
+    "steps": 40,
+    "eval_every": 10,
+    "zoom_windows": (30,),
+    "zoom_length": 5,
+    "ics": 3,
+    "H": 60,
+    "checkpoint_every": 10,
+    "batch_size": 32,
+    "eta": 1e-3,
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bc():
+    """The field values of the shared tiny BC run (a copy: change it freely)."""
+    return dict(TINY_BC)
+
+
+@pytest.fixture(scope="session")
+def tiny_bc_run(tmp_path_factory):
+    """``(run directory, summary)`` of the shared tiny BC run."""
+    from gvaempirics.bc.config import BCConfig
+    from gvaempirics.bc.train import train_bc
+
+    out = tmp_path_factory.mktemp("tiny_bc") / "run"
+    return out, train_bc(BCConfig(**TINY_BC), out, quiet=True)

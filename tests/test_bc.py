@@ -19,25 +19,7 @@ from gvaempirics.bc.train import AugmentedPolicy, train_bc
 from gvatheory.config import build_config
 from validation.cli import main
 
-TINY = {
-    **PRESETS["tiny"],
-    "steps": 40,
-    "demo_horizon": 60,
-    "H": 60,
-    "eval_every": 10,
-    "zoom_windows": (30,),
-    "zoom_length": 5,
-    "checkpoint_every": 10,
-    "threads": 1,
-}
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bc") / "full"
-    summary = train_bc(BCConfig(**TINY), out, quiet=True)
-    return out, summary
 
 
 def test_windows_pad_with_first_state():
@@ -63,9 +45,9 @@ def test_augmented_policy_feeds_previous_clipped_action_and_window():
     torch.testing.assert_close(seen[1][0, 0], torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))  # (s_1, u_0=clip(5))
 
 
-def test_tiny_run_logs_every_scheduled_iterate(full_run):
-    out, summary = full_run
-    cfg = BCConfig(**TINY)
+def test_tiny_run_logs_every_scheduled_iterate(tiny_bc_run, tiny_bc):
+    out, summary = tiny_bc_run
+    cfg = BCConfig(**tiny_bc)
     res = load_result(out)
     assert list(res.eval_steps) == cfg.eval_steps()
     assert set(res.returns) == {"raw", "ema"} and res.returns["raw"].shape == (len(cfg.eval_steps()), cfg.ics)
@@ -78,11 +60,11 @@ def test_tiny_run_logs_every_scheduled_iterate(full_run):
     assert json.loads((out / "config.json").read_text())["steps"] == cfg.steps
 
 
-def test_kill_and_resume_gives_the_same_log(full_run, tmp_path):
+def test_kill_and_resume_gives_the_same_log(tiny_bc_run, tmp_path, tiny_bc):
     """SIGKILL a run after its second checkpoint, resume it, and compare with the uninterrupted run."""
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "validation", "bc", "train", "--preset", "tiny", "--out", str(out), "--quiet"]
-    for key, value in TINY.items():
+    for key, value in tiny_bc.items():
         if key in PRESETS["tiny"] and PRESETS["tiny"][key] == value:
             continue
         flag = "--" + key.replace("_", "-")
@@ -96,12 +78,12 @@ def test_kill_and_resume_gives_the_same_log(full_run, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert main(args[3:]) == 0  # resume in-process
-    full, _ = full_run
+    full, _ = tiny_bc_run
     assert (out / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
 
 
-def test_nan_loss_stops_with_message_and_stays_resumable(tmp_path):
-    cfg = BCConfig(**{**TINY, "eta": 1e30, "optimizer": "sgd", "momentum": 0.0, "steps": 20, "zoom_windows": ()})
+def test_nan_loss_stops_with_message_and_stays_resumable(tmp_path, tiny_bc):
+    cfg = BCConfig(**{**tiny_bc, "eta": 1e30, "optimizer": "sgd", "momentum": 0.0, "steps": 20, "zoom_windows": ()})
     with pytest.raises(ValueError, match=r"loss became (nan|inf) at step \d+ .* no checkpoint yet"):
         train_bc(cfg, tmp_path / "nan", quiet=True)
     assert (tmp_path / "nan" / "config.json").is_file()
@@ -122,8 +104,8 @@ def test_bad_config_rejected_before_work(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_plot_and_eval_commands(full_run, tmp_path, capsys):
-    out, _ = full_run
+def test_plot_and_eval_commands(tiny_bc_run, tmp_path, capsys):
+    out, _ = tiny_bc_run
     assert main(["bc", "plot", str(out), "--out", str(tmp_path / "f.png")]) == 0
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert capsys.readouterr().out.strip() == str(tmp_path / "f.png")
@@ -132,10 +114,10 @@ def test_plot_and_eval_commands(full_run, tmp_path, capsys):
     assert [r["weights"] for r in rows] == ["raw", "ema"]
 
 
-def test_transformer_imitator_runs_in_closed_loop(tmp_path):
+def test_transformer_imitator_runs_in_closed_loop(tmp_path, tiny_bc):
     cfg = BCConfig(
         **{
-            **TINY,
+            **tiny_bc,
             "policy": "transformer",
             "history": 3,
             "depth": 1,
@@ -152,12 +134,12 @@ def test_transformer_imitator_runs_in_closed_loop(tmp_path):
     assert summary["steps_done"] == 10
 
 
-def test_posthoc_stabilizer_is_evaluated_and_snapshots_the_last_iterate(tmp_path):
+def test_posthoc_stabilizer_is_evaluated_and_snapshots_the_last_iterate(tmp_path, tiny_bc):
     from gvaempirics.rundir import RunDir, load_torch_file
 
     cfg = BCConfig(
         **{
-            **TINY,
+            **tiny_bc,
             "stabilizer": "posthoc",
             "posthoc_every": 4,
             "steps": 10,

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from gvaempirics.bc.config import PRESETS, BCConfig
 from gvaempirics.bc.landscape import (
     compute_landscape,
     fractal_dimension,
@@ -19,21 +18,7 @@ from gvaempirics.bc.landscape import (
     variogram,
 )
 from gvaempirics.bc.plots import plot_landscape
-from gvaempirics.bc.train import train_bc
 from validation.cli import main
-
-TINY = {
-    **PRESETS["tiny"],
-    "steps": 40,
-    "demo_horizon": 60,
-    "H": 60,
-    "eval_every": 10,
-    "zoom_windows": (30,),
-    "zoom_length": 5,
-    "checkpoint_every": 10,
-    "threads": 1,
-}
-
 
 # ---------------------------------------------------------------- measures on known surfaces
 
@@ -85,25 +70,23 @@ def test_constant_and_non_finite_surfaces():
 # ---------------------------------------------------------------- a tiny landscape end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("landscape") / "run"
-    train_bc(BCConfig(**TINY), out, quiet=True)
-    return out
+@pytest.fixture(scope="session")
+def tiny_run(tiny_bc_run):
+    return tiny_bc_run[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_landscape(tiny_run):
     return compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0)
 
 
-def test_landscape_shapes_and_centre_equal_the_logged_iterate(tiny_run, tiny_landscape):
+def test_landscape_shapes_and_centre_equal_the_logged_iterate(tiny_run, tiny_landscape, tiny_bc):
     res = tiny_landscape
     assert res.weights == ("raw", "ema") and res.step == 40
     assert list(res.a) == [-2.0, 0.0, 2.0] and list(res.b) == [-2.0, 0.0, 2.0]
-    assert res.eta == pytest.approx(TINY["eta"])
+    assert res.eta == pytest.approx(tiny_bc["eta"])
     for w in res.weights:
-        assert res.returns[w].shape == (3, 3, TINY["ics"]) and res.lengths[w].shape == (3, 3, TINY["ics"])
+        assert res.returns[w].shape == (3, 3, tiny_bc["ics"]) and res.lengths[w].shape == (3, 3, tiny_bc["ics"])
         assert res.rewards[w].shape == (3, 3) and res.losses[w].shape == (3, 3)
         # same initial conditions, same weights: the run's own logged numbers at this step
         i, j = res.centre

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation.report import save_figure  # noqa: F401  (the one figure writer, re-exported for commands)
-
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json`` and ``--plot PATH``, as every ``gva theory`` subcommand takes them."""
@@ -18,10 +16,6 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", metavar="PATH", type=Path, default=None, help="also save a figure to PATH (.png/.pdf/.svg)"
     )
-
-
-def add_seed_argument(parser: argparse.ArgumentParser, default: int = 0) -> None:
-    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default {default})")
 
 
 def add_quiet_argument(parser: argparse.ArgumentParser) -> None:

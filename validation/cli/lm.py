@@ -19,9 +19,10 @@ from pathlib import Path
 
 from gvaempirics.lm.config import CorpusOptions
 from gvatheory.config import Config, option, to_dict
+from validation.report import save_figure
 
 from ._args import add_config_arguments, config_from_args
-from ._common import add_quiet_argument, emit, save_figure
+from ._common import add_quiet_argument, emit
 
 
 @dataclass(frozen=True)

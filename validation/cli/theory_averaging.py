@@ -51,8 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _averaging(cfg: AveragingCommand, args: argparse.Namespace) -> int:
     from gvatheory.averaging import QuadraticSGD, compare
+    from validation.report import save_figure
 
-    from ._common import emit, save_figure
+    from ._common import emit
 
     model = QuadraticSGD(
         Hs=cfg.h,

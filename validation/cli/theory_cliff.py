@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cliff(cfg: CliffCommand, args: argparse.Namespace) -> int:
     from gvatheory._checks import check_memory
     from gvatheory.cliff import CliffProblem, agreement_z, sgd_monte_carlo
+    from validation.report import save_figure
 
-    from ._common import emit, save_figure
+    from ._common import emit
 
     d, T = cfg.d, cfg.steps
     check_memory("d", d, 64)  # the problem's mu and start, one number per coordinate, as built below

@@ -50,8 +50,9 @@ def _linear_gva(cfg: LinearGVACommand, args: argparse.Namespace) -> int:
     import numpy as np
 
     from gvatheory.linear_gva import LinearBC, double_integrator, gva_experiment
+    from validation.report import save_figure
 
-    from ._common import emit, save_figure
+    from ._common import emit
 
     A, B, K = double_integrator(cfg.rho, cfg.dt)
     problem = LinearBC(

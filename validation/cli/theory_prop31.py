@@ -42,8 +42,9 @@ def _prop31(cfg: Prop31Command, args: argparse.Namespace) -> int:
     import numpy as np
 
     from gvatheory.prop31 import prop31_system, prop31_table
+    from validation.report import save_figure
 
-    from ._common import emit, save_figure
+    from ._common import emit
 
     system = prop31_system(x0=cfg.x0, s=cfg.s, a=cfg.a, b=cfg.b, k=cfg.k, x0_sd=cfg.x0_sd)
     table = prop31_table(system, cfg.H, cfg.delta)

@@ -45,8 +45,9 @@ def _prop41(cfg: Prop41Command, args: argparse.Namespace) -> int:
     import math
 
     from gvatheory.prop41 import C1_FINITE, C1_STATIONARY, default_grid, gap_curves, prop41_as_written, prop41_precise
+    from validation.report import save_figure
 
-    from ._common import emit, save_figure
+    from ._common import emit
 
     # The figure's curves are computed (and their settings checked) whether or not --plot is given.
     curves = gap_curves(eps=cfg.eps, C=cfg.C, sigma=cfg.sigma, eta0=cfg.eta, gamma0=cfg.gamma, c1=cfg.c1, c2=cfg.c2)
