@@ -9,7 +9,14 @@ policy-steps per second* (steps where the policy acted on a running episode):
 * ours: ``gvaempirics.bc.rollout.rollout`` (one torch call per step for all pairs, MuJoCo on threads),
   repeated until at least ``H * I`` live steps have been timed;
 * gymnasium single env: one ``gymnasium.make`` env, one policy call per step, reset on termination;
-* ``gymnasium.vector.SyncVectorEnv`` of 20 envs, one batched policy call per step, autoreset.
+* ``gymnasium.vector.SyncVectorEnv`` of 20 envs, one batched policy call per step, autoreset;
+* MuJoCo's own threaded ``mujoco.rollout`` (``Rollout(nthread=threads)``, its thread pool kept
+  alive), called once per control step between policy calls with the live envs' states, the
+  observations, rewards and falls computed by the same numpy code as ours. It is not exact:
+  the solver's warm start is not carried from one call to the next, so its trajectories leave
+  gymnasium's (by 1e-17 after one step, 5e-13 after 300); this is why the evaluator does not use it;
+* the ceiling: ``mj_step`` alone (``frame_skip`` substeps per env step) on the same 20 envs over
+  ``threads`` threads, no policy, no observations.
 
 Run: ``python benchmarks/bench_rollout.py [--H 1000] [--ics 20] [--threads 2]``.
 """
@@ -80,10 +87,82 @@ def main() -> None:
         obs, _, _, _, _ = venv.step(act)
     rates[f"gymnasium SyncVectorEnv({I})"] = target / (time.perf_counter() - t0)
 
+    rates[f"mujoco.rollout, {args.threads} threads"] = _mujoco_rollout(env_id, I, H, policy, target, args.threads)
+    rates[f"ceiling: mj_step alone, {args.threads} threads"] = _mj_step_ceiling(env_id, I, target, args.threads)
+
     ours = rates["ours (rollout)"]
     for name, rate in rates.items():
-        print(f"{name:32s} {rate:9.0f} live policy-steps/s   ours/this = {ours / rate:5.2f}x")
+        print(f"{name:40s} {rate:9.0f} live policy-steps/s   ours/this = {ours / rate:5.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def _mujoco_rollout(env_id: str, I: int, H: int, policy, target: int, threads: int) -> float:
+    """Closed loop on ``mujoco.rollout``: one call per control step for the live envs."""
+    import mujoco
+    import numpy as np
+    from mujoco import rollout as mj_rollout
+
+    from gvaempirics.bc.envs import SPECS, action_bounds, initial_conditions
+    from gvaempirics.bc.rollout import _Batch
+
+    low, high = action_bounds(env_id)
+    fs = SPECS[env_id].frame_skip
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    steps, seed, t0 = 0, 0, time.perf_counter()
+    with mj_rollout.Rollout(nthread=threads) as pool:
+        while steps < target:
+            ics = initial_conditions(env_id, I, seed)
+            feats = _Batch(env_id, ics.qpos, ics.qvel, 1)  # observations and rewards, as ours computes them
+            m, nq = feats.m, feats.m.nq
+            scratch = [mujoco.MjData(m) for _ in range(threads)]
+            state = np.empty((I, mujoco.mj_stateSize(m, spec)))
+            for k, d in enumerate(feats.datas):
+                mujoco.mj_getState(m, d, state[k], spec)
+            pol, obs, active = policy(), feats.obs(), np.ones(I, bool)
+            for _ in range(H):
+                act = np.clip(pol(torch.as_tensor(obs, dtype=torch.float32)[None]).numpy()[0], low, high)
+                live = np.flatnonzero(active)
+                x_before = feats.x()
+                out, _ = pool.rollout(m, scratch, state[live], np.repeat(act[live, None], fs, axis=1), nstep=fs)
+                state[live] = out[:, -1]
+                feats.qpos[live], feats.qvel[live] = state[live, 1 : 1 + nq], state[live, 1 + nq : 1 + nq + m.nv]
+                _, term = feats.reward(x_before, act)
+                obs = np.where(active[:, None], feats.obs(), obs)
+                steps += len(live)
+                active &= ~term
+                if not active.any():
+                    break
+            feats.close()
+            seed += 1
+    return steps / (time.perf_counter() - t0)
+
+
+def _mj_step_ceiling(env_id: str, I: int, target: int, threads: int) -> float:
+    """``mj_step`` alone on ``I`` envs split over ``threads`` threads (a persistent pool), zero controls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mujoco
+    import numpy as np
+
+    from gvaempirics.bc.envs import SPECS, initial_conditions, mj_model
+
+    m, fs = mj_model(env_id), SPECS[env_id].frame_skip
+    ics = initial_conditions(env_id, I, 0)
+    datas = [mujoco.MjData(m) for _ in range(I)]
+    for k, d in enumerate(datas):
+        d.qpos[:], d.qvel[:] = ics.qpos[k], ics.qvel[k]
+        mujoco.mj_forward(m, d)
+    chunks = np.array_split(np.arange(I), threads)
+
+    def step(idx) -> None:
+        for k in idx:
+            mujoco.mj_step(m, datas[k], nstep=fs)
+
+    with ThreadPoolExecutor(threads) as pool:
+        t0 = time.perf_counter()
+        for _ in range(-(-target // I)):
+            list(pool.map(step, chunks))
+        return -(-target // I) * I / (time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ loss on one minibatch, what an evaluation records, and the run's summary.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -77,6 +78,16 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.eval_set = set(cfg.eval_steps())
         self.step = 0
+        self.seconds: dict[str, float] = {}  # wall seconds per phase this session (see fit)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        """Add the wall time of the block to ``self.seconds[phase]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
     # ------------------------------------------------------------------ what a setting supplies
     def minibatch_loss(self) -> torch.Tensor:
@@ -177,20 +188,28 @@ class Trainer:
             total=cfg.steps, initial=self.step, desc=self.name, unit="step", disable=self.quiet, dynamic_ncols=True
         )
         while self.step < last:
-            self.before_step()
-            loss = self.train_step()
-            self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": self.lr(self.step - 1)})
+            with self.timed("train steps"):
+                self.before_step()
+                loss = self.train_step()
+            with self.timed("metrics log"):
+                self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": self.lr(self.step - 1)})
             if self.step in self.eval_set:
-                self.record()
+                with self.timed("evaluations"):
+                    self.record()
             if self.step == cfg.steps:
                 self.stabilizer.end()  # post-hoc EMA: the last iterate can be synthesized
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.checkpoint()
+                with self.timed("checkpoints"):
+                    self.checkpoint()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         bar.close()
-        self.flush()
+        with self.timed("evaluations"):
+            self.flush()
         summary = self.summarize()
         summary["train_seconds_last_session"] = time.perf_counter() - start
+        # where this session's time went; a setting may time its own parts (BC: "rollouts", inside
+        # evaluations and checkpoints, which run the queued rollouts)
+        summary["profile_seconds_last_session"] = {k: round(v, 3) for k, v in self.seconds.items()}
         self.run.write_summary(summary)
         return summary

@@ -23,6 +23,7 @@ def test_write_report_lists_sections_verdicts_and_figures(tmp_path):
     text = path.read_text()
     assert "| [Section A](#a) | 1/2 | 1.5 |" in text
     assert "| claim 2 | FAIL | z=9 |" in text
+    assert "| [a](#a) | claim 2 | z=9 | contradicts |" in text  # the summary table: prediction, measurement, verdict
     assert "![fig](a/fig.png)" in text and "gva reproduce --only a" in text
     assert not s.passed
     saved = json.loads((tmp_path / "verdicts.json").read_text())

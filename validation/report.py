@@ -119,6 +119,11 @@ def write_report(sections: list[Section], outdir: Path, *, title: str, preamble:
     lines += ["| section | verdicts passed | time (s) |", "| --- | --- | --- |"]
     for s in sections:
         lines.append(f"| [{s.title}](#{s.key}) | {s.tally()} | {s.seconds:.1f} |")
+    lines += ["", "Every prediction, its measurement and the verdict:", ""]
+    lines += ["| study | prediction | measurement | verdict |", "| --- | --- | --- | --- |"]
+    for s in sections:
+        for v in s.verdicts:
+            lines.append(f"| [{s.key}](#{s.key}) | {v.claim} | {v.detail} | {v.outcome} |")
     lines.append("")
     for s in sections:
         lines += [f'<a id="{s.key}"></a>', f"## {s.title}", ""]

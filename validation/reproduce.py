@@ -1,8 +1,9 @@
-"""``gva reproduce``: run every study and write one report under ``runs/``.
+"""``gva reproduce`` and ``gva validate``: run studies and write one report under ``runs/``.
 
 Studies are registered by name in :data:`SECTIONS` (run by default) or :data:`OPT_IN_SECTIONS` (run
 only when ``--only`` names them) and imported only when selected, so a theory-only install can run
-the theory sections. Each study module exposes
+the theory sections. :data:`VALIDATION_STUDIES` are the ones that hold a prediction of the theory
+against real runs (``gva validate``). Each study module exposes
 ``run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section``.
 """
 
@@ -25,6 +26,9 @@ SECTIONS: dict[str, str] = {
     "linear-gva": "validation.studies.linear_gva",
     "bc": "validation.studies.bc",
     "lm": "validation.studies.lm",
+    "noise-floor": "validation.studies.noise_floor",
+    "local-model": "validation.studies.local_model",
+    "reward-law": "validation.studies.reward_law",
 }
 # Opt-in studies: run only when named in ``--only`` (one shared sweep of 21 behavior-cloning runs,
 # about 8 minutes on 2 CPU cores with --quick, hours without), after the default ones.
@@ -34,6 +38,17 @@ OPT_IN_SECTIONS: dict[str, str] = {
     "ema-never-hurts": "validation.studies.ema_never_hurts",
 }
 ALL_SECTIONS: dict[str, str] = {**SECTIONS, **OPT_IN_SECTIONS}
+# The studies that check a prediction of the theory against MuJoCo and LM runs, numbered as in
+# the docs' results pages: `gva validate STUDY|all`.
+VALIDATION_STUDIES: tuple[str, ...] = (
+    "noise-floor",
+    "local-model",
+    "reward-law",
+    "algorithmic",
+    "landscape",
+    "ema-never-hurts",
+    "lm",
+)
 
 
 def select_sections(only: list[str] | None, skip: list[str] | None) -> list[str]:
@@ -60,8 +75,12 @@ def reproduce(
     only: list[str] | None = None,
     skip: list[str] | None = None,
     quiet: bool = False,
+    command: str = "",
+    title: str = "reproduction report",
 ) -> tuple[Path, list[Section]]:
-    """Run the selected studies into ``outdir`` and write the report; return its path and sections."""
+    """Run the selected studies into ``outdir`` and write the report; return its path and sections.
+    ``command`` (default: the ``gva reproduce`` one) and ``title`` head the report."""
+    command = command or f"gva reproduce{' --quick' if quick else ''}"
     names = select_sections(only, skip)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +110,7 @@ def reproduce(
     path = write_report(
         sections,
         outdir,
-        title=f"GVA toolkit: reproduction report ({mode})",
-        preamble=f"Made by `gva reproduce{' --quick' if quick else ''}` with seed {seed}.",
+        title=f"GVA toolkit: {title} ({mode})",
+        preamble=f"Made by `{command}` with seed {seed}.",
     )
     return path, sections

@@ -1,8 +1,8 @@
 """Expert policies for the behavior-cloning experiments (Section 3 and Figure 1 of the paper).
 
 The imitators of the paper clone a fixed deterministic expert :math:`\\pi^\\star(s)`. Here the
-expert is a stable-baselines3 PPO policy trained with one recipe (4 envs, ``VecNormalize`` on
-observations and rewards, 64x64 tanh nets, ``n_steps`` 512, batch 64, 10 epochs, lr 3e-4), and
+expert is a stable-baselines3 PPO policy trained with its environment's recipe
+(:data:`gvaempirics.bc.ppo.RECIPES`: ``VecNormalize`` on observations and rewards, tanh nets), and
 exported as a plain torch MLP that acts with the Gaussian mean,
 
 .. math::
@@ -37,9 +37,8 @@ from gvatheory._checks import check_int
 from ..rundir import atomic_torch_save, atomic_write_bytes, check_creatable, load_torch_file, sha256_file
 from .envs import check_env_id
 from .ppo import (
-    HIDDEN,
     MANIFEST,
-    PPO_KWARGS,
+    RECIPES,
     check_run_identity,
     checkpoints,
     read_manifest,
@@ -54,7 +53,7 @@ SHIPPED_DIR = Path(__file__).with_name("shipped")
 class ExpertMLP(nn.Module):
     """Deterministic PPO expert: folded observation normalization, tanh MLP, clip to action bounds."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = HIDDEN):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = RECIPES["default"].hidden):
         super().__init__()
         self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
         layers: list[nn.Module] = []
@@ -240,7 +239,7 @@ def export(
             "output": "Gaussian mean clipped to the action bounds",
         },
         "algorithm": "stable-baselines3 PPO",
-        "recipe": {**PPO_KWARGS, "n_envs": manifest["n_envs"], "vecnormalize": "obs+reward"},
+        "recipe": {**_recipe_of(manifest), "n_envs": manifest["n_envs"]},
         "command": command,
         "seed": manifest["seed"] if train_seed is None else train_seed,
         "env_steps": best.steps,
@@ -269,6 +268,12 @@ def export(
     }
     save_expert(expert, info, dest)
     return info
+
+
+def _recipe_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's recipe as its manifest records it (runs from before per-env recipes: the default)."""
+    recipe = manifest.get("recipe")
+    return dict(recipe) if isinstance(recipe, dict) else RECIPES["default"].record()
 
 
 def save_expert(expert: ExpertMLP, info: dict[str, Any], dest: Path) -> None:

@@ -1,11 +1,13 @@
 """Figure-1-style plots of a behavior-cloning run, drawn from a :class:`~gvaempirics.bc.train.BCResult`,
-and of a reward landscape, drawn from a :class:`~gvaempirics.bc.landscape.Landscape`.
+of a reward landscape, drawn from a :class:`~gvaempirics.bc.landscape.Landscape`, and of a post-hoc
+EMA sweep, drawn from a :class:`~gvaempirics.bc.posthoc.PosthocSweep`.
 
 Nothing here trains or rolls out: a figure can be regenerated from a saved run directory.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +16,7 @@ from .results import BCResult
 
 if TYPE_CHECKING:
     from .landscape import Landscape
+    from .posthoc import PosthocSweep
 
 
 def plot_figure1(res: BCResult, *, title: str | None = None):
@@ -118,4 +121,51 @@ def plot_landscape(res: Landscape, *, title: str | None = None):
         lines, more = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
     fig.suptitle(title or f"reward landscape at step {res.step} of {res.run} (eta = {res.eta:.3g})")
+    return fig
+
+
+def plot_posthoc(res: PosthocSweep, *, title: str | None = None):
+    """Post-hoc EMA against its relative width (log x): mean return over the zoom iterates with a
+    band of one sd over the iterates, the raw iterate's as a reference line; below, the flip rate
+    (and the raw iterate's). Tracked widths are marked, and open markers are widths whose profile
+    the snapshots fit with more than 10% error. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    rows = res.rows()
+    raw = next((r for r in rows if r["weights"] == "raw"), None)
+    pts = sorted((r for r in rows if r["weights"] == "posthoc"), key=lambda r: r["sigma_rel"])
+    sig = np.array([r["sigma_rel"] for r in pts])
+    mean = np.array([r["mean_return"] for r in pts])
+    fig, (ax, bx) = plt.subplots(
+        2, 1, figsize=(6.5, 6.0), sharex=True, constrained_layout=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    ax.plot(sig, mean, "-", color="tab:orange")
+    rough = np.array([r["fit_error"] > 0.1 for r in pts])  # the snapshots span the profile poorly there
+    ax.plot(sig[~rough], mean[~rough], "o", color="tab:orange", label="post-hoc EMA, mean over iterates")
+    if rough.any():
+        ax.plot(sig[rough], mean[rough], "o", mfc="white", color="tab:orange", label="profile fit error > 10%")
+    if "return_sd" in pts[0]:
+        sd = np.array([r["return_sd"] for r in pts])
+        ax.fill_between(sig, mean - sd, mean + sd, color="tab:orange", alpha=0.25, label="+- sd over iterates")
+    if raw is not None:
+        ax.axhline(raw["mean_return"], color="tab:blue", ls="--", label="raw iterate")
+        if "return_sd" in raw:
+            for y in (raw["mean_return"] - raw["return_sd"], raw["mean_return"] + raw["return_sd"]):
+                ax.axhline(y, color="tab:blue", ls=":", lw=0.8)
+    if np.isfinite(res.expert_return):
+        ax.axhline(res.expert_return, color="k", ls=":", lw=1, label="expert")
+    for s in res.tracked_sigma_rels:
+        ax.axvline(s, color="0.6", lw=0.8, ls="-.")
+    ax.set(
+        ylabel=f"return J_H (H={res.H})",
+        title=title or f"post-hoc EMA of {Path(res.run).name} ({res.iterates} iterates)",
+    )
+    ax.legend(fontsize=7)
+    if "flip_rate" in pts[0]:
+        bx.plot(sig, [r["flip_rate"] for r in pts], "s-", color="tab:orange", label="post-hoc EMA")
+        if raw is not None and "flip_rate" in raw:
+            bx.axhline(raw["flip_rate"], color="tab:blue", ls="--", label="raw iterate")
+        bx.set_ylim(bottom=0)
+        bx.legend(fontsize=7)
+    bx.set(xscale="log", xlabel="relative EMA width sigma_rel (dash-dot: tracked)", ylabel="flip rate")
     return fig

@@ -1,8 +1,11 @@
 """PPO experts for the behavior-cloning experiments: training with stable-baselines3, and the
 run manifest that makes its pickled checkpoints safe to load.
 
-One recipe (4 envs, ``VecNormalize`` on observations and rewards, 64x64 tanh nets, ``n_steps``
-512, batch 64, 10 epochs, lr 3e-4; :data:`PPO_KWARGS`). Training writes SB3 checkpoints every
+One recipe per environment (:data:`RECIPES`, recorded in the run's manifest and the expert's
+sidecar): 4 envs, ``VecNormalize`` on observations and rewards, tanh MLP policy and value nets,
+and the PPO settings of :class:`Recipe`. Hopper, Walker2d and HalfCheetah use SB3's defaults with
+64x64 nets and ``n_steps`` 512; Ant has its own (wider nets, longer rollouts, smaller initial
+action noise). Training writes SB3 checkpoints every
 50k env steps (``ppo_<N>_steps.zip`` + ``ppo_vecnormalize_<N>_steps.pkl``) and resumes from the
 newest. :mod:`gvaempirics.bc.experts` selects and exports the expert from them.
 
@@ -22,6 +25,7 @@ import json
 import pickle
 import re
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +43,43 @@ _CKPT = re.compile(r"^ppo_(\d+)_steps\.zip$")
 _CKPT_FILE = re.compile(r"^ppo_(vecnormalize_)?\d+_steps\.(zip|pkl)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-# The recipe of the issue: PPO close to SB3's defaults, which locomotes on Hopper and Walker2d on CPU.
-PPO_KWARGS = dict(n_steps=512, batch_size=64, n_epochs=10, learning_rate=3e-4)
-HIDDEN = (64, 64)
+
+@dataclass(frozen=True)
+class Recipe:
+    """PPO settings of one environment's expert (everything else is SB3's default)."""
+
+    n_steps: int = 512  # per env, per update
+    batch_size: int = 64
+    n_epochs: int = 10
+    learning_rate: float = 3e-4
+    hidden: tuple[int, ...] = (64, 64)  # tanh policy and value nets
+    log_std_init: float = 0.0  # initial log standard deviation of the Gaussian actions
+
+    def ppo_kwargs(self) -> dict[str, Any]:
+        return dict(
+            n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs, learning_rate=self.learning_rate
+        )
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        net = list(self.hidden)
+        return dict(net_arch=dict(pi=net, vf=net), activation_fn=nn.Tanh, log_std_init=self.log_std_init)
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest and the sidecar store."""
+        return {**asdict(self), "hidden": list(self.hidden), "activation": "tanh", "vecnormalize": "obs+reward"}
+
+
+# Close to SB3's defaults: locomotes on Hopper, Walker2d and HalfCheetah on CPU. Ant flips over with
+# it (docs/mujoco.md), so Ant gets wider nets, 4x longer rollouts and smaller initial action noise.
+RECIPES: dict[str, Recipe] = {
+    "default": Recipe(),
+    "Ant-v5": Recipe(n_steps=1024, batch_size=256, learning_rate=1e-4, hidden=(256, 256), log_std_init=-1.0),
+}
+
+
+def recipe_for(env_id: str) -> Recipe:
+    """The recipe a new run of ``env_id`` is trained with."""
+    return RECIPES.get(env_id, RECIPES["default"])
 
 
 # ------------------------------------------------------------------ the run manifest
@@ -210,7 +248,8 @@ def train(
     Everything is checked before anything is created (:func:`check_train_run`). A run directory
     with checkpoints is continued from its newest one (verified against the manifest, then
     ``PPO.load`` + the ``VecNormalize`` statistics, learning continued with
-    ``reset_num_timesteps=False``). Each checkpoint's digests go into ``out/manifest.json`` before
+    ``reset_num_timesteps=False``; a continued run keeps the recipe it was started with, which its
+    checkpoint and manifest carry). A new run uses :func:`recipe_for` ``(env_id)``. Each checkpoint's digests go into ``out/manifest.json`` before
     its files are written, each file through the atomic writer, so that a kill never leaves a
     checkpoint file the manifest does not vouch for. Wall and CPU seconds accumulate in
     ``out/train_time.json``. Returns the env steps reached.
@@ -238,7 +277,7 @@ def train(
             "seed": seed,
             "n_envs": n_envs,
             "algorithm": "stable-baselines3 PPO",
-            "recipe": {**PPO_KWARGS, "hidden": list(HIDDEN), "vecnormalize": "obs+reward"},
+            "recipe": recipe_for(env_id).record(),
             "files": {},
         }
         atomic_write_json(out / MANIFEST, manifest)  # creates out
@@ -253,14 +292,15 @@ def train(
         model = PPO.load(io.BytesIO(zip_bytes), env=venv, device="cpu")
     else:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+        recipe = recipe_for(env_id)
         model = PPO(
             "MlpPolicy",
             venv,
             seed=seed,
             verbose=0,
             device="cpu",
-            **PPO_KWARGS,
-            policy_kwargs=dict(net_arch=dict(pi=list(HIDDEN), vf=list(HIDDEN)), activation_fn=nn.Tanh),
+            **recipe.ppo_kwargs(),
+            policy_kwargs=recipe.policy_kwargs(),
         )
     remaining = steps - model.num_timesteps
     if remaining <= 0:

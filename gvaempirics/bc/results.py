@@ -74,6 +74,20 @@ def load_result(path: Path | RunDir, *, expert_return: float | None = None) -> B
     )
 
 
+def zoom_reward_indices(returns: np.ndarray, zooms: list[np.ndarray], scale: float) -> dict[str, float]:
+    """Reward indices of consecutive iterates, each averaged over the zoom windows ``zooms`` (index
+    arrays into the rows of ``returns``, shape ``(n_iterates, n_ic)``): the mean return, and the
+    oscillation index, spread and flip rate relative to ``scale`` (the expert's return)."""
+    from ..metrics import flip_rate, oscillation_index, window_spread
+
+    return {
+        "zoom_mean_return": float(np.mean([returns[z].mean() for z in zooms])),
+        "zoom_reward_oscillation": float(np.mean([oscillation_index(returns[z].mean(1), scale) for z in zooms])),
+        "zoom_reward_spread": float(np.mean([window_spread(returns[z].mean(1), scale) for z in zooms])),
+        "zoom_flip_rate": float(np.mean([flip_rate(returns[z], scale) for z in zooms])),
+    }
+
+
 def summarize(run: RunDir | BCResult) -> dict[str, Any]:
     """GVA indices of raw and stabilized weights (see :mod:`gvaempirics.metrics` for the scales).
 
@@ -82,7 +96,7 @@ def summarize(run: RunDir | BCResult) -> dict[str, Any]:
     the validation loss's decrease over the run, their ratio, and the per-initial-condition flip
     rate (changes of more than 10% of the expert's return).
     """
-    from ..metrics import flip_rate, oscillation_index, window_spread
+    from ..metrics import flip_rate, oscillation_index
 
     res = run if isinstance(run, BCResult) else load_result(run)
     out: dict[str, Any] = {
@@ -111,11 +125,8 @@ def summarize(run: RunDir | BCResult) -> dict[str, Any]:
             entry["grid_flip_rate"] = flip_rate(r[late], scale)
         zooms = res.zoom_windows()
         if zooms and decrease > 0:
-            entry["zoom_mean_return"] = float(np.mean([r[z].mean() for z in zooms]))
-            entry["zoom_reward_oscillation"] = float(np.mean([oscillation_index(r[z].mean(1), scale) for z in zooms]))
-            entry["zoom_reward_spread"] = float(np.mean([window_spread(r[z].mean(1), scale) for z in zooms]))
+            entry.update(zoom_reward_indices(r, zooms, scale))
             entry["zoom_loss_oscillation"] = float(np.mean([oscillation_index(val[z], decrease) for z in zooms]))
-            entry["zoom_flip_rate"] = float(np.mean([flip_rate(r[z], scale) for z in zooms]))
             entry["zoom_amplification"] = entry["zoom_reward_oscillation"] / max(entry["zoom_loss_oscillation"], 1e-300)
         out[w] = entry
     return out

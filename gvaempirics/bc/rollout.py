@@ -26,6 +26,8 @@ Conventions (identical in both paths):
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +80,34 @@ def _act(policy: Policy, obs: np.ndarray, low: np.ndarray, high: np.ndarray) -> 
     return np.clip(act, low, high)
 
 
+_MIN_PER_THREAD = 4  # live envs per thread below which stepping inline is faster
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` stepping threads, kept alive across rollouts (each
+    evaluation of a training run would otherwise pay for starting threads)."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="gva-mj")
+    return _POOLS[workers]
+
+
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the parent's threads
+
+# Spare MjData per env id, reused across rollouts: allocating one costs more than 50 Walker2d steps.
+_SPARE: dict[str, list] = {}
+_SPARE_LOCK = threading.Lock()
+
+
+def _take_datas(env_id: str, m, n: int) -> list:
+    import mujoco
+
+    with _SPARE_LOCK:
+        spare = _SPARE.setdefault(env_id, [])
+        taken = [spare.pop() for _ in range(min(n, len(spare)))]
+    return taken + [mujoco.MjData(m) for _ in range(n - len(taken))]
+
+
 class _Batch:
     """``n`` MjData of one env, stepped on a thread pool; features gathered into arrays."""
 
@@ -85,12 +115,12 @@ class _Batch:
         import mujoco
 
         self.mj = mujoco
-        self.spec = SPECS[env_id]
+        self.env_id, self.spec = env_id, SPECS[env_id]
         self.m = m = mj_model(env_id)
         self.n = n = qpos.shape[0]
         self.dt = m.opt.timestep * self.spec.frame_skip
         self.kind = env_id.split("-")[0]
-        self.datas = [mujoco.MjData(m) for _ in range(n)]
+        self.datas = _take_datas(env_id, m, n)
         self.qpos, self.qvel = np.empty((n, m.nq)), np.empty((n, m.nv))
         self.extra = {}  # fields beyond qpos/qvel that obs or reward read
         if self.kind == "Ant":
@@ -104,14 +134,19 @@ class _Batch:
                 "xipos": (m.nbody, 3),
             }
         self.bufs = {k: np.empty((n,) + s) for k, s in self.extra.items()}
-        self.chunks = [c for c in np.array_split(np.arange(n), threads) if len(c)]
-        self.pool = ThreadPoolExecutor(len(self.chunks)) if len(self.chunks) > 1 else None
+        self.threads = threads
         for k, d in enumerate(self.datas):  # same calls as gymnasium's reset + set_state
             mujoco.mj_resetData(m, d)
             d.qpos[:] = qpos[k]
             d.qvel[:] = qvel[k]
             mujoco.mj_forward(m, d)
             self._gather(k, d)
+
+    def close(self) -> None:
+        """Hand the MjData back for the next rollout (each is reset before it is used again)."""
+        with _SPARE_LOCK:
+            _SPARE[self.env_id].extend(self.datas)
+        self.datas = []
 
     def _gather(self, k: int, d) -> None:
         self.qpos[k] = d.qpos
@@ -130,17 +165,21 @@ class _Batch:
             self._gather(k, d)
 
     def step(self, act: np.ndarray, active: np.ndarray) -> None:
-        """Step the envs where ``active`` (n,) is True with actions ``act`` (n, a)."""
-        chunks = [c[active[c]] for c in self.chunks]
-        if self.pool is None:
-            for c in chunks:
-                self._step_chunk(c, act)
-        else:
-            list(self.pool.map(self._step_chunk, chunks, [act] * len(chunks)))
+        """Step the envs where ``active`` (n,) is True with actions ``act`` (n, a).
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        The live envs are split evenly over the threads at every step (episodes end unevenly, so
+        fixed chunks would leave a thread idle), the calling thread steps one share itself, and a
+        handful of envs is stepped inline: dispatching costs more than it saves there."""
+        live = np.flatnonzero(active)
+        k = min(self.threads, len(live) // _MIN_PER_THREAD)
+        if k <= 1:
+            self._step_chunk(live, act)
+            return
+        own, *rest = np.array_split(live, k)
+        futures = [_pool(k - 1).submit(self._step_chunk, c, act) for c in rest]
+        self._step_chunk(own, act)
+        for f in futures:
+            f.result()
 
     def x(self) -> np.ndarray:
         """Forward coordinate used by the forward reward, (n,)."""

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from gvatheory.config import to_dict
 
 from ..rundir import RunDir
+from ..stabilizers import PostHocEMA
 from ..training import Trainer
 from .config import BCConfig
 from .data import BCData
@@ -110,6 +111,10 @@ class BCTrainer(Trainer):
 
     def queue_evaluation(self) -> None:
         """Log both losses of raw and averaged weights now; queue both for :meth:`flush`."""
+        if isinstance(self.stabilizer, PostHocEMA) and any(
+            s <= self.step < s + self.cfg.zoom_length for s in self.cfg.zoom_windows
+        ):
+            self.stabilizer.snapshot()  # so that `gva bc posthoc` can synthesize every zoom iterate
         raw = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         avg = {k: v.clone() for k, v in self.stabilizer.averaged_parameters().items()}
         d = self.data
@@ -129,7 +134,9 @@ class BCTrainer(Trainer):
         if not self.pending:
             return
         params = [p for _, raw, avg in self.pending for p in (raw, avg)]
-        self.log_rollouts(*self.rollout(self.model, params))
+        with self.timed("rollouts"):
+            result = self.rollout(self.model, params)
+        self.log_rollouts(*result)
 
     def log_rollouts(self, returns: np.ndarray, lengths: np.ndarray) -> None:
         """Log the rollouts of the queued evaluations (rows: raw, averaged, per queued step) and clear the queue."""

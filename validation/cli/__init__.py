@@ -14,7 +14,7 @@ import importlib
 import sys
 
 # Command groups, in the order --help lists them.
-GROUPS = ("theory", "reproduce", "expert", "bc", "lm", "diagnose", "sweep")
+GROUPS = ("theory", "reproduce", "validate", "expert", "bc", "lm", "diagnose", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

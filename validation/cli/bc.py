@@ -5,7 +5,9 @@
   (``--demos PATH`` reuses a cache; ``--intervention NAME`` applies a named change, repeatable);
 * ``gva bc eval RUN`` / ``gva bc plot RUN``  GVA indices and the Figure-1 plot of a run directory;
 * ``gva bc interventions``  the registry of named interventions (paper Figures 2 and 3);
-* ``gva bc landscape RUN --step N``  reward and loss landscape around a checkpoint (Figure 1 right).
+* ``gva bc landscape RUN --step N``  reward and loss landscape around a checkpoint (Figure 1 right);
+* ``gva bc posthoc RUN``  rollout reward of post-hoc EMAs against their width, for runs trained with
+  ``--stabilizer posthoc``.
 
 Every command is generated from a frozen dataclass; a preset, its interventions, a ``--config``
 file and flags combine as preset < interventions < file < flags, and everything is checked before
@@ -74,6 +76,27 @@ class LandscapeInput(RunInput):
         super().check()
         if self.points % 2 == 0:
             raise ValueError(f"points={self.points} is not valid: must be odd, so that the centre is the checkpoint")
+
+
+@dataclass(frozen=True)
+class PosthocInput(RunInput):
+    """A run trained with ``--stabilizer posthoc``, the EMA widths to synthesize, and where the results go."""
+
+    sigma_rels: tuple[float, ...] = option(
+        (0.01, 0.02, 0.05, 0.1, 0.2), "relative EMA widths to synthesize", low=0.0, high=12**-0.5, low_open=True
+    )  # gvaempirics.bc.posthoc.DEFAULT_SIGMA_RELS; 12**-0.5: the uniform average
+    iterates: str = option(
+        "zoom",
+        "synthesize at every zoom iterate, or at every snapshot time (runs trained without zoom snapshots)",
+        choices=("zoom", "snapshots"),
+    )
+    threads: int = option(0, "torch and MuJoCo threads (0: the run's own)", low=0)
+    out: str = option("", "folder for posthoc.json and posthoc.png (default RUN)")
+
+    def check(self) -> None:
+        super().check()
+        if not self.sigma_rels:
+            raise ValueError("sigma_rels=() is not valid: give at least one relative width")
 
 
 def _preset_argument(p: argparse.ArgumentParser) -> None:
@@ -158,6 +181,18 @@ def register(subparsers) -> None:
     add_config_arguments(la, LandscapeInput)
     add_quiet_argument(la)
     la.set_defaults(func=_landscape)
+
+    ph = sub.add_parser(
+        "posthoc",
+        help="rollout reward of post-hoc EMAs against their width (runs trained with --stabilizer posthoc)",
+        description="Synthesize the power-function EMA of each --sigma-rels width from the run's snapshots at every "
+        "zoom iterate, roll it out from the run's initial conditions, and report mean return, its sd over the "
+        "iterates, oscillation index and flip rate per width beside the raw iterate's; save posthoc.json and "
+        "posthoc.png into the run directory (or --out).",
+    )
+    add_config_arguments(ph, PosthocInput)
+    add_quiet_argument(ph)
+    ph.set_defaults(func=_posthoc)
 
 
 def _demos(args: argparse.Namespace) -> int:
@@ -327,5 +362,26 @@ def _landscape(args: argparse.Namespace) -> int:
             "seconds": res.seconds,
             "saved": " ".join(str(p) for p in (*paths, figure)),
         },
+    )
+    return 0
+
+
+def _posthoc(args: argparse.Namespace) -> int:
+    from gvaempirics.bc.plots import plot_posthoc
+    from gvaempirics.bc.posthoc import check_run, posthoc_sweep, save_posthoc
+    from gvaempirics.rundir import check_creatable
+    from validation.report import save_figure
+
+    inp = config_from_args(PosthocInput, args)
+    check_run(Path(inp.run))  # before the output folder is checked or anything written
+    out = check_creatable(Path(inp.out) if inp.out else Path(inp.run), "out", folder=True)
+    res = posthoc_sweep(Path(inp.run), inp.sigma_rels, iterates=inp.iterates, threads=inp.threads, quiet=args.quiet)
+    paths = (save_posthoc(res, out), save_figure(plot_posthoc(res), out / "posthoc.png"))
+    emit(
+        res.rows(),
+        as_json=inp.json,
+        title=f"{inp.run}: post-hoc EMA at {len(res.steps)} {res.iterates} iterates (steps {res.steps[0]}-"
+        f"{res.steps[-1]}), expert return {res.expert_return:.1f}",
+        extra={"saved": " ".join(str(p) for p in paths)},
     )
     return 0
