@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from validation.report import Section, Verdict, write_report
+from validation.report import Section, Verdict, write_pages, write_report
 from validation.reproduce import SECTIONS, select_sections
 
 
@@ -37,3 +37,19 @@ def test_select_sections_keeps_report_order():
     assert select_sections(None, [names[0]]) == names[1:]
     with pytest.raises(ValueError, match="leave no section"):
         select_sections([names[0]], [names[0]])
+
+
+def test_write_pages_one_standalone_page_per_section_with_its_figures(tmp_path):
+    fig = tmp_path / "run" / "a" / "fig.png"
+    fig.parent.mkdir(parents=True)
+    fig.write_bytes(b"png")
+    sections = [
+        Section("a", "Section A", "body A", [Verdict.of("claim", "inconclusive", "n=3")], [fig], "gva validate a"),
+        Section("b", "Section B", "body B", [Verdict("claim b", True, "z=1")]),
+    ]
+    pages = write_pages(sections, tmp_path / "pages", preamble="made by a test")
+    assert [p.name for p in pages] == ["a.md", "b.md"]
+    text = pages[0].read_text()
+    assert text.startswith("# Section A\n\nmade by a test") and "| claim | INCONCLUSIVE | n=3 |" in text
+    assert "![fig](figures/a/fig.png)" in text and "gva validate a" in text
+    assert (tmp_path / "pages" / "figures" / "a" / "fig.png").read_bytes() == b"png"

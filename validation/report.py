@@ -109,6 +109,43 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _section_lines(s: Section, root: Path, *, level: str) -> list[str]:
+    """A section in Markdown: heading, command, body, verdict table, figures (relative to ``root``)."""
+    lines = [f"{level} {s.title}", ""]
+    if s.command:
+        lines += ["Reproduce this section alone:", "", f"    {s.command}", ""]
+    lines += [s.body.strip(), ""]
+    if s.verdicts:
+        lines += ["| claim | verdict | numbers |", "| --- | --- | --- |"]
+        lines += [f"| {v.claim} | {v.label} | {v.detail} |" for v in s.verdicts]
+        lines.append("")
+    for fig in s.figures:
+        lines += [f"![{Path(fig).stem}]({_relative(fig, root)})", ""]
+    return lines
+
+
+def write_pages(sections: list[Section], pages: Path, *, preamble: str = "") -> list[Path]:
+    """One standalone Markdown page per section, ``pages/<key>.md``, with its figures copied to
+    ``pages/figures/<key>/``: the documentation's results pages, generated from a report."""
+    pages = check_creatable(Path(pages), "pages", folder=True)
+    written = []
+    for s in sections:
+        copies = []
+        for fig in s.figures:
+            dest = pages / "figures" / s.key / Path(fig).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dest, Path(fig).read_bytes())
+            copies.append(dest)
+        page = Section(s.key, s.title, s.body, s.verdicts, copies, s.command, s.seconds)
+        lines = _section_lines(page, pages, level="#")
+        if preamble:
+            lines[1:1] = ["", preamble]
+        path = pages / f"{s.key}.md"
+        atomic_write_bytes(path, "\n".join(lines).encode())
+        written.append(path)
+    return written
+
+
 def write_report(sections: list[Section], outdir: Path, *, title: str, preamble: str = "") -> Path:
     """Write ``outdir/report.md`` and ``outdir/verdicts.json``; return the Markdown path."""
     outdir = Path(outdir)
@@ -126,17 +163,7 @@ def write_report(sections: list[Section], outdir: Path, *, title: str, preamble:
             lines.append(f"| [{s.key}](#{s.key}) | {v.claim} | {v.detail} | {v.outcome} |")
     lines.append("")
     for s in sections:
-        lines += [f'<a id="{s.key}"></a>', f"## {s.title}", ""]
-        if s.command:
-            lines += ["Reproduce this section alone:", "", f"    {s.command}", ""]
-        lines += [s.body.strip(), ""]
-        if s.verdicts:
-            lines += ["| claim | verdict | numbers |", "| --- | --- | --- |"]
-            for v in s.verdicts:
-                lines.append(f"| {v.claim} | {v.label} | {v.detail} |")
-            lines.append("")
-        for fig in s.figures:
-            lines += [f"![{Path(fig).stem}]({_relative(fig, outdir)})", ""]
+        lines += [f'<a id="{s.key}"></a>', *_section_lines(s, outdir, level="##")]
     path = outdir / "report.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     atomic_write_bytes(

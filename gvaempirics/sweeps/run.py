@@ -164,6 +164,34 @@ def run_sweep(
         lock.close()
 
 
+def read_sweep(spec: SweepSpec, out: Path, *, n_resamples: int = 5000) -> SweepOutcome:
+    """The outcome of ``spec`` as its sweep directory ``out`` holds it, running and writing nothing
+    (to redraw the figures of a finished sweep): a run is finished as for :func:`run_sweep`, every
+    other run is ``unfinished``. Raises ``ValueError`` where ``out`` holds no run of ``spec``."""
+    out = Path(out)
+    runs = spec.runs()
+    varying = [f for f in spec.varying_fields() if f != "demos"]
+    paths = {r.run_id: _path(out, r) for r in runs}
+    if not any(p.is_dir() for p in paths.values()):
+        raise ValueError(f"out={out}: no run of this spec there (run the sweep first, or give its --out)")
+    finished = []
+    for r in runs:
+        cfg = r.config if r.config.demos else r.config.replace(demos=str(demo_cache(out, r.config)))
+        if is_finished(paths[r.run_id], cfg):
+            finished.append(r.run_id)
+    table = [
+        run_row(r, paths[r.run_id], varying, status=FINISHED if r.run_id in finished else UNFINISHED) for r in runs
+    ]
+    return SweepOutcome(
+        out=out.resolve(),
+        rows=tuple(table),
+        summary=summarize_sweep(table, n_resamples=n_resamples),
+        trained=(),
+        skipped=tuple(finished),
+        failed=(),
+    )
+
+
 def _path(out: Path, run: SweepRun) -> Path:
     return out.resolve() / "runs" / run.run_id
 

@@ -34,6 +34,14 @@ class SweepOptions(Config):
         0, "parallel runs on this machine (default cpu_count // threads; with ray: the local runtime's size)", low=0
     )
     quiet: bool = option(False, "hide progress bars")
+    figures_only: bool = option(
+        False, "run nothing: redraw the tables' summary and the figures from the runs already in the sweep directory"
+    )
+    seed: int = option(
+        -1,
+        "training seed of the run drawn per grid entry in rewards.png and stabilized.png (-1: the spec's first)",
+        low=-1,
+    )
 
     def check(self) -> None:
         if not self.spec:
@@ -43,6 +51,8 @@ class SweepOptions(Config):
         if self.address and self.address != "auto" and "://" not in self.address:
             if not _HOST_PORT.match(self.address) or not 0 < int(self.address.rpartition(":")[2]) < 65536:
                 raise ValueError(f"address={self.address!r} is not valid: give auto or HOST:PORT (e.g. head-node:6379)")
+        if self.figures_only and (self.address or self.workers or self.backend != "local"):
+            raise ValueError("figures_only=True runs nothing: drop --backend, --address and --workers")
         if self.address and self.workers:
             raise ValueError(
                 f"workers={self.workers} is not valid with address={self.address!r}: a cluster's size is set by "
@@ -56,9 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a grid of behavior-cloning runs over interventions, seeds and envs, local or on Ray",
         description="Run every run of a sweep spec (base configuration x interventions x seeds x envs) into one "
         "sweep directory: runs/<env>__<interventions>__s<seed> per run, results.csv/.parquet (one row per run), "
-        "summary.csv and summary.png (oscillation index per intervention with 95% bootstrap CIs). The whole spec "
-        "is checked before anything runs. Rerunning the command skips finished runs and resumes the others. "
-        "Exit status 1 if a run failed (see failures.jsonl).",
+        "summary.csv and summary.md (one row per grid entry), and three figures: summary.png (oscillation index per "
+        "intervention with 95% bootstrap CIs), rewards.png (paper Figure 2: raw reward per initial condition and "
+        "validation loss against the step, one seed per entry) and stabilized.png (paper Figure 3: raw against "
+        "EMA reward). The whole spec is checked before anything runs. Rerunning the command skips finished runs "
+        "and resumes the others; --figures-only redraws the tables' summary and the figures without running "
+        "anything. Exit status 1 if a run failed (see failures.jsonl).",
     )
     add_config_arguments(p, SweepOptions)
     p.set_defaults(func=_run)
@@ -67,16 +80,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     opts = config_from_args(SweepOptions, args)
     from gvaempirics.sweeps import SweepSpec, run_sweep
-    from gvaempirics.sweeps.plots import plot_summary
-    from validation.report import save_figure
+    from gvaempirics.sweeps.run import read_sweep
 
     spec = SweepSpec.from_file(Path(opts.spec))
+    if opts.seed >= 0 and opts.seed not in spec.seeds:
+        raise ValueError(f"seed={opts.seed} is not valid: the spec's seeds are {', '.join(map(str, spec.seeds))}")
     out = Path(opts.out) if opts.out else Path("runs/sweeps") / Path(opts.spec).stem
-    outcome = run_sweep(spec, out, backend=opts.backend, address=opts.address, workers=opts.workers, quiet=opts.quiet)
-    figure = save_figure(plot_summary(outcome.summary, title=f"sweep {Path(opts.spec).name}"), out / "summary.png")
-    print(f"{out}: {len(outcome.rows)} runs ({len(outcome.skipped)} already finished, {len(outcome.trained)} run now)")
-    print(format_table(_display(outcome.summary)))
-    print(f"tables: {out / 'results.csv'}, {out / 'summary.csv'}; figure: {figure}")
+    if opts.figures_only:
+        outcome = read_sweep(spec, out)
+        print(f"{out}: {len(outcome.rows)} runs ({len(outcome.skipped)} finished; nothing run)")
+    else:
+        outcome = run_sweep(
+            spec, out, backend=opts.backend, address=opts.address, workers=opts.workers, quiet=opts.quiet
+        )
+        print(
+            f"{out}: {len(outcome.rows)} runs ({len(outcome.skipped)} already finished, {len(outcome.trained)} run now)"
+        )
+    table = _display(outcome.summary)
+    figures = write_figures(
+        out, outcome, seed=opts.seed if opts.seed >= 0 else spec.seeds[0], name=Path(opts.spec).name
+    )
+    print(format_table(table))
+    print(f"tables: {out / 'results.csv'}, {out / 'summary.csv'}, {out / 'summary.md'}")
+    print(f"figures: {', '.join(str(f) for f in figures)}")
     if outcome.failed:
         print(
             f"gva sweep: {len(outcome.failed)} run(s) failed: {', '.join(outcome.failed)} "
@@ -85,6 +111,34 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+FIGURES = ("summary.png", "rewards.png", "stabilized.png")
+
+
+def write_figures(out: Path, outcome, *, seed: int, name: str = "") -> list[Path]:
+    """``summary.md`` (the printed summary as a Markdown table) and the three figures of a sweep:
+    ``summary.png`` (:func:`~gvaempirics.sweeps.plots.plot_summary`), ``rewards.png`` (paper
+    Figure 2, :func:`~gvaempirics.sweeps.plots.plot_rewards`) and ``stabilized.png`` (paper Figure
+    3, :func:`~gvaempirics.sweeps.plots.plot_stabilized`), the last two for the runs of ``seed``."""
+    from gvaempirics.rundir import atomic_write_bytes
+    from gvaempirics.sweeps.plots import entry_runs, plot_rewards, plot_stabilized, plot_summary
+    from validation.report import markdown_table, save_figure
+
+    out = Path(out)
+    entries = entry_runs(out, outcome.rows, seed=seed)
+    suffix = f" {name}" if name else ""
+    atomic_write_bytes(out / "summary.md", (markdown_table(_display(outcome.summary)) + "\n").encode())
+    summary, rewards, stabilized = (out / f for f in FIGURES)
+    return [
+        save_figure(plot_summary(outcome.summary, title=f"sweep{suffix}"), summary),
+        save_figure(
+            plot_rewards(entries, title=f"sweep{suffix}: raw reward and validation loss, seed {seed}"), rewards
+        ),
+        save_figure(
+            plot_stabilized(entries, title=f"sweep{suffix}: raw against stabilized reward, seed {seed}"), stabilized
+        ),
+    ]
 
 
 def _display(summary) -> list[dict]:

@@ -31,6 +31,9 @@ class ValidateOptions(Config):
     )
     out: str = option("", "output folder (default runs/validate-<study>-<budget>-<time>)", metavar="DIR")
     seed: int = option(0, "root seed of every study", low=0)
+    pages: str = option(
+        "", "also write one Markdown results page per study (and its figures) into this folder", metavar="DIR"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,15 +58,27 @@ def _run(args: argparse.Namespace) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(opts.out) if opts.out else Path("runs") / f"validate-{opts.study}-{opts.budget}-{stamp}"
     check_creatable(out, "out", folder=True)
+    if opts.pages:
+        check_creatable(Path(opts.pages), "pages", folder=True)
+    command = f"gva validate {opts.study} --budget {opts.budget}" + (f" --seed {opts.seed}" if opts.seed else "")
     path, sections = reproduce(
         out,
         quick=opts.budget == "quick",
         seed=opts.seed,
         only=names,
         quiet=args.quiet,
-        command=f"gva validate {opts.study} --budget {opts.budget}" + (f" --seed {opts.seed}" if opts.seed else ""),
+        command=command,
         title="validation report",
     )
+    if opts.pages:
+        from validation.report import write_pages
+
+        write_pages(
+            sections,
+            Path(opts.pages),
+            preamble=f"Generated from the report of `{command}` on {datetime.now():%Y-%m-%d}. Training runs are "
+            "chaotic: exact numbers differ across machines; the verdicts and spreads are what carry over.",
+        )
     for s in sections:
         print(f"{s.key}: " + ", ".join(v.outcome for v in s.verdicts))
     print(f"report: {path}")
