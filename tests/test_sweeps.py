@@ -18,7 +18,7 @@ import scipy.stats
 from gvaempirics.bc.results import summarize
 from gvaempirics.sweeps import SweepSpec, prob_lower, run_sweep, stratified_bootstrap, summarize_sweep
 from gvaempirics.sweeps.plots import plot_summary
-from gvaempirics.sweeps.run import demo_cache
+from gvaempirics.sweeps.run import demo_cache, ensemble_jobs
 from gvatheory.config import to_dict
 from validation.cli import main
 
@@ -197,6 +197,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(grid, tmp_path):
     first = out / "runs" / "Hopper-v5__base__s1"
     second = out / "runs" / "Hopper-v5__base__s2"
     cmd = [sys.executable, "-m", "validation", "sweep", str(spec_path), "--out", str(out), "--workers", "1", "--quiet"]
+    cmd += ["--ensemble", "1"]  # one run at a time, so that one finishes while the next is under way
     log = open(tmp_path / "stderr.txt", "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
     try:
@@ -221,6 +222,29 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(grid, tmp_path):
     assert (after.st_mtime_ns, after.st_size) == (stat.st_mtime_ns, stat.st_size)
     assert (out / "results.csv").read_bytes() == (grid[1].out / "results.csv").read_bytes()
     assert (out / "summary.csv").read_bytes() == (grid[1].out / "summary.csv").read_bytes()
+
+
+def test_runs_that_share_shapes_form_ensembles_enough_to_fill_the_workers():
+    spec = SweepSpec.from_file(ROOT / "docs" / "sweeps" / "quick.toml")
+    runs = spec.runs()
+    configs = {r.run_id: r.config for r in runs}
+    ids = lambda jobs: [[r.run_id for r in job] for job in jobs]  # noqa: E731
+    assert ids(ensemble_jobs(runs, configs, 1, 2)) == [[r.run_id] for r in runs]
+    one = ensemble_jobs(runs, configs, 100, 1)  # one worker: everything that can share a model does
+    assert sum(map(len, one)) == len(runs) and all(len({configs[r.run_id].width for r in job}) == 1 for job in one)
+    assert len(one) == len({(configs[r.run_id].width, configs[r.run_id].batch_size) for r in runs})
+    assert max(map(len, ensemble_jobs(runs, configs, 100, 5))) <= -(-len(runs) // 5)
+    dropout = {k: c.replace(dropout=0.1) for k, c in configs.items()}
+    assert ids(ensemble_jobs(runs, dropout, 8, 1)) == [[r.run_id] for r in runs]  # dropout masks cannot be shared
+    with pytest.raises(ValueError, match="ensemble=0"):
+        ensemble_jobs(runs, configs, 0, 1)
+
+
+def test_ensembles_give_each_run_its_single_runs_numbers(grid, tmp_path):
+    """The grid ran as two 2-member ensembles (2 workers); run alone, every number is the same."""
+    spec = SweepSpec.from_file(write_spec(tmp_path / "grid.json"))
+    alone = run_sweep(spec, tmp_path / "out", workers=2, ensemble=1, quiet=True, n_resamples=2000)
+    assert (alone.out / "results.csv").read_bytes() == (grid[1].out / "results.csv").read_bytes()
 
 
 def test_failing_run_is_recorded_and_the_others_finish(tmp_path, capsys):

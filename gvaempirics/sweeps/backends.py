@@ -1,8 +1,9 @@
 """Where a sweep's runs execute: a pool of local worker processes, or Ray tasks.
 
-Both backends run the same function, :func:`run_one` (one :func:`~gvaempirics.bc.train.train_bc`
-call into one run directory), and report the same outcome: ``None`` for a finished run, or a
-:class:`Failure`. A backend only schedules; what a run writes is in its run directory, so the
+Both backends run the same function, :func:`run_job`: one run (:func:`~gvaempirics.bc.train.train_bc`
+into its run directory) or several that share shapes trained as one ensemble
+(:func:`~gvaempirics.bc.ensemble.train_ensemble`), and report the same outcome per run: ``None``
+for a finished run, or a :class:`Failure`. A backend only schedules; what a run writes is in its run directory, so the
 driver can die at any point and a rerun resumes every unfinished run from its checkpoints.
 """
 
@@ -46,6 +47,22 @@ def run_one(cfg: BCConfig, out: str) -> Failure | None:
     return None
 
 
+def run_job(cfgs: list[BCConfig], outs: list[str]) -> list[Failure | None]:
+    """Train the runs ``cfgs`` into ``outs``: several as one ensemble, with the per-tensor optimizer
+    loop of a single run (``fused=False``), so that each member's numbers are its single run's; if
+    the ensemble fails (one member's loss became NaN, say), each run is resumed alone from its own
+    checkpoints, so that each records its own outcome."""
+    if len(cfgs) > 1:
+        try:
+            from ..bc.ensemble import train_ensemble
+
+            train_ensemble(cfgs, [Path(o) for o in outs], quiet=True, fused=False)
+            return [None] * len(cfgs)
+        except Exception:
+            pass
+    return [run_one(cfg, out) for cfg, out in zip(cfgs, outs)]
+
+
 def _exit_with_parent(parent: int) -> None:
     """Pool-worker initializer: exit as soon as the driver is gone (killed), so that no orphan
     keeps writing into a run directory that a rerun resumes."""
@@ -74,25 +91,26 @@ class LocalBackend:
             initializer=_exit_with_parent,
             initargs=(os.getpid(),),
         )
-        self.pending: dict[Any, str] = {}
+        self.pending: dict[Any, list[str]] = {}
 
-    def submit(self, run_id: str, cfg: BCConfig, out: Path) -> None:
-        self.pending[self.pool.submit(run_one, cfg, str(out))] = run_id
+    def submit(self, run_ids: list[str], cfgs: list[BCConfig], outs: list[Path]) -> None:
+        """Queue one job: the runs ``run_ids`` (one, or an ensemble)."""
+        self.pending[self.pool.submit(run_job, cfgs, [str(o) for o in outs])] = run_ids
 
     def running(self) -> int:
         return min(self.capacity, sum(f.running() for f in self.pending))
 
     def completed(self, timeout: float) -> Iterator[tuple[str, Failure | None]]:
-        """Runs that completed within ``timeout`` seconds (none if none did)."""
+        """Runs whose job completed within ``timeout`` seconds (none if none did)."""
         from concurrent.futures import FIRST_COMPLETED, wait
 
         done, _ = wait(list(self.pending), timeout=timeout, return_when=FIRST_COMPLETED)
         for future in done:
-            run_id = self.pending.pop(future)
+            run_ids = self.pending.pop(future)
             try:
-                yield run_id, future.result()
+                yield from zip(run_ids, future.result())
             except Exception as err:  # the worker process died (BrokenProcessPool) or pickling failed
-                yield run_id, Failure.from_exception(err)
+                yield from ((run_id, Failure.from_exception(err)) for run_id in run_ids)
 
     def close(self, *, interrupted: bool = False) -> None:
         """Wait for the workers to exit; ``interrupted``: end them now (their runs stay resumable)."""
@@ -152,26 +170,28 @@ class RayBackend:
                 raise ValueError(f"address={address!r}: cannot connect to a Ray cluster ({first})") from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.capacity = max(1, cpus // threads)
-        self.task = ray.remote(run_one)
-        self.pending: dict[Any, str] = {}
+        self.task = ray.remote(run_job)
+        self.pending: dict[Any, list[str]] = {}
 
-    def submit(self, run_id: str, cfg: BCConfig, out: Path) -> None:
-        ref = self.task.options(num_cpus=cfg.threads, name=run_id).remote(cfg, str(out))
-        self.pending[ref] = run_id
+    def submit(self, run_ids: list[str], cfgs: list[BCConfig], outs: list[Path]) -> None:
+        """One Ray task per job (one run, or an ensemble), with the CPUs its threads use."""
+        name = run_ids[0] + (f"+{len(run_ids) - 1}" if len(run_ids) > 1 else "")
+        ref = self.task.options(num_cpus=cfgs[0].threads, name=name).remote(cfgs, [str(o) for o in outs])
+        self.pending[ref] = run_ids
 
     def running(self) -> int:
-        return min(self.capacity, len(self.pending))
+        return min(self.capacity, sum(len(ids) for ids in self.pending.values()))
 
     def completed(self, timeout: float) -> Iterator[tuple[str, Failure | None]]:
         if not self.pending:
             return
         done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
         for ref in done:
-            run_id = self.pending.pop(ref)
+            run_ids = self.pending.pop(ref)
             try:
-                yield run_id, self.ray.get(ref)
+                yield from zip(run_ids, self.ray.get(ref))
             except Exception as err:  # the task's worker or node died (Ray retried it first)
-                yield run_id, Failure.from_exception(err)
+                yield from ((run_id, Failure.from_exception(err)) for run_id in run_ids)
 
     def close(self, *, interrupted: bool = False) -> None:
         for ref in self.pending:

@@ -74,6 +74,7 @@ def run_sweep(
     backend: str = "local",
     address: str = "",
     workers: int = 0,
+    ensemble: int = 8,
     quiet: bool = False,
     n_resamples: int = 5000,
 ) -> SweepOutcome:
@@ -83,6 +84,8 @@ def run_sweep(
     configuration already in it, the experts, given demonstration caches, and the backend
     (``local``: ``workers`` processes, default ``cpu_count // threads``; ``ray``: the cluster at
     ``address``, or a new local runtime). A failing run is recorded and the others go on.
+    Unfinished runs that may share an ensemble train as one, up to ``ensemble`` members, in no
+    fewer jobs than the backend runs at once (:func:`ensemble_jobs`; ``ensemble=1``: each alone).
     """
     from tqdm.auto import tqdm
 
@@ -125,8 +128,10 @@ def run_sweep(
                 total=len(runs), initial=len(finished), desc="sweep", unit="run", disable=quiet, dynamic_ncols=True
             )
             try:
-                for r in todo:
-                    runner.submit(r.run_id, configs[r.run_id], _path(out, r))
+                for job in ensemble_jobs(todo, configs, ensemble, runner.capacity):
+                    runner.submit(
+                        [r.run_id for r in job], [configs[r.run_id] for r in job], [_path(out, r) for r in job]
+                    )
                 while runner.pending:
                     for run_id, failure in runner.completed(timeout=1.0):
                         run = by_id[run_id]
@@ -162,6 +167,26 @@ def run_sweep(
         if runner is not None:
             runner.close()
         lock.close()
+
+
+def ensemble_jobs(todo: list[SweepRun], configs: dict[str, BCConfig], size: int, capacity: int) -> list[list[SweepRun]]:
+    """Group the unfinished runs into jobs: runs whose configs differ only in an ensemble member's
+    fields (:data:`~gvaempirics.bc.ensemble.MEMBER_FIELDS`: seed, optimizer settings, stabilizer, ...)
+    and use no dropout share one, in grid order, at most ``size`` per job and no more per job than
+    it takes to give each of the ``capacity`` workers one (a lone ensemble would leave workers idle).
+    Deterministic: a rerun of a killed sweep regroups what is left the same way."""
+    from ..bc.ensemble import MEMBER_FIELDS
+
+    if size < 1:
+        raise ValueError(f"ensemble={size} is out of range: must be >= 1 (1: every run alone)")
+    per_job = max(1, min(size, -(-len(todo) // max(capacity, 1))))
+    groups: dict[str, list[SweepRun]] = {}
+    for r in todo:
+        cfg = configs[r.run_id]
+        shared = {k: v for k, v in to_dict(cfg).items() if k not in MEMBER_FIELDS}
+        key = json.dumps(shared, sort_keys=True) if per_job > 1 and cfg.dropout == 0 else r.run_id
+        groups.setdefault(key, []).append(r)
+    return [members[i : i + per_job] for members in groups.values() for i in range(0, len(members), per_job)]
 
 
 def read_sweep(spec: SweepSpec, out: Path, *, n_resamples: int = 5000) -> SweepOutcome:

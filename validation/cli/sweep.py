@@ -33,6 +33,12 @@ class SweepOptions(Config):
     workers: int = option(
         0, "parallel runs on this machine (default cpu_count // threads; with ray: the local runtime's size)", low=0
     )
+    ensemble: int = option(
+        8,
+        "train runs that differ only in seed, optimizer or stabilizer settings as one vmapped ensemble of up to "
+        "this many members (1: every run alone; members' numbers are their single runs')",
+        low=1,
+    )
     quiet: bool = option(False, "hide progress bars")
     figures_only: bool = option(
         False, "run nothing: redraw the tables' summary and the figures from the runs already in the sweep directory"
@@ -91,7 +97,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{out}: {len(outcome.rows)} runs ({len(outcome.skipped)} finished; nothing run)")
     else:
         outcome = run_sweep(
-            spec, out, backend=opts.backend, address=opts.address, workers=opts.workers, quiet=opts.quiet
+            spec,
+            out,
+            backend=opts.backend,
+            address=opts.address,
+            workers=opts.workers,
+            ensemble=opts.ensemble,
+            quiet=opts.quiet,
         )
         print(
             f"{out}: {len(outcome.rows)} runs ({len(outcome.skipped)} already finished, {len(outcome.trained)} run now)"
