@@ -76,6 +76,8 @@ __all__ = [
     "scalar_moments",
     "scalar_stationary",
     "simulate_scalar",
+    "NoiseFloor",
+    "noise_floor",
 ]
 
 NOISE_KINDS = ("gaussian", "rademacher", "student-t", "minibatch")
@@ -483,3 +485,122 @@ def compare(
     except ValueError:  # time-varying schedules have no stationary law
         stationary = None
     return AveragingComparison(model=model, times=times, exact=exact, samples=samples, stationary=stationary)
+
+
+# ---------------------------------------------------------------- the noise floor (Sec. 4.3)
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    r"""Stationary excess losses of SGD and its EMAs on a quadratic (:func:`noise_floor`).
+
+    Attributes
+    ----------
+    eta : float
+        Step size.
+    gammas : ndarray (m,)
+        EMA weights.
+    raw : float
+        :math:`\mathbb{E}\,L(\theta) - L(\mu) = \tfrac12\operatorname{tr}(H_s P_{\theta\theta})`.
+    ema : ndarray (m,)
+        The same for each EMA.
+    msd : float
+        :math:`\mathbb{E}\|\theta_{t+1}-\theta_t\|^2 = \eta^2(\operatorname{tr}(H_s P H_s) + \operatorname{tr}\Sigma)`.
+    var : float
+        :math:`\operatorname{tr} P_{\theta\theta}`.
+    window_mean : float
+        Excess loss of the uniform average of ``window`` consecutive stationary iterates
+        (``nan`` when no window was given).
+    window : int
+        That window's length (0: none).
+    """
+
+    eta: float
+    gammas: np.ndarray
+    raw: float
+    ema: np.ndarray
+    msd: float
+    var: float
+    window_mean: float = float("nan")
+    window: int = 0
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """EMA excess over raw excess, shape ``(m,)``."""
+        return self.ema / self.raw
+
+    def over_reference(self) -> tuple[float, np.ndarray]:
+        """Raw and EMA excesses measured against the window mean (what an experiment that uses the
+        window mean as its reference sees): ``(raw - window_mean, ema - window_mean)``."""
+        if not self.window:
+            raise ValueError("window=0: this NoiseFloor has no window mean; pass window= to noise_floor")
+        return self.raw - self.window_mean, self.ema - self.window_mean
+
+
+def _window_sum(f: np.ndarray, W: int) -> np.ndarray:
+    r""":math:`S(f) = \sum_{k=1}^{W-1} (W-k) f^k` in closed form (``f`` != 1)."""
+    return f * (W * (1.0 - f) - (1.0 - f**W)) / (1.0 - f) ** 2
+
+
+def noise_floor(
+    Hs: Any, eta: float, gammas: Sequence[float], *, sigma: float = 1.0, Sigma: Any = None, window: int = 0
+) -> NoiseFloor:
+    r"""Stationary excess loss of SGD's iterate and of constant-:math:`\gamma` EMAs on the quadratic
+    :math:`L(\theta) = \tfrac12(\theta-\mu)^\top H_s(\theta-\mu)` (paper Sec. 4.3, the first half of
+    Prop. 4.1), from the stationary covariance :math:`P` of the moment engine
+    (:func:`gvatheory.moments.sgd_ema_stationary`): the excess of block :math:`k` is
+    :math:`\tfrac12\operatorname{tr}(H_s P_{kk})`.
+
+    For small steps the raw excess is :math:`\approx \eta\operatorname{tr}\Sigma/4` (slope 1 in
+    :math:`\eta`), and in one dimension the EMA/raw ratio is
+
+    .. math::
+
+        \frac{\gamma(1 + ab)}{(2-\gamma)(1 - ab)}, \quad a = 1-\eta h,\ b = 1-\gamma,
+        \qquad \approx \frac{\gamma}{\gamma + \eta h},
+
+    slope 1 in :math:`\gamma` for :math:`\gamma \ll \eta h`. Two identities hold exactly at
+    stationarity in any dimension: :math:`\tfrac12\operatorname{tr}(H_s P) = \mathrm{msd}/(4\eta)`
+    (trace of the Lyapunov equation), and in one dimension :math:`\mathrm{msd} = 2\eta h\,\operatorname{Var}\theta`.
+
+    Parameters
+    ----------
+    Hs : array_like, shape (d,) or (d, d)
+        Hessian (a 1-D array is its diagonal); symmetric positive definite.
+    eta : float
+        Step size, ``0 < eta * lambda_max(Hs) < 2``.
+    gammas : sequence of float in (0, 1]
+        EMA weights.
+    sigma, Sigma
+        Noise covariance :math:`\sigma^2 I`, or ``Sigma``; as in :class:`QuadraticSGD`.
+    window : int
+        If ``>= 1``, also the excess of the uniform average of ``window`` consecutive stationary
+        iterates, :math:`\operatorname{Cov}\bar\theta_W = W^{-2}\big(W P + \sum_{k=1}^{W-1}(W-k)(F^kP + PF^k)\big)`,
+        :math:`F = I - \eta H_s`: the reference of :func:`gvaempirics.noise_floor.measure_noise_floor`.
+    """
+    gammas = tuple(float(g) for g in np.atleast_1d(np.asarray(gammas, dtype=float)))
+    model = QuadraticSGD(Hs=Hs, sigma=sigma, Sigma=Sigma, eta=eta, gammas=gammas)
+    window = check_int("window", window, 0)
+    law = model.stationary()
+    H, d, m = model._H, model.dim, len(gammas)
+    blocks = [law.cov[k * d : (k + 1) * d, k * d : (k + 1) * d] for k in range(1 + m)]
+    excess = np.array([0.5 * float(np.trace(H @ P)) for P in blocks])
+    P = blocks[0]
+    msd = eta**2 * (float(np.trace(H @ P @ H)) + float(np.trace(model._Sigma)))
+    window_mean = float("nan")
+    if window:
+        lam, V = np.linalg.eigh(H)
+        f = 1.0 - eta * lam
+        p_diag = np.einsum("ij,jk,ki->i", V.T, P, V)  # diagonal of V^T P V
+        cov_diag = p_diag * (window + 2.0 * _window_sum(f, window)) / window**2
+        window_mean = 0.5 * float(np.sum(lam * cov_diag))
+    return NoiseFloor(
+        eta=float(eta),
+        gammas=np.asarray(gammas),
+        raw=float(excess[0]),
+        ema=excess[1:],
+        msd=msd,
+        var=float(np.trace(P)),
+        window_mean=window_mean,
+        window=window,
+    )

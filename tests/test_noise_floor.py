@@ -1,0 +1,250 @@
+"""The noise floor (paper Sec. 4.3): the quadratic model's prediction against Monte Carlo, the
+measurement against a torch model whose stationary law is exactly the quadratic model's, and the
+study at a reduced budget."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gvatheory.averaging import QuadraticSGD, noise_floor, scalar_stationary
+from gvatheory.averaging import _window_sum as window_sum
+
+H2 = np.array([[1.5, 0.4], [0.4, 0.8]])
+S2 = np.array([[0.5, 0.2], [0.2, 0.3]])
+
+
+# ---------------------------------------------------------------- the prediction
+
+
+def test_window_sum_matches_plain_sum():
+    for f in (-0.7, 0.0, 0.3, 0.95, 0.999):
+        for W in (1, 2, 5, 300):
+            plain = sum((W - k) * f**k for k in range(1, W))
+            assert window_sum(np.array(f), W) == pytest.approx(plain, rel=1e-9, abs=1e-12)
+
+
+def test_scalar_noise_floor_matches_closed_form_and_identities():
+    h, sigma, eta, gammas = 2.0, 0.7, 0.3, (0.01, 0.2)
+    nf = noise_floor([h], eta, gammas, sigma=sigma)
+    for g, ema in zip(gammas, nf.ema):
+        closed = scalar_stationary(h, sigma, eta, g)
+        assert nf.raw == pytest.approx(0.5 * h * closed.var_theta, rel=1e-10)
+        assert ema == pytest.approx(0.5 * h * closed.var_ema, rel=1e-10)
+    # msd = 2 eta h Var(theta) in one dimension; excess = msd / (4 eta) in any dimension
+    assert nf.msd == pytest.approx(2 * eta * h * nf.var, rel=1e-10)
+    assert nf.raw == pytest.approx(nf.msd / (4 * eta), rel=1e-10)
+    nf2 = noise_floor(H2, 0.2, (0.05,), Sigma=S2)
+    assert nf2.raw == pytest.approx(nf2.msd / (4 * 0.2), rel=1e-10)
+
+
+def test_noise_floor_scaling_in_the_small_step_limit():
+    """Raw excess ~ eta tr(Sigma)/4 (slope 1); EMA/raw ~ gamma/(gamma + eta h) (slope 1 in gamma)."""
+    etas = np.array([1e-3, 2e-3, 4e-3])
+    raws = np.array([noise_floor([1.0], e, (1e-5,)).raw for e in etas])
+    assert np.polyfit(np.log(etas), np.log(raws), 1)[0] == pytest.approx(1.0, abs=2e-3)
+    gammas = np.array([1e-5, 2e-5, 4e-5])
+    nf = noise_floor([1.0], 1e-2, gammas)
+    assert np.polyfit(np.log(gammas), np.log(nf.ema), 1)[0] == pytest.approx(1.0, abs=1e-2)
+    assert nf.ratio == pytest.approx(gammas / (gammas + 1e-2), rel=2e-2)
+
+
+def test_noise_floor_refuses_an_unstable_step():
+    with pytest.raises(ValueError, match="eta"):
+        noise_floor([1.0], 2.5, (0.1,))
+    with pytest.raises(ValueError, match="window"):
+        noise_floor([1.0], 0.1, (0.1,), window=-1)
+
+
+def test_noise_floor_matches_monte_carlo():
+    """Raw and EMA excess, msd, and the window mean's excess against simulated chains (4 SE)."""
+    eta, gammas, W, T, chains = 0.2, (0.05, 0.2), 12, 400, 20000
+    model = QuadraticSGD(Hs=H2, mu=[0.5, -1.0], Sigma=S2, eta=eta, gammas=gammas, theta0=[0.5, -1.0])
+    times = np.arange(T - W + 1, T + 1)
+    samples = model.simulate(chains, T, seed=7, times=times, quiet=True)
+    z = samples.path - np.array([0.5, -1.0])  # (chains, W, 1+m, d) centred
+    loss = lambda v: 0.5 * np.einsum("...i,ij,...j->...", v, H2, v)  # noqa: E731
+    nf = noise_floor(H2, eta, gammas, Sigma=S2, window=W)
+    checks = {
+        "raw": (loss(z[:, -1, 0]), nf.raw),
+        "ema0": (loss(z[:, -1, 1]), nf.ema[0]),
+        "ema1": (loss(z[:, -1, 2]), nf.ema[1]),
+        "msd": (((z[:, -1, 0] - z[:, -2, 0]) ** 2).sum(-1), nf.msd),
+        "window mean": (loss(z[:, :, 0].mean(1)), nf.window_mean),
+    }
+    for name, (draws, exact) in checks.items():
+        se = draws.std(ddof=1) / math.sqrt(chains)
+        assert abs(draws.mean() - exact) <= 4 * se, f"{name}: MC {draws.mean():.5g} ± {se:.2g}, exact {exact:.5g}"
+    assert nf.window_mean < nf.raw
+
+
+# ---------------------------------------------------------------- the measurement on a known case
+
+
+class _Theta(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(d))
+
+
+def _quadratic_trainer(tmp_path, *, eta: float, seed: int, X: torch.Tensor, H: torch.Tensor, batch: int, **kw):
+    """SGD on mean_i (theta - x_i)^T H (theta - x_i) / 2 with minibatches: additive noise, so the
+    stationary law is exactly QuadraticSGD's with Sigma = H Cov(x) H / batch."""
+    from gvaempirics.config import TrainingOptions
+    from gvaempirics.rundir import RunDir
+    from gvaempirics.training import Trainer
+
+    class QuadraticTrainer(Trainer):
+        def minibatch_loss(self):
+            idx = torch.randint(len(X), (self.cfg.batch_size,), generator=self.generator)
+            dev = self.model.theta - X[idx]  # (b, d)
+            return 0.5 * ((dev @ H) * dev).sum(1).mean()
+
+    opts = dict(optimizer="sgd", momentum=0.0, eta=eta, schedule="constant", warmup=0, batch_size=batch, seed=seed)
+    cfg = TrainingOptions(**{**opts, "threads": 1, **kw})
+    torch.manual_seed(seed)
+    return QuadraticTrainer(cfg, RunDir(tmp_path / "run"), _Theta(X.shape[1]), quiet=True)
+
+
+def test_measurement_recovers_the_quadratic_model(tmp_path):
+    """measure_noise_floor on a model whose stationary law is the quadratic model's: raw and EMA
+    excesses over the window mean, and the msd, within 4 SE over independent seeds."""
+    from gvaempirics.noise_floor import measure_noise_floor
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 2, generator=gen, dtype=torch.float64).float() * torch.tensor([1.0, 0.6])
+    H = torch.tensor([[1.0, 0.2], [0.2, 0.5]])
+    mu = X.mean(0)
+    eta, batch, gammas, W = 0.2, 4, (0.02, 0.1), 1500
+    Xc = (X - mu).double()
+    Sigma = (H.double() @ (Xc.T @ Xc / len(X)) @ H.double()).numpy() / batch
+    nf = noise_floor(H.double().numpy(), eta, gammas, Sigma=Sigma, window=W)
+    pred_raw, pred_ema = nf.over_reference()
+
+    def val_loss(model):
+        with torch.no_grad():
+            dev = model.theta - X
+            return float(0.5 * ((dev @ H) * dev).sum(1).mean())
+
+    runs = []
+    for seed in range(6):
+        trainer = _quadratic_trainer(tmp_path, eta=eta, seed=seed, X=X, H=H, batch=batch)
+        with torch.no_grad():
+            trainer.model.theta.copy_(mu)
+        runs.append(measure_noise_floor(trainer, val_loss, gammas=gammas, burn=300, window=W, eval_every=3))
+    checks = {
+        "raw": ([r.excess_raw for r in runs], pred_raw),
+        "ema0": ([r.excess_ema[0] for r in runs], pred_ema[0]),
+        "ema1": ([r.excess_ema[1] for r in runs], pred_ema[1]),
+        "msd": ([r.msd for r in runs], nf.msd),
+    }
+    for name, (values, exact) in checks.items():
+        v = np.asarray(values)
+        se = v.std(ddof=1) / math.sqrt(len(v))
+        assert abs(v.mean() - exact) <= 4 * se, f"{name}: measured {v.mean():.5g} ± {se:.2g}, model {exact:.5g}"
+    # the measured excess is the window's own statistic: it reads the right losses, not a constant
+    assert all(r.raw.shape == ((W - 1) // 3,) for r in runs) and all(r.ema.shape == (2, (W - 1) // 3) for r in runs)
+
+
+def test_measurement_kappa_is_eta_h_in_one_dimension(tmp_path):
+    """msd / (2 var) estimates eta h for a scalar quadratic (4 SE over seeds)."""
+    from gvaempirics.noise_floor import measure_noise_floor
+
+    torch.set_num_threads(1)
+    X = torch.randn(100, 1, generator=torch.Generator().manual_seed(1))
+    H = torch.tensor([[2.0]])
+    kappas = []
+    for seed in range(4):
+        trainer = _quadratic_trainer(tmp_path, eta=0.1, seed=seed, X=X, H=H, batch=1)
+        fw = measure_noise_floor(trainer, lambda m: 0.0, gammas=(0.5,), burn=100, window=1500, eval_every=1500)
+        kappas.append(fw.kappa)
+    k = np.asarray(kappas)
+    # the window mean is estimated from the window itself, a bias of O(1/(kappa W)) ~ 0.6% here
+    assert abs(k.mean() - 0.2) <= 4 * k.std(ddof=1) / math.sqrt(len(k)) + 0.01 * 0.2
+
+
+def test_measurement_refuses_bad_input(tmp_path):
+    from gvaempirics.noise_floor import measure_noise_floor
+
+    X = torch.randn(20, 1, generator=torch.Generator().manual_seed(2))
+    H = torch.eye(1)
+    trainer = _quadratic_trainer(tmp_path, eta=0.1, seed=0, X=X, H=H, batch=2)
+    with pytest.raises(ValueError, match="gammas"):
+        measure_noise_floor(trainer, lambda m: 0.0, gammas=(), burn=0, window=10)
+    with pytest.raises(ValueError, match="gammas"):
+        measure_noise_floor(trainer, lambda m: 0.0, gammas=(1.5,), burn=0, window=10)
+    with pytest.raises(ValueError, match="window"):
+        measure_noise_floor(trainer, lambda m: 0.0, gammas=(0.1,), burn=0, window=1)
+    cosine = _quadratic_trainer(tmp_path, eta=0.1, seed=0, X=X, H=H, batch=2, schedule="cosine", steps=50)
+    with pytest.raises(ValueError, match="constant"):
+        measure_noise_floor(cosine, lambda m: 0.0, gammas=(0.1,), burn=0, window=10)
+
+
+def test_floor_window_round_trips_through_json(tmp_path):
+    from gvaempirics.noise_floor import FloorWindow, measure_noise_floor
+
+    X = torch.randn(20, 1, generator=torch.Generator().manual_seed(3))
+    trainer = _quadratic_trainer(tmp_path, eta=0.1, seed=0, X=X, H=torch.eye(1), batch=2)
+    val = lambda m: float(m.theta.detach().square().sum())  # noqa: E731
+    fw = measure_noise_floor(trainer, val, gammas=(0.1, 0.3), burn=5, window=20, eval_every=4)
+    back = FloorWindow.from_json(fw.to_json())
+    assert back.excess_raw == fw.excess_raw and np.array_equal(back.excess_ema, fw.excess_ema)
+    assert back.steps.tolist() == fw.steps.tolist() == [9, 13, 17, 21]
+
+
+# ---------------------------------------------------------------- the fits and the study
+
+
+def test_slope_ci_covers_a_known_slope():
+    from validation.studies.noise_floor import slope_ci, slope_outcome
+
+    rng = np.random.default_rng(0)
+    x = np.log(np.array([0.01, 0.03, 0.1, 0.3]))
+    # coverage over 200 replicates of five seeds with slope 1: a seed bootstrap from five
+    # clusters is somewhat narrow, so ask for 80% (the binomial SE at 95% is 1.5%)
+    covered, widths = 0, []
+    for _ in range(200):
+        ys = np.exp(1.0 * x + 0.05 * rng.standard_normal((5, 4)))
+        s, lo, hi = slope_ci(x, ys, np.zeros(4, int), rng, n_boot=300)
+        covered += lo <= 1.0 <= hi
+        widths.append(hi - lo)
+    assert covered >= 160, covered
+    assert slope_outcome(1.0, 1.0 - np.median(widths) / 2, 1.0 + np.median(widths) / 2) == "supports"
+    assert slope_outcome(2.0, lo, hi) == "contradicts"
+    assert slope_outcome(1.0, 0.0, 2.0) == "inconclusive"
+    # one seed: bootstrap over the residuals; grouped fit with one intercept per group
+    groups = np.array([0, 0, 1, 1, 1])
+    xg = np.log(np.array([1e-3, 1e-2, 1e-3, 1e-2, 1e-1]))
+    yg = np.exp(0.5 * xg + np.array([0, 0, 2, 2, 2]) + 0.01 * rng.standard_normal(5))[None]
+    s, lo, hi = slope_ci(xg, yg, groups, np.random.default_rng(2))
+    assert lo <= 0.5 <= hi and abs(s - 0.5) < 0.05
+
+
+def test_study_reduced_budget(tmp_path, monkeypatch):
+    """The study end to end at a tiny budget: a Section with one verdict per claim and setting,
+    each with numbers, and its figure."""
+    from validation.studies import noise_floor as study
+
+    def tiny(quick: bool):
+        g = (0.01, 0.03, 0.1)
+        return [
+            study.Setting("bc-sgd", "BC Hopper, SGD", "bc", "sgd", (0.03, 0.1), g, 1, 150, 300, 200, 0.05, 10),
+            study.Setting("lm-adam", "LM, Adam", "lm", "adam", (1e-3, 3e-3), g, 1, 100, 200, 100, 1e-2, 10),
+        ]
+
+    monkeypatch.setattr(study, "settings", tiny)
+    section = study.run(tmp_path, quick=True, seed=0, quiet=True)
+    assert section.key == "noise-floor" and len(section.verdicts) == 6
+    for v in section.verdicts:
+        assert v.outcome in ("supports", "contradicts", "inconclusive")
+        assert any(ch.isdigit() for ch in v.detail)
+    assert "slope" in section.verdicts[0].detail and "CI" in section.verdicts[0].detail
+    assert all(p.is_file() for p in section.figures)
+    # a rerun reads the saved windows back and reaches the same numbers
+    again = study.run(tmp_path, quick=True, seed=0, quiet=True)
+    assert [v.detail for v in again.verdicts] == [v.detail for v in section.verdicts]
