@@ -27,6 +27,8 @@ def test_equals_gymnasium_step_by_step(env_id):
     np.testing.assert_allclose(fast.rewards, ref.rewards, rtol=0, atol=1e-10)
     np.testing.assert_allclose(fast.obs, ref.obs, rtol=0, atol=1e-10)
     np.testing.assert_allclose(fast.returns, ref.returns, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast.distances, ref.distances, rtol=0, atol=1e-12)  # gymnasium's info["x_position"]
+    assert np.abs(ref.distances).max() > 1e-3  # the walkers did move
     np.testing.assert_array_equal(fast.actions, ref.actions)
     assert fast.obs.shape == (2, 3, 40, obs_dim(env_id))
 

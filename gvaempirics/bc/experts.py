@@ -81,6 +81,12 @@ class ExpertEval:
     returns: np.ndarray  # (ics,)
     lengths: np.ndarray  # (ics,)
     horizon: int
+    distances: np.ndarray  # (ics,) forward progress: x displacement of the root over the episode
+
+    @property
+    def distance(self) -> float:
+        """Mean forward progress: tells walking from standing still (Humanoid earns ~5 per step alive)."""
+        return float(self.distances.mean())
 
     @property
     def mean(self) -> float:
@@ -105,7 +111,7 @@ def evaluate(env_id: str, expert: nn.Module, *, ics: int = 20, H: int = 1000, ic
     from .rollout import run_episodes
 
     res = run_episodes(env_id, expert, initial_conditions(env_id, ics, ic_seed), H)
-    return ExpertEval(res["returns"], res["lengths"], H)
+    return ExpertEval(res["returns"], res["lengths"], H, res["distances"])
 
 
 def from_checkpoint(env_id: str, zip_path: Path, pkl_path: Path, *, verify: bool = True) -> ExpertMLP:
@@ -253,7 +259,9 @@ def export(
             "return_mean": ev.mean,
             "return_sd": ev.sd,
             "falls": ev.falls,
+            "distance_mean": round(ev.distance, 2),
             "returns": [round(float(r), 2) for r in ev.returns],
+            "distances": [round(float(x), 2) for x in ev.distances],
         },
         "candidates": [
             {
@@ -261,6 +269,7 @@ def export(
                 "return_mean": round(c.evaluation.mean, 1),
                 "return_sd": round(c.evaluation.sd, 1),
                 "falls": c.evaluation.falls,
+                "distance_mean": round(c.evaluation.distance, 2),
             }
             for c in cands
         ],

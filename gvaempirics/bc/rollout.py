@@ -47,7 +47,10 @@ Policy = Callable[[Tensor], Tensor]
 class RolloutResult:
     """Outcome of rolling out ``P`` policies from ``I`` initial conditions for ``H`` steps.
 
-    ``returns`` (P, I) float64 and ``lengths`` (P, I) int64 always; with ``record=True`` also
+    ``returns`` (P, I) float64, ``lengths`` (P, I) int64 and ``distances`` (P, I) float64 (forward
+    progress: the displacement of the root's x coordinate ``qpos[0]``, gymnasium's
+    ``info["x_position"]``, over the episode; it tells locomotion from standing still) always; with
+    ``record=True`` also
     ``obs`` (P, I, H, obs_dim) float64 (what the policy saw, before its float32 cast),
     ``actions`` (P, I, H, act_dim) float64 (clipped), ``rewards`` (P, I, H) and ``alive``
     (P, I, H) bool (True where the step was taken).
@@ -55,6 +58,7 @@ class RolloutResult:
 
     returns: np.ndarray
     lengths: np.ndarray
+    distances: np.ndarray
     obs: np.ndarray | None = None
     actions: np.ndarray | None = None
     rewards: np.ndarray | None = None
@@ -290,6 +294,7 @@ def rollout(
     batch = _Batch(env_id, np.tile(ics.qpos, (P, 1)), np.tile(ics.qvel, (P, 1)), threads)
     n = P * I
     obs = batch.obs()
+    x_start = batch.qpos[:, 0].copy()
     active = np.ones(n, bool)
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
     rec = None
@@ -315,12 +320,14 @@ def rollout(
                 if rec is not None:  # the frozen observation is what a policy would keep seeing
                     rec[0][:, t + 1 :] = obs[:, None]
                 break
+        distances = batch.qpos[:, 0] - x_start  # frozen episodes keep their last position
     finally:
         batch.close()
     shape = (P, I)
+    out = returns.reshape(shape), lengths.reshape(shape), distances.reshape(shape)
     if rec is None:
-        return RolloutResult(returns.reshape(shape), lengths.reshape(shape))
-    return RolloutResult(returns.reshape(shape), lengths.reshape(shape), *(a.reshape(shape + a.shape[1:]) for a in rec))
+        return RolloutResult(*out)
+    return RolloutResult(*out, *(a.reshape(shape + a.shape[1:]) for a in rec))
 
 
 def rollout_reference(
@@ -344,11 +351,12 @@ def rollout_reference(
     _check(env_id, ics, horizon, n_policies, threads)
     P, I, H = n_policies, ics.n, horizon
     low, high = action_bounds(env_id)
-    envs, obs = [], []
+    envs, obs, x_start = [], [], []
     for _ in range(P):
         for i in range(I):
             env = gym.make(env_id)  # TimeLimit only flags truncation, which we ignore
-            o, _ = env.reset(seed=int(ics.reset_seeds[i]))
+            o, info = env.reset(seed=int(ics.reset_seeds[i]))
+            x_start.append(info["x_position"])
             if not (
                 np.array_equal(env.unwrapped.data.qpos, ics.qpos[i])
                 and np.array_equal(env.unwrapped.data.qvel, ics.qvel[i])
@@ -359,14 +367,14 @@ def rollout_reference(
     n = P * I
     obs = np.array(obs, dtype=np.float64)
     active = np.ones(n, bool)
-    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
+    returns, lengths, x_end = np.zeros(n), np.zeros(n, np.int64), np.array(x_start, dtype=float)
     rec = (np.zeros((n, H, obs.shape[1])), np.zeros((n, H, low.size)), np.zeros((n, H)), np.zeros((n, H), bool))
     for t in range(H):
         act = _act(policy, obs.reshape(P, I, -1), low, high).reshape(n, -1)
         rec[0][:, t], rec[1][:, t], rec[3][:, t] = obs, act * active[:, None], active
         for k in np.flatnonzero(active):
-            o, r, term, _, _ = envs[k].step(act[k])
-            obs[k] = o
+            o, r, term, _, info = envs[k].step(act[k])
+            obs[k], x_end[k] = o, info["x_position"]
             returns[k] += r
             rec[2][k, t] = r
             lengths[k] += 1
@@ -377,9 +385,10 @@ def rollout_reference(
     for env in envs:
         env.close()
     shape = (P, I)
+    out = returns.reshape(shape), lengths.reshape(shape), (x_end - np.array(x_start)).reshape(shape)
     if not record:
-        return RolloutResult(returns.reshape(shape), lengths.reshape(shape))
-    return RolloutResult(returns.reshape(shape), lengths.reshape(shape), *(a.reshape(shape + a.shape[1:]) for a in rec))
+        return RolloutResult(*out)
+    return RolloutResult(*out, *(a.reshape(shape + a.shape[1:]) for a in rec))
 
 
 def stacked_policy(module: nn.Module, params_list: Sequence[dict[str, Tensor]]) -> Policy:
@@ -429,12 +438,12 @@ def run_episodes(
 ) -> dict[str, np.ndarray]:
     """Roll one deterministic policy from each initial condition (experts: evaluation, demonstrations).
 
-    An episode stops at termination or at ``horizon``. Returns ``returns (I,)``, ``lengths (I,)``
-    and with ``record`` ``obs (I, H, obs_dim)`` and ``actions (I, H, act_dim)`` (float32, zero
+    An episode stops at termination or at ``horizon``. Returns ``returns (I,)``, ``lengths (I,)``,
+    ``distances (I,)`` (forward progress) and with ``record`` ``obs (I, H, obs_dim)`` and ``actions (I, H, act_dim)`` (float32, zero
     after termination).
     """
     res = rollout(env_id, ics, horizon, lambda obs: policy(obs[0])[None], record=record, threads=threads)
-    out = {"returns": res.returns[0], "lengths": res.lengths[0]}
+    out = {"returns": res.returns[0], "lengths": res.lengths[0], "distances": res.distances[0]}
     if record:
         alive = res.alive[0][..., None]  # (I, H, 1)
         out.update(

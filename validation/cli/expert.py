@@ -186,6 +186,7 @@ def _do_export(cfg: ExpertSelection, run: Path, dest: Path, command: str, seed: 
             "exported": f"{dest} ({info['checkpoint']})",
             "return": f"{ev['return_mean']:.1f} ± {ev['return_sd']:.1f} over {ev['n_ics']} ICs, H={ev['horizon']}",
             "falls": f"{ev['falls']} of {ev['n_ics']}",
+            "forward distance": f"{ev['distance_mean']:.1f} m (mean over the ICs)",
         },
     )
     return 0
@@ -233,11 +234,19 @@ def _eval(args: argparse.Namespace) -> int:
 
     expert, _ = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
     ev = evaluate(cfg.env, expert, ics=cfg.ics, H=cfg.H, ic_seed=cfg.ic_seed)
-    rows = [{"ic": i, "return": float(r), "length": int(n)} for i, (r, n) in enumerate(zip(ev.returns, ev.lengths))]
+    rows = [
+        {"ic": i, "return": float(r), "length": int(n), "distance": float(x)}
+        for i, (r, n, x) in enumerate(zip(ev.returns, ev.lengths, ev.distances))
+    ]
     emit(
         rows,
         as_json=cfg.json,
-        title=f"{cfg.env}: deterministic expert returns, H={cfg.H}",
-        extra={"return mean": ev.mean, "return sd": ev.sd, "falls": f"{ev.falls} of {len(rows)}"},
+        title=f"{cfg.env}: deterministic expert returns and forward distance (m), H={cfg.H}",
+        extra={
+            "return mean": ev.mean,
+            "return sd": ev.sd,
+            "falls": f"{ev.falls} of {len(rows)}",
+            "distance mean": ev.distance,
+        },
     )
     return 0
