@@ -1,0 +1,312 @@
+"""The local linear-Gaussian model of training (gvaempirics.bc.local_model) and studies 2 and 3."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gvaempirics.bc.local_model import (
+    LocalModel,
+    continue_training,
+    factor_verdict,
+    fit_local_model,
+    flat_parameters,
+    hvp_operator,
+    momentum_ema_matrices,
+    optimizer_dynamics,
+    per_sample_gradients,
+    per_sample_gradients_reference,
+    top_eigenpairs,
+    unflatten,
+)
+from gvatheory.moments import sgd_ema_stationary, stationary_cov
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_net(seed: int = 0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+    x = torch.randn(40, 3)
+    y = torch.randn(40, 2)
+    return net, x, y
+
+
+def _dense_hessian(net, x, y) -> np.ndarray:
+    shapes = [(n, p.shape) for n, p in net.named_parameters()]
+    theta = flat_parameters(net).double()
+    m = net.double()
+
+    def loss(t):
+        return ((torch.func.functional_call(m, unflatten(t, shapes), (x.double(),)) - y.double()) ** 2).mean()
+
+    H = torch.func.hessian(loss)(theta).numpy()
+    net.float()
+    return H
+
+
+def test_eigsh_matches_dense_hessian():
+    net, x, y = _tiny_net()
+    H = _dense_hessian(net, x, y)
+    theta = flat_parameters(net).double()
+    dense = np.sort(np.linalg.eigvalsh(H))[::-1]
+    vals, vecs = top_eigenpairs(hvp_operator(net, theta, x, y, chunk=16), 5, seed=1)
+    np.testing.assert_allclose(vals, dense[:5], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(H @ vecs, vecs * vals, atol=1e-7)
+    # preconditioned: S H S with S = diag(scale)
+    s = torch.rand(theta.numel(), dtype=torch.float64) + 0.5
+    SHS = s.numpy()[:, None] * H * s.numpy()[None, :]
+    vals_s, _ = top_eigenpairs(hvp_operator(net, theta, x, y, scale=s), 4, seed=2)
+    np.testing.assert_allclose(vals_s, np.sort(np.linalg.eigvalsh(SHS))[::-1][:4], rtol=1e-8, atol=1e-10)
+
+
+def test_per_sample_projected_gradients_match_a_plain_loop():
+    net, x, y = _tiny_net(1)
+    theta = flat_parameters(net).double()
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((theta.numel(), 4)))[0]
+    s = torch.rand(theta.numel(), dtype=torch.float64) + 0.5
+    fast = per_sample_gradients(net, theta, x, y, basis, scale=s, chunk=7)
+    slow = per_sample_gradients_reference(net, theta, x, y, basis, scale=s)
+    np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    # their mean is the projected full-batch gradient
+    t = theta.clone().requires_grad_(True)
+    shapes = [(n, p.shape) for n, p in net.named_parameters()]
+    m = net.double()
+    loss = ((torch.func.functional_call(m, unflatten(t, shapes), (x.double(),)) - y.double()) ** 2).mean()
+    (g,) = torch.autograd.grad(loss, t)
+    net.float()
+    np.testing.assert_allclose(fast.mean(0), ((g * s) @ torch.as_tensor(basis)).numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_momentum_matrices_reduce_to_the_sgd_ema_engine_and_expand_by_hand():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((3, 3))
+    H = A @ A.T + np.eye(3)
+    S = np.diag([1.0, 0.5, 0.2])
+    eta, gamma = 0.1, 0.2
+    M, B = momentum_ema_matrices(H, eta, 0.0, 1.0, gamma)
+    P = stationary_cov(M, B @ S @ B.T)
+    ref = sgd_ema_stationary(H, S, eta, np.array([gamma]))
+    np.testing.assert_allclose(P[:3, :3], ref[:3, :3], rtol=1e-10)
+    np.testing.assert_allclose(P[6:, 6:], ref[3:, 3:], rtol=1e-10)
+    np.testing.assert_allclose(P[:3, 6:], ref[:3, 3:], rtol=1e-10)
+    # one step with momentum, by hand
+    beta, c = 0.9, 0.1
+    M, B = momentum_ema_matrices(H, eta, beta, c, gamma)
+    z, n, e, zeta = rng.standard_normal((4, 3))
+    n1 = beta * n + c * (H @ z + zeta)
+    z1 = z - eta * n1
+    e1 = (1 - gamma) * e + gamma * z1
+    np.testing.assert_allclose(M @ np.concatenate([z, n, e]) + B @ zeta, np.concatenate([z1, n1, e1]), atol=1e-12)
+
+
+def test_sampled_windows_follow_the_stationary_law():
+    """Monte Carlo twin of LocalModel.stationary: the recursion's samples have its covariance."""
+    k = 2
+    local = LocalModel(
+        eigenvalues=np.array([3.0, 1.0]),
+        directions=np.eye(k),
+        coords=np.eye(k),
+        noise_cov=np.array([[1.0, 0.3], [0.3, 0.5]]),
+        mean=np.zeros(k),
+        eta=0.05,
+        beta=0.9,
+        c=0.1,
+        gamma=0.1,
+        batch_size=1,
+        optimizer="adam",
+        theta=np.zeros(k),
+        noise_samples=1,
+        scale=np.ones(k),
+    )
+    raw, ema = local.sample_windows(4000, 2, seed=3)
+    for z, P in ((raw[:, 0], local.raw_cov), (ema[:, 1], local.ema_cov)):
+        v = z.var(0, ddof=1)
+        se = np.diag(P) * math.sqrt(2 / (len(z) - 1))  # SE of a Gaussian sample variance
+        assert np.all(np.abs(v - np.diag(P)) < 4 * se), (v, np.diag(P))
+
+
+def _regression(seed: int = 0, n: int = 2000):
+    """Linear regression with distinct curvatures (8, 3.9, 2, 1.3, 0.5), parameters at the least-squares fit."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.tensor([2.0, 1.4, 0.8, 0.5])
+    x = torch.randn(n, 4, generator=g) * scales
+    x = x - x.mean(0)
+    y = x @ torch.tensor([[1.0], [-0.5], [0.3], [2.0]]) + 0.7 + 0.5 * torch.randn(n, 1, generator=g)
+    model = nn.Linear(4, 1)
+    X = torch.cat([x, torch.ones(n, 1)], 1).double()
+    w = torch.linalg.lstsq(X, y.double()).solution
+    with torch.no_grad():
+        model.weight.copy_(w[:4].T.float())
+        model.bias.copy_(w[4].float())
+    return model, x, y
+
+
+def _block_se(z: np.ndarray, burn_in: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variance per coordinate around the grand mean, and its batch-means standard error."""
+    z = z[:, burn_in:]
+    b = z.shape[1] // blocks
+    sq = (z[:, : b * blocks] - z[:, burn_in:].reshape(-1, z.shape[-1]).mean(0)) ** 2
+    per_block = sq.reshape(z.shape[0] * blocks, b, -1).mean(1)
+    return per_block.mean(0), per_block.std(0, ddof=1) / math.sqrt(len(per_block))
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_prediction_matches_a_long_continuation_on_an_exact_quadratic(kind):
+    model, x, y = _regression()
+    # small steps: the per-sample noise grows with the distance from the minimum (multiplicative
+    # noise, outside the model) by about eta tr(H) / (1 - momentum) relative to the additive part
+    if kind == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        g = torch.Generator().manual_seed(5)
+        for _ in range(2000):  # second moments settle at the optimum; then frozen
+            idx = torch.randint(len(x), (8,), generator=g)
+            opt.zero_grad()
+            ((model(x[idx]) - y[idx]) ** 2).mean().backward()
+            opt.step()
+    dyn = optimizer_dynamics(opt, model)
+    assert dyn.kind == kind
+    local = fit_local_model(model, opt, x, y, batch_size=8, k=3, gamma=0.05, seed=0)
+    assert local.stable
+    if kind == "sgd":
+        np.testing.assert_allclose(local.eigenvalues, [8.0, 3.92, 2.0], rtol=0.1)
+    cont = continue_training(model, opt, x, y, local, steps=12000, chains=2, seed=1)
+    for z, P in ((cont.z, local.raw_cov), (cont.z_ema, local.ema_cov)):
+        v, se = _block_se(z, 500, 40)
+        pred = np.diag(P)
+        assert np.all(se < 0.1 * pred), (se, pred)  # the comparison has power
+        assert np.all(np.abs(v - pred) < 4 * se), (kind, v, pred, se)
+
+
+def test_continuation_leaves_model_and_optimizer_as_they_were():
+    model, x, y = _regression(1, 200)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    local = fit_local_model(model, opt, x, y, batch_size=4, k=2, gamma=0.1, seed=0)
+    before = flat_parameters(model).clone()
+    a = continue_training(model, opt, x, y, local, steps=20, chains=2, seed=7, keep=[0, 5])
+    b = continue_training(model, opt, x, y, local, steps=20, chains=2, seed=7, keep=[0, 5])
+    assert torch.equal(flat_parameters(model), before)
+    np.testing.assert_array_equal(a.z, b.z)  # seeded
+    assert not np.array_equal(a.z[0], a.z[1])  # chains differ
+    np.testing.assert_allclose(a.kept_raw[:, 0], np.broadcast_to(before.numpy(), a.kept_raw[:, 0].shape))
+    np.testing.assert_allclose(a.z[:, 0], 0.0)
+    # the recorded coordinates are the kept vectors' projections
+    z5 = (a.kept_raw[:, 1].astype(np.float64) - before.double().numpy()) @ local.coords
+    np.testing.assert_allclose(z5, a.z[:, 5], atol=1e-6)
+
+
+def test_noise_from_a_subset_keeps_the_full_gradient_mean():
+    model, x, y = _regression(2, 300)
+    with torch.no_grad():
+        model.bias.add_(0.3)  # off the minimum: a nonzero mean offset
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    # k=3 holds the bias direction (curvature 2; the inputs are centred, so it is an eigenvector)
+    full = fit_local_model(model, opt, x, y, batch_size=4, k=3, gamma=0.1, seed=0)
+    part = fit_local_model(model, opt, x, y, batch_size=4, k=3, gamma=0.1, seed=0, noise_samples=100)
+    assert part.noise_samples == 100 and full.noise_samples == 300
+    np.testing.assert_allclose(part.mean, full.mean, rtol=1e-8)
+    np.testing.assert_allclose(full.mean @ full.directions.T, [0.0] * 4 + [-0.3], atol=1e-6)  # Newton step
+
+
+def test_bad_input_is_refused():
+    model, x, y = _regression(1, 100)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match="second moments"):
+        fit_local_model(model, opt, x, y, batch_size=4, k=2, gamma=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, weight_decay=0.1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        fit_local_model(model, opt, x, y, batch_size=4, k=2, gamma=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(ValueError, match="k="):
+        fit_local_model(model, opt, x, y, batch_size=4, k=5, gamma=0.1)
+    with pytest.raises(ValueError, match="gamma"):
+        fit_local_model(model, opt, x, y, batch_size=4, k=2, gamma=0.0)
+
+
+def test_subspace_fraction():
+    rng = np.random.default_rng(0)
+    d, k = 6, 2
+    U = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    s = rng.uniform(0.5, 2.0, d)
+    local = LocalModel(
+        np.ones(k), s[:, None] * U[:, :k], U[:, :k] / s[:, None], np.eye(k), np.zeros(k),
+        0.1, 0.0, 1.0, 0.1, 1, "adam", np.zeros(d), 1, s,
+    )  # fmt: skip
+    inside = (s[:, None] * U[:, :k]) @ rng.standard_normal((k, 5))  # displacements theta = D^{1/2} U z
+    outside = (s[:, None] * U[:, k:]) @ rng.standard_normal((d - k, 5))
+    assert local.subspace_fraction(inside.T) == pytest.approx(1.0)
+    assert local.subspace_fraction(outside.T) == pytest.approx(0.0, abs=1e-12)
+    w_in, w_out = inside / s[:, None], outside / s[:, None]
+    both = (inside + outside).T
+    expect = (w_in**2).sum() / ((w_in + w_out) ** 2).sum()
+    assert local.subspace_fraction(both) == pytest.approx(expect)
+
+
+def test_factor_verdict():
+    assert factor_verdict(0.6, 1.8, 2.0) == "supports"
+    assert factor_verdict(2.5, 4.0, 2.0) == "contradicts"
+    assert factor_verdict(0.1, 0.3, 2.0) == "contradicts"
+    assert factor_verdict(0.8, 2.5, 2.0) == "inconclusive"
+    assert factor_verdict(math.nan, 1.0, 2.0) == "inconclusive"
+
+
+def test_bc_checkpoint_fit_and_rollout(tiny_bc_run):
+    from gvaempirics.bc.envs import initial_conditions
+    from gvaempirics.bc.local_model import continue_bc, fit_bc, load_checkpoint, rollout_vectors
+
+    run, _ = tiny_bc_run
+    ck = load_checkpoint(run, threads=1)
+    local = fit_bc(ck, k=3, seed=0)
+    assert local.optimizer == "adam" and local.eigenvalues.shape == (3,) and np.all(np.diff(local.eigenvalues) <= 0)
+    cont = continue_bc(ck, local, steps=5, chains=1, seed=0, keep=[0, 5])
+    ics = initial_conditions(ck.cfg.env, 2, ck.cfg.ic_seed)
+    out = rollout_vectors(ck, cont.kept_raw[0], ics, [5, 20])
+    assert out[5].shape == out[20].shape == (2, 2)
+    # the checkpoint's own vector gives what the run's evaluator gives
+    from gvaempirics.bc.train import imitator_rollout
+
+    ref, _ = imitator_rollout(ck.cfg.replace(H=20), ics)(ck.model, [dict(ck.model.named_parameters())])
+    np.testing.assert_allclose(out[20][0], ref[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="step=7"):
+        load_checkpoint(run, 7)
+
+
+@pytest.fixture
+def small_budgets(monkeypatch):
+    """Both studies at a reduced budget (a shorter run, fewer directions, steps and rollouts)."""
+    from validation.studies import local_model
+
+    monkeypatch.setattr(
+        local_model, "QUICK_RUN", {**local_model.QUICK_RUN, "n_demos": 2, "demo_horizon": 200, "steps": 400}
+    )
+    monkeypatch.setattr(
+        local_model, "QUICK", local_model.Budget(k=4, chains=2, steps=160, keep=4, ics=2, H_short=10, H_long=40)
+    )
+
+
+def test_studies_return_sections_with_numbers(tmp_path, small_budgets):
+    from validation.studies import local_model, reward_law
+
+    s2 = local_model.run(tmp_path / "local-model", quick=True, seed=0, quiet=True)
+    assert s2.key == "local-model" and len(s2.verdicts) == 4  # groups 1-2, 3-4 for raw and EMA
+    for v in s2.verdicts:
+        assert v.outcome in ("supports", "contradicts", "inconclusive")
+        assert any(ch.isdigit() for ch in v.detail) and "[" in v.detail
+    assert all(p.is_file() for p in s2.figures)
+    s3 = reward_law.run(tmp_path / "reward-law", quick=True, seed=0, quiet=True)
+    assert s3.key == "reward-law" and len(s3.verdicts) >= 4
+    for v in s3.verdicts:
+        assert any(ch.isdigit() for ch in v.detail)
+    assert all(p.is_file() for p in s3.figures)
