@@ -15,7 +15,7 @@ import torch
 from gvaempirics.bc.config import PRESETS, BCConfig
 from gvaempirics.bc.data import windows
 from gvaempirics.bc.results import load_result, summarize
-from gvaempirics.bc.train import AugmentedPolicy, train_bc
+from gvaempirics.bc.train import AugmentedPolicy, bc_loss, train_bc, train_loss_probe
 from gvatheory.config import build_config
 from validation.cli import main
 
@@ -28,6 +28,19 @@ def test_windows_pad_with_first_state():
     assert w.shape == (1, 3, 2, 2)
     torch.testing.assert_close(w[0, 0], torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
     torch.testing.assert_close(w[0, 2], torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
+
+
+def test_train_loss_probe_keeps_small_sets_whole_and_spaces_large_ones_evenly():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10.0)[:, None] * 2
+    assert train_loss_probe(x, y, cap=10)[0] is x
+    px, py = train_loss_probe(x, y, cap=4)
+    assert px[:, 0].tolist() == [0.0, 3.0, 6.0, 9.0] and torch.equal(py, 2 * px)  # pairs stay pairs
+    # on a large set the probe's loss estimates the exact one
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200_000, 3, generator=g), torch.randn(200_000, 2, generator=g)
+    model = torch.nn.Linear(3, 2)
+    exact, probe = bc_loss(model, x, y), bc_loss(model, *train_loss_probe(x, y))
+    assert abs(probe - exact) < 0.02 * exact
 
 
 def test_augmented_policy_feeds_previous_clipped_action_and_window():
