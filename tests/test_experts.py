@@ -123,7 +123,9 @@ def test_run_episodes_equals_single_env_loop(run_dir):
 
 
 def _cand(steps, returns, lengths, horizon=10):
-    return ex.Candidate(steps, ex.ExpertEval(np.array(returns, float), np.array(lengths), horizon, np.zeros(len(returns))))
+    return ex.Candidate(
+        steps, ex.ExpertEval(np.array(returns, float), np.array(lengths), horizon, np.zeros(len(returns)))
+    )
 
 
 def test_pick_prefers_robust_then_return():
