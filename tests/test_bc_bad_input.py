@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from validation.reproduce import SECTIONS
+
 BAD_VALUES = [  # (field, value, what the message names)
     ("steps", "0", "steps"),
     ("steps", "60.5", "steps"),
@@ -92,7 +94,7 @@ def test_bc_eval_and_plot(refuses, tmp_path):
     "argv, named",
     [
         (["--only", "nope"], "nope"),
-        (["--skip", "averaging", "cliff", "prop31", "linear-gva", "bc", "lm"], "no section"),
+        (["--skip", *SECTIONS], "no section"),
         (["--seed", "-1"], "seed"),
         (["--seed", "1.5"], "--seed"),
         (["--out", "/dev/null/r"], "/dev/null"),

@@ -137,7 +137,8 @@ def write_pages(sections: list[Section], pages: Path, *, preamble: str = "") -> 
             atomic_write_bytes(dest, Path(fig).read_bytes())
             copies.append(dest)
         page = Section(s.key, s.title, s.body, s.verdicts, copies, s.command, s.seconds)
-        lines = _section_lines(page, pages, level="#")
+        # "x][0]" would read as a Markdown reference link on a documentation site
+        lines = [line.replace("][", "]\\[") for line in _section_lines(page, pages, level="#")]
         if preamble:
             lines[1:1] = ["", preamble]
         path = pages / f"{s.key}.md"
