@@ -225,6 +225,19 @@ class RunDir:
         found = [Checkpoint(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := _CKPT.match(p.name))]
         return sorted(found, key=lambda c: c.step)
 
+    def load_step(self, step: int = -1) -> dict[str, Any]:
+        """The checkpoint of ``step`` (``-1``: the newest), read only; a ``ValueError`` naming the
+        steps that have one if ``step`` has none."""
+        ckpts = {c.step: c for c in self.checkpoints()}
+        if not ckpts:
+            raise ValueError(f"{self.path} has no checkpoint yet")
+        step = max(ckpts) if step == -1 else step
+        if step not in ckpts:
+            raise ValueError(
+                f"step={step} has no checkpoint in {self.path}: steps with one are {', '.join(map(str, sorted(ckpts)))}"
+            )
+        return load_torch_file(ckpts[step].path)
+
     def save_checkpoint(self, step: int, state: dict[str, Any], *, keep: int | None = None) -> Path:
         """Write ``state`` (plus the metrics-log length) atomically; keep the newest ``keep`` files."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from gvatheory._checks import check_int, check_positive, check_range
 
-from ..rundir import RunDir, atomic_write, atomic_write_json, load_torch_file
+from ..rundir import RunDir, atomic_write, atomic_write_json
 
 # ---------------------------------------------------------------------------- roughness (numpy)
 
@@ -372,15 +372,8 @@ def compute_landscape(
         cfg = cfg.replace(threads=threads)
     if preconditioned and cfg.optimizer == "sgd":
         raise ValueError("preconditioned=True is not valid for optimizer='sgd': only Adam/AdamW precondition")
-    ckpts = {c.step: c for c in run.checkpoints()}
-    if not ckpts:
-        raise ValueError(f"{run.path} has no checkpoint yet")
-    step = max(ckpts) if step == -1 else step
-    if step not in ckpts:
-        raise ValueError(
-            f"step={step} has no checkpoint in {run.path}: steps with one are {', '.join(map(str, sorted(ckpts)))}"
-        )
-    state = load_torch_file(ckpts[step].path)
+    state = run.load_step(step)
+    step = int(state["step"])  # -1 resolved to the newest
     torch.set_num_threads(cfg.threads)
 
     if state.get("data") is not None:  # fresh-data runs: the training set in use at that step

@@ -66,7 +66,7 @@ from torch import Tensor, nn
 from gvatheory._checks import check_int, check_range
 from gvatheory.moments import stationary_cov
 
-from ..rundir import RunDir, load_torch_file
+from ..rundir import RunDir
 
 __all__ = [
     "Continuation",
@@ -750,15 +750,8 @@ def load_checkpoint(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> 
     ):
         if bad:
             raise ValueError(f"{name}={getattr(cfg, name)} is out of range for the local model: it needs {name}=0")
-    ckpts = {c.step: c for c in run.checkpoints()}
-    if not ckpts:
-        raise ValueError(f"{run.path} has no checkpoint yet")
-    step = max(ckpts) if step == -1 else step
-    if step not in ckpts:
-        raise ValueError(
-            f"step={step} has no checkpoint in {run.path}: steps with one are {', '.join(map(str, sorted(ckpts)))}"
-        )
-    state = load_torch_file(ckpts[step].path)
+    state = run.load_step(step)
+    step = int(state["step"])  # -1 resolved to the newest
     torch.set_num_threads(cfg.threads)
     if state.get("data") is not None:
         data = BCData(**state["data"])
