@@ -32,6 +32,8 @@ class Verdict:
     passed: bool
     detail: str
     outcome: str = ""
+    rule: str = ""  # the key of its rule in validation.registry
+    rule_text: str = ""  # that rule in words, printed beside the number
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "passed", bool(self.passed))  # a numpy bool would not serialize
@@ -43,9 +45,9 @@ class Verdict:
             raise ValueError(f"passed={self.passed!r} does not fit outcome={self.outcome!r}")
 
     @classmethod
-    def of(cls, claim: str, outcome: str, detail: str) -> Verdict:
-        """A verdict with one of the three outcomes."""
-        return cls(claim, outcome == "supports", detail, outcome)
+    def of(cls, claim: str, outcome: str, detail: str, *, rule: str = "", rule_text: str = "") -> Verdict:
+        """A verdict with one of the three outcomes (``rule``: its registry key and text)."""
+        return cls(claim, outcome == "supports", detail, outcome, rule, rule_text)
 
     @property
     def contradicts(self) -> bool:
@@ -61,6 +63,8 @@ class Verdict:
         d = {"claim": self.claim, "passed": self.passed, "detail": self.detail}
         if self.outcome == "inconclusive":
             d["outcome"] = self.outcome
+        if self.rule:
+            d["rule"] = self.rule
         return d
 
 
@@ -116,8 +120,12 @@ def _section_lines(s: Section, root: Path, *, level: str) -> list[str]:
         lines += ["Reproduce this section alone:", "", f"    {s.command}", ""]
     lines += [s.body.strip(), ""]
     if s.verdicts:
-        lines += ["| claim | verdict | numbers |", "| --- | --- | --- |"]
-        lines += [f"| {v.claim} | {v.label} | {v.detail} |" for v in s.verdicts]
+        if any(v.rule for v in s.verdicts):
+            lines += ["| claim | verdict | numbers | rule |", "| --- | --- | --- | --- |"]
+            lines += [f"| {v.claim} | {v.label} | {v.detail} | `{v.rule}`: {v.rule_text} |" for v in s.verdicts]
+        else:
+            lines += ["| claim | verdict | numbers |", "| --- | --- | --- |"]
+            lines += [f"| {v.claim} | {v.label} | {v.detail} |" for v in s.verdicts]
         lines.append("")
     for fig in s.figures:
         lines += [f"![{Path(fig).stem}]({_relative(fig, root)})", ""]
