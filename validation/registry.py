@@ -84,7 +84,14 @@ class Rule:
             text += f"; {detail}"
         if gate:
             text += f"; not decided: {gate}"
-        return Verdict.of(self.claim, outcome, text, rule=self.key, rule_text=self.describe())
+        return Verdict.of(
+            self.claim,
+            outcome,
+            text,
+            rule=self.key,
+            rule_text=self.describe(),
+            intervals=[i.to_dict() for i in intervals],
+        )
 
 
 def _factor(f: float) -> Region:

@@ -34,6 +34,7 @@ class Verdict:
     outcome: str = ""
     rule: str = ""  # the key of its rule in validation.registry
     rule_text: str = ""  # that rule in words, printed beside the number
+    intervals: tuple[dict, ...] = ()  # the intervals it was decided on (Interval.to_dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "passed", bool(self.passed))  # a numpy bool would not serialize
@@ -45,9 +46,9 @@ class Verdict:
             raise ValueError(f"passed={self.passed!r} does not fit outcome={self.outcome!r}")
 
     @classmethod
-    def of(cls, claim: str, outcome: str, detail: str, *, rule: str = "", rule_text: str = "") -> Verdict:
+    def of(cls, claim: str, outcome: str, detail: str, *, rule: str = "", rule_text: str = "", intervals=()) -> Verdict:
         """A verdict with one of the three outcomes (``rule``: its registry key and text)."""
-        return cls(claim, outcome == "supports", detail, outcome, rule, rule_text)
+        return cls(claim, outcome == "supports", detail, outcome, rule, rule_text, tuple(intervals))
 
     @property
     def contradicts(self) -> bool:
@@ -64,7 +65,7 @@ class Verdict:
         if self.outcome == "inconclusive":
             d["outcome"] = self.outcome
         if self.rule:
-            d["rule"] = self.rule
+            d.update(rule=self.rule, outcome=self.outcome, intervals=list(self.intervals))
         return d
 
 
@@ -151,6 +152,9 @@ def write_pages(sections: list[Section], pages: Path, *, preamble: str = "") -> 
             lines[1:1] = ["", preamble]
         path = pages / f"{s.key}.md"
         atomic_write_bytes(path, "\n".join(lines).encode())
+        # the page's verdicts as data: docs/validation.md's table and the docs' numbers test read them
+        record = {"title": s.title, "command": s.command, "verdicts": [v.to_json() for v in s.verdicts]}
+        atomic_write_bytes(pages / f"{s.key}.json", json.dumps(record, indent=2).encode())
         written.append(path)
     return written
 
