@@ -22,6 +22,13 @@ each to 93-97 % for a nominal 95 % at the sizes the studies use):
 * :func:`hierarchical_bootstrap` -- resample seeds, then ICs within each resampled seed: for
   statistics that are not means of seed means, with ``n >= 10`` seeds.
 
+Measured coverage of a nominal 95 % (``coverage``, seeded; normal seed effects sd 1, 5 ICs of sd
+2 each): t family 0.94-0.95 at 3 and 5 seeds, also for log-normal units on the log scale (the
+tests hold these to 93-97 %); BCa over normal units 0.89 at 10, 0.92 at 20-30 (it under-covers,
+as bootstraps do at small n); the two-level bootstrap 0.94 at 10 seeds, 0.97 at 20-30 (resampling
+the ICs again counts their noise twice, so it over-covers as seeds grow); resampling seeds only
+0.87 at 10, 0.92 at 20-30.
+
 A verdict is :func:`decide`: *supports* when the whole interval lies in the claim's region,
 *contradicts* when it lies wholly outside, *inconclusive* otherwise (or with fewer units than the
 rule's minimum). :func:`smallest_effect` says how large a true effect has to be for a budget of
