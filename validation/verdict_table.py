@@ -1,0 +1,99 @@
+"""The verdict table of ``docs/validation.md``, generated from the registry and the committed results.
+
+Every rule of :mod:`validation.registry` gets one row: its outcome and interval as the committed
+results pages (``docs/results/<study>.json``, written by ``--pages``) recorded them, or "not run"
+where no page holds it yet. Nothing in the table is typed by hand:
+
+    python -m validation.verdict_table            # rewrite the table in docs/validation.md
+    python -m validation.verdict_table --check    # exit 1 if the doc's table is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .registry import RULES
+
+BEGIN, END = (
+    "<!-- verdict-table:begin (generated: python -m validation.verdict_table) -->",
+    "<!-- verdict-table:end -->",
+)
+
+
+def recorded(pages: Path) -> dict[str, dict]:
+    """Rule key -> the verdict record of the committed results pages in ``pages``."""
+    out = {}
+    for path in sorted(Path(pages).glob("*.json")):
+        for v in json.loads(path.read_text()).get("verdicts", []):
+            if v.get("rule"):
+                out[v["rule"]] = {**v, "page": path.with_suffix(".md").name}
+    return out
+
+
+def _interval(v: dict) -> str:
+    def f(x) -> str:
+        return f"{x:.3g}" if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") else "n/a"
+
+    return "; ".join(f"{f(i['estimate'])} [{f(i['low'])}, {f(i['high'])}], n={i['n']}" for i in v["intervals"])
+
+
+def render(pages: Path, *, link_prefix: str = "results/") -> str:
+    """The Markdown table: one row per registered rule, in registry order."""
+    seen = recorded(pages)
+    lines = [
+        "| rule | claim | supports if the 95% interval lies in | outcome | estimate [95% interval], units |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    counts = {"supports": 0, "contradicts": 0, "inconclusive": 0, "not run": 0}
+    for key, r in RULES.items():
+        v = seen.get(key)
+        region = ("outside " if r.outside else "") + r.region.describe()
+        if v is None:
+            counts["not run"] += 1
+            lines.append(f"| `{key}` | {r.claim} | {region} | not run | - |")
+            continue
+        counts[v["outcome"]] += 1
+        link = f"[{v['outcome']}]({link_prefix}{v['page']})"
+        lines.append(f"| `{key}` | {r.claim} | {region} | {link} | {_interval(v)} |")
+    tally = ", ".join(f"{n} {k}" for k, n in counts.items())
+    return "\n".join([f"{len(RULES)} registered rules: {tally}.", "", *lines])
+
+
+def update(doc: Path, pages: Path) -> bool:
+    """Rewrite the table between the markers of ``doc``; True if the text changed."""
+    text = Path(doc).read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{doc} has no verdict-table markers: add {BEGIN!r} and {END!r} where the table goes")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{render(pages)}\n{END}{tail}"
+    if new != text:
+        Path(doc).write_text(new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m validation.verdict_table", description=__doc__.splitlines()[0])
+    p.add_argument("--pages", default="docs/results", help="the committed results pages (default docs/results)")
+    p.add_argument("--doc", default="docs/validation.md", help="the page that holds the table")
+    p.add_argument("--check", action="store_true", help="exit 1 if the table is stale; change nothing")
+    args = p.parse_args(argv)
+    try:
+        if args.check:
+            text = Path(args.doc).read_text()
+            stale = f"{BEGIN}\n{render(Path(args.pages))}\n{END}" not in text
+            print(f"{args.doc}: verdict table {'stale' if stale else 'up to date'}")
+            return int(stale)
+        changed = update(Path(args.doc), Path(args.pages))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.doc}: verdict table {'rewritten' if changed else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
