@@ -13,7 +13,7 @@ of ``window`` steps during which it records
 * the *reference*: the uniform average :math:`\bar\theta_W` of the window's iterates
   (:class:`gvaempirics.stabilizers.Polyak`), evaluated once at the end. It is the run's best
   estimate of the stationary mean; on a quadratic its own excess loss is about
-  :math:`2/(\eta\lambda W)` of the iterate's (:func:`gvatheory.averaging.noise_floor`
+  :math:`2/(\eta\lambda W)` of the iterate's (:func:`gvatheory.noise_floor.noise_floor`
   predicts it exactly), small once the window is many relaxation times long;
 * the fluctuation: the mean squared distance between consecutive iterates
   :math:`\mathrm{msd} = \overline{\|\theta_{t+1}-\theta_t\|^2}` and the variance around the

@@ -5,6 +5,8 @@ One toy system per module, named like its ``gva theory`` command, its study and 
 
 * ``averaging`` -- SGD with iterate averaging on quadratics: exact moments, Lyapunov, Monte Carlo
   (``gva theory averaging``, ``docs/averaging.md``);
+* ``noise_floor`` -- the stationary excess loss of SGD and its EMAs, for a Hessian or a measured
+  spectrum of curvatures (study ``noise-floor``, ``docs/studies/noise_floor.md``);
 * ``cliff`` -- the cliff problem of paper Eq. 4.2: exact and Monte Carlo gaps of SGD and its EMA
   (``gva theory cliff``, ``docs/cliff.md``);
 * ``prop41`` -- paper Prop. 4.1 on the cliff problem, as written and in a precise version

@@ -29,7 +29,9 @@ SGD with EMAs on a quadratic with Hessian :math:`H` is such a recursion. With
     \quad F_t = I - \eta_t H,
 
 so :math:`A_t = M_t`, :math:`c_t = 0`, :math:`S_t = B_t \Sigma B_t^\top`
-(:func:`sgd_ema_matrices`, :func:`sgd_ema_path`, :func:`sgd_ema_stationary`). It serves
+(:func:`sgd_ema_matrices`, :func:`sgd_ema_path`, :func:`sgd_ema_stationary`); with heavy-ball
+momentum (and Adam with frozen second moments) the state gains the momentum buffer
+(:func:`heavy_ball_ema_matrices`). It serves
 :mod:`gvatheory.averaging` (iterates :math:`\theta` on a quadratic) and :mod:`gvatheory.linear_gva`
 (:math:`\mathrm{vec}\,K` of a linear policy under behavior cloning); :mod:`gvatheory.prop31` runs its
 noise-free closed loops through :func:`moment_sequence`.
@@ -136,6 +138,37 @@ def sgd_ema_path(
                 S = B @ noise_cov @ B.T
             mean, cov = propagate(mean, cov, M, S)
     return out
+
+
+def heavy_ball_ema_matrices(
+    H: np.ndarray, eta: float, beta: float, c: float, gammas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""``M`` ((2+m) d, (2+m) d) and ``B`` ((2+m) d, d) of one heavy-ball step with EMAs, on the
+    state :math:`x = (z, n, e^{(1)}, \dots, e^{(m)})`:
+
+    .. math::
+
+        n' = \beta n + c\,(H z + \xi), \quad z' = z - \eta n', \quad
+        e^{(k)\prime} = (1-\gamma^{(k)}) e^{(k)} + \gamma^{(k)} z',
+
+    so :math:`x' = M x + B \xi`. SGD with torch's momentum is ``c = 1``; Adam with its second
+    moments frozen is ``beta = beta1``, ``c = 1 - beta1`` on the preconditioned Hessian. With
+    ``beta = 0, c = 1`` the ``(z, e)`` blocks are those of :func:`sgd_ema_matrices` (``n`` is then
+    a by-product that nothing reads)."""
+    d, m = H.shape[0], len(gammas)
+    eye = np.eye(d)
+    F = eye - eta * c * H
+    M = np.zeros(((2 + m) * d, (2 + m) * d))
+    B = np.zeros(((2 + m) * d, d))
+    z, n = slice(0, d), slice(d, 2 * d)
+    M[z, z], M[z, n], B[z] = F, -eta * beta * eye, -eta * c * eye
+    M[n, z], M[n, n], B[n] = c * H, beta * eye, c * eye
+    for k in range(m):
+        e = slice((2 + k) * d, (3 + k) * d)
+        g = gammas[k]
+        M[e, z], M[e, n], M[e, e] = g * F, -g * eta * beta * eye, (1.0 - g) * eye
+        B[e] = -g * eta * c * eye
+    return M, B
 
 
 def sgd_ema_stationary(H: np.ndarray, noise_cov: np.ndarray, eta: float, gammas: np.ndarray) -> np.ndarray:

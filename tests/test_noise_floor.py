@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from gvatheory.averaging import QuadraticSGD, noise_floor, scalar_stationary
-from gvatheory.averaging import _window_sum as window_sum
+from gvatheory.averaging import QuadraticSGD, scalar_stationary
+from gvatheory.moments import heavy_ball_ema_matrices, sgd_ema_matrices, stationary_cov
+from gvatheory.noise_floor import noise_floor, spectrum_noise_floor, window_sum
 
 H2 = np.array([[1.5, 0.4], [0.4, 0.8]])
 S2 = np.array([[0.5, 0.2], [0.2, 0.3]])
@@ -26,6 +27,10 @@ def test_window_sum_matches_plain_sum():
         for W in (1, 2, 5, 300):
             plain = sum((W - k) * f**k for k in range(1, W))
             assert window_sum(np.array(f), W) == pytest.approx(plain, rel=1e-9, abs=1e-12)
+    A = np.array([[0.97, -0.09], [0.05, 0.9]])  # a heavy-ball (z, n) block
+    for W in (1, 2, 7, 400):
+        plain = sum((W - k) * np.linalg.matrix_power(A, k) for k in range(1, W)) if W > 1 else np.zeros((2, 2))
+        np.testing.assert_allclose(window_sum(A, W), plain, rtol=1e-9, atol=1e-12)
 
 
 def test_scalar_noise_floor_matches_closed_form_and_identities():
@@ -80,6 +85,126 @@ def test_noise_floor_matches_monte_carlo():
         se = draws.std(ddof=1) / math.sqrt(chains)
         assert abs(draws.mean() - exact) <= 4 * se, f"{name}: MC {draws.mean():.5g} ± {se:.2g}, exact {exact:.5g}"
     assert nf.window_mean < nf.raw
+
+
+def test_heavy_ball_matrices_expand_by_hand_and_reduce_to_sgd():
+    """Two steps of x' = M x + B xi against the recursion written out, and beta = 0, c = 1 against
+    the SGD engine (the (z, e) blocks of the stationary covariance)."""
+    H, eta, beta, c, gammas = np.array([[1.5, 0.2], [0.2, 0.7]]), 0.3, 0.8, 0.2, np.array([0.1, 0.5])
+    M, B = heavy_ball_ema_matrices(H, eta, beta, c, gammas)
+    rng = np.random.default_rng(0)
+    z, n, e1, e2 = (rng.standard_normal(2) for _ in range(4))
+    x = np.concatenate([z, n, e1, e2])
+    for _ in range(2):
+        xi = rng.standard_normal(2)
+        n = beta * n + c * (H @ z + xi)
+        z = z - eta * n
+        e1, e2 = 0.9 * e1 + 0.1 * z, 0.5 * e2 + 0.5 * z
+        x = M @ x + B @ xi
+        np.testing.assert_allclose(x, np.concatenate([z, n, e1, e2]), rtol=1e-12, atol=1e-12)
+    M0, B0 = heavy_ball_ema_matrices(H, eta, 0.0, 1.0, gammas)
+    P0 = stationary_cov(M0, B0 @ S2 @ B0.T)
+    Ms, Bs = sgd_ema_matrices(H, eta, gammas)
+    Ps = stationary_cov(Ms, Bs @ S2 @ Bs.T)
+    keep = np.r_[0:2, 4:8]  # drop the momentum buffer
+    np.testing.assert_allclose(P0[np.ix_(keep, keep)], Ps, rtol=1e-9, atol=1e-12)
+
+
+def test_heavy_ball_matrices_match_the_local_model():
+    """With one EMA, the same matrices as the local model's (z, n, e) recursion."""
+    from gvaempirics.bc.local_model import momentum_ema_matrices
+
+    H = np.array([[1.5, 0.2], [0.2, 0.7]])
+    M, B = heavy_ball_ema_matrices(H, 0.3, 0.9, 0.1, np.array([0.05]))
+    M2, B2 = momentum_ema_matrices(H, 0.3, 0.9, 0.1, 0.05)
+    np.testing.assert_allclose(M, M2, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(B, B2, rtol=0, atol=1e-15)
+
+
+def test_spectrum_floor_is_noise_floor_mode_by_mode():
+    """Without momentum each mode is the one-dimensional noise floor, and the sum over modes is the
+    full model's with the Hessian diagonal; off-diagonal noise does not change the excess."""
+    lam, s, eta, gammas, W = np.array([3.0, 0.5, 0.01]), np.array([2.0, 0.7, 0.1]), 0.3, (0.01, 0.1), 300
+    sf = spectrum_noise_floor(lam, s, eta, gammas, window=W)
+    for i in range(3):
+        one = noise_floor([lam[i]], eta, gammas, sigma=math.sqrt(s[i]), window=W)
+        assert sf.raw_modes[i] == pytest.approx(one.raw, rel=1e-9)
+        np.testing.assert_allclose(sf.ema_modes[i], one.ema, rtol=1e-9)
+        assert sf.window_modes[i] == pytest.approx(one.window_mean, rel=1e-7)
+    corr = np.sqrt(np.outer(s, s)) * np.array([[1.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 1.0]])
+    full = noise_floor(lam, eta, gammas, Sigma=corr, window=W)
+    assert full.raw == pytest.approx(sf.raw, rel=1e-9)
+    np.testing.assert_allclose(full.ema, sf.ema, rtol=1e-9)
+    assert full.window_mean == pytest.approx(sf.window_mean, rel=1e-7)
+    # one noise scale for all modes scales every excess: slopes and ratios do not see it
+    twice = spectrum_noise_floor(lam, 2 * s, eta, gammas, window=W)
+    np.testing.assert_allclose(twice.ratio, sf.ratio, rtol=1e-12)
+    assert twice.raw == pytest.approx(2 * sf.raw, rel=1e-12)
+
+
+def test_spectrum_floor_spread_flattens_the_ema_slope():
+    """One curvature: EMA excess slope ~1 in gamma << eta h; a spread of curvatures with equal
+    noise: markedly shallower (the slow modes are not averaged)."""
+    gammas = np.array([1e-3, 3e-3, 1e-2])
+    one = spectrum_noise_floor([10.0], [1.0], 0.1, gammas)
+    spread = spectrum_noise_floor(np.geomspace(1e-3, 10.0, 20), np.ones(20), 0.1, gammas)
+    slope = lambda y: np.polyfit(np.log(gammas), np.log(y), 1)[0]  # noqa: E731
+    assert slope(one.ema) == pytest.approx(1.0, abs=0.02)
+    assert slope(spread.ema) < 0.6
+
+
+def test_spectrum_floor_refuses_bad_input():
+    with pytest.raises(ValueError, match="curvatures"):
+        spectrum_noise_floor([1.0, -0.1], [1.0, 1.0], 0.1, (0.1,))
+    with pytest.raises(ValueError, match="noise"):
+        spectrum_noise_floor([1.0], [1.0, 1.0], 0.1, (0.1,))
+    with pytest.raises(ValueError, match="noise"):
+        spectrum_noise_floor([1.0], [-1.0], 0.1, (0.1,))
+    with pytest.raises(ValueError, match="eta"):
+        spectrum_noise_floor([30.0], [1.0], 0.1, (0.1,))
+    with pytest.raises(ValueError, match="beta"):
+        spectrum_noise_floor([1.0], [1.0], 0.1, (0.1,), beta=1.0)
+    with pytest.raises(ValueError, match="gammas"):
+        spectrum_noise_floor([1.0], [1.0], 0.1, ())
+    # heavy ball is stable far beyond eta * lambda = 2 (Adam's regime)
+    assert math.isfinite(spectrum_noise_floor([30.0], [1.0], 0.1, (0.1,), beta=0.9, c=0.1).raw)
+
+
+def test_spectrum_floor_with_momentum_matches_monte_carlo():
+    """Heavy-ball chains, mode by mode (a plain loop of the recursion): raw and EMA excess and the
+    window mean's excess, each summed over modes, within 4 SE."""
+    lam, s, eta, beta, c, gammas, W = (
+        np.array([4.0, 1.0, 0.3]),
+        np.array([1.0, 0.5, 0.2]),
+        0.2,
+        0.9,
+        0.1,
+        (0.05, 0.3),
+        12,
+    )
+    sf = spectrum_noise_floor(lam, s, eta, gammas, beta=beta, c=c, window=W)
+    chains, T = 20000, 600
+    rng = np.random.default_rng(11)
+    z, n = np.zeros((chains, 3)), np.zeros((chains, 3))
+    e = np.zeros((2, chains, 3))
+    zs = []
+    for t in range(T):
+        n = beta * n + c * (lam * z + np.sqrt(s) * rng.standard_normal((chains, 3)))
+        z = z - eta * n
+        for k, g in enumerate(gammas):
+            e[k] = (1 - g) * e[k] + g * z
+        if t >= T - W:
+            zs.append(z)
+    loss = lambda v: 0.5 * (lam * v**2).sum(-1)  # noqa: E731
+    checks = {
+        "raw": (loss(z), sf.raw),
+        "ema0": (loss(e[0]), sf.ema[0]),
+        "ema1": (loss(e[1]), sf.ema[1]),
+        "window mean": (loss(np.mean(zs, axis=0)), sf.window_mean),
+    }
+    for name, (draws, exact) in checks.items():
+        se = draws.std(ddof=1) / math.sqrt(chains)
+        assert abs(draws.mean() - exact) <= 4 * se, f"{name}: MC {draws.mean():.5g} ± {se:.2g}, exact {exact:.5g}"
 
 
 # ---------------------------------------------------------------- the measurement on a known case

@@ -251,7 +251,7 @@ def measure(setting: Setting, outdir: Path, *, seed: int, quiet: bool) -> list[l
 def predict(h: float, etas, gammas, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Engine prediction, up to the noise scale, of the measured excesses over the window mean:
     raw ``(n_eta,)`` and EMA ``(n_eta, n_gamma)``, for curvature ``h`` (unit noise)."""
-    from gvatheory.averaging import noise_floor
+    from gvatheory.noise_floor import noise_floor
 
     raw, ema = [], []
     for eta in etas:
