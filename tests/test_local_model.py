@@ -12,7 +12,6 @@ from torch import nn
 from gvaempirics.bc.local_model import (
     LocalModel,
     continue_training,
-    factor_verdict,
     fit_local_model,
     flat_parameters,
     hvp_operator,
@@ -254,12 +253,65 @@ def test_subspace_fraction():
     assert local.subspace_fraction(both) == pytest.approx(expect)
 
 
-def test_factor_verdict():
-    assert factor_verdict(0.6, 1.8, 2.0) == "supports"
-    assert factor_verdict(2.5, 4.0, 2.0) == "contradicts"
-    assert factor_verdict(0.1, 0.3, 2.0) == "contradicts"
-    assert factor_verdict(0.8, 2.5, 2.0) == "inconclusive"
-    assert factor_verdict(math.nan, 1.0, 2.0) == "inconclusive"
+def _linear_model(eigenvalues: np.ndarray) -> LocalModel:
+    """Plain SGD (no momentum) on a diagonal quadratic with k=10 directions, an EMA of weight 0.1."""
+    k = len(eigenvalues)
+    return LocalModel(
+        eigenvalues=np.asarray(eigenvalues, dtype=float), directions=np.eye(k), coords=np.eye(k),
+        noise_cov=np.diag(np.linspace(1.0, 0.3, k)), mean=np.zeros(k), eta=0.01, beta=0.0, c=1.0,
+        gamma=0.1, batch_size=1, optimizer="sgd", theta=np.zeros(k), noise_samples=1, scale=np.ones(k),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def linear_chains():
+    """8 chains of 3000 steps of the recursion of a known model (spectrum 4 ... 1), started stationary."""
+    true = _linear_model(np.geomspace(4.0, 1.0, 10))
+    z, z_ema = true.sample_windows(8, 3000, seed=1)
+    return true, z, z_ema
+
+
+def test_local_model_verdicts_support_the_true_model(linear_chains):
+    """Positive control: chains of the model's own recursion, judged against its own prediction."""
+    from validation.studies import local_model as study
+
+    true, z, z_ema = linear_chains
+    cmp = study.compare(z, z_ema, true, burn_in=0)
+    verdicts, rows = study.decide_groups(cmp, true)
+    keys = [f"local-model/{w}-{g}" for w in ("raw", "ema") for g in ("1-2", "3-5", "6-10")]
+    assert [v.rule for v in verdicts] == keys
+    assert all(v.outcome == "supports" for v in verdicts), [v.detail for v in verdicts]
+    assert all(i["n"] == 8 for v in verdicts for i in v.intervals)  # the unit is the chain
+    assert all(math.isfinite(r["decides at (x)"]) and r["decides at (x)"] > 1 for r in rows)
+
+
+def test_local_model_verdicts_contradict_a_spectrum_wrong_by_4x(linear_chains):
+    """Negative control: the same chains against a model whose eigenvalues are 4x too large (it
+    predicts about a quarter of the variance)."""
+    from validation.studies import local_model as study
+
+    true, z, z_ema = linear_chains
+    wrong = _linear_model(4.0 * true.eigenvalues)
+    verdicts, _ = study.decide_groups(study.compare(z, z_ema, wrong, burn_in=0), wrong)
+    assert len(verdicts) == 6 and all(v.outcome == "contradicts" for v in verdicts), [v.detail for v in verdicts]
+
+
+def test_variance_ratios_are_per_chain_and_refuse_bad_input(linear_chains):
+    from gvaempirics.bc.local_model import variance_ratios
+
+    true, z, _ = linear_chains
+    pred = np.diag(true.raw_cov)
+    (r,) = variance_ratios(z, pred, [(0, 2)], burn_in=100)
+    tail = z[:, 100:, :2]
+    by_hand = ((tail - tail.mean(axis=(0, 1))) ** 2).mean(axis=1).sum(axis=1) / pred[:2].sum()
+    np.testing.assert_allclose(r.per_chain, by_hand)
+    assert r.interval.n == 8 and r.ratio == pytest.approx(math.exp(np.log(by_hand).mean()))
+    with pytest.raises(ValueError, match="burn_in"):
+        variance_ratios(z, pred, [(0, 2)], burn_in=2999)
+    with pytest.raises(ValueError, match="predicted_var"):
+        variance_ratios(z, np.full(10, np.inf), [(0, 2)], burn_in=0)
+    with pytest.raises(ValueError, match="group"):
+        variance_ratios(z, pred, [(0, 11)], burn_in=0)
 
 
 def test_bc_checkpoint_fit_and_rollout(tiny_bc_run):
@@ -292,7 +344,7 @@ def small_budgets(monkeypatch):
         local_model, "QUICK_RUN", {**local_model.QUICK_RUN, "n_demos": 2, "demo_horizon": 200, "steps": 400}
     )
     monkeypatch.setattr(
-        local_model, "QUICK", local_model.Budget(k=4, chains=2, steps=160, keep=4, ics=2, H_short=10, H_long=40)
+        local_model, "QUICK", local_model.Budget(k=5, chains=3, steps=160, keep=4, ics=2, H_short=10, H_long=40)
     )
 
 
@@ -300,13 +352,21 @@ def test_studies_return_sections_with_numbers(tmp_path, small_budgets):
     from validation.studies import local_model, reward_law
 
     s2 = local_model.run(tmp_path / "local-model", quick=True, seed=0, quiet=True)
-    assert s2.key == "local-model" and len(s2.verdicts) == 4  # groups 1-2, 3-4 for raw and EMA
+    assert s2.key == "local-model" and [v.rule for v in s2.verdicts] == [
+        f"local-model/{w}-{g}" for w in ("raw", "ema") for g in ("1-2", "3-5")
+    ]
     for v in s2.verdicts:
         assert v.outcome in ("supports", "contradicts", "inconclusive")
         assert any(ch.isdigit() for ch in v.detail) and "[" in v.detail
     assert all(p.is_file() for p in s2.figures)
     s3 = reward_law.run(tmp_path / "reward-law", quick=True, seed=0, quiet=True)
-    assert s3.key == "reward-law" and len(s3.verdicts) >= 4
+    assert s3.key == "reward-law" and [v.rule for v in s3.verdicts] == [
+        "reward-law/raw-spread",
+        "reward-law/ema-spread",
+        "reward-law/raw-flips",
+        "reward-law/delta-short",
+        "reward-law/delta-long-breaks",
+    ]
     for v in s3.verdicts:
         assert any(ch.isdigit() for ch in v.detail)
     assert all(p.is_file() for p in s3.figures)

@@ -43,7 +43,9 @@ without momentum. The stationary mean is :math:`z^\star = -\Lambda^{-1} U^\top D
 learning rate with the same optimizer (its second moments keep adapting, as in the run), in
 independent chains, and records :math:`z` of the raw iterates and of a constant-:math:`\gamma` EMA
 started at the checkpoint. :func:`variance_ratios` compares the measured and predicted variances
-per group of directions with a block bootstrap over time blocks (iterates are autocorrelated).
+per group of directions: the chains are the independent units (time blocks of one chain share its
+slow fluctuations), so each chain gives one ratio and the interval is Student t over chains on their
+logs (:func:`gvatheory.inference.mean_interval`).
 
 :func:`load_checkpoint` and :func:`fit_bc` apply all this to any checkpoint of a ``gva bc train``
 run directory.
@@ -64,6 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from gvatheory._checks import check_int, check_range
+from gvatheory.inference import Interval, mean_interval
 from gvatheory.moments import stationary_cov
 
 from ..rundir import RunDir
@@ -75,7 +78,6 @@ __all__ = [
     "RatioCI",
     "continue_bc",
     "continue_training",
-    "factor_verdict",
     "fit_bc",
     "fit_local_model",
     "load_checkpoint",
@@ -613,24 +615,30 @@ def continue_training(
 
 @dataclass(frozen=True)
 class RatioCI:
-    """Measured / predicted variance of one group of directions, with a block-bootstrap interval."""
+    """Measured / predicted variance of one group of directions: one ratio per chain, and their
+    geometric mean with its t interval over chains (``interval``)."""
 
     group: tuple[int, int]  # directions [first, last), 0-based
-    measured: float  # sum of the group's measured variances
     predicted: float  # sum of the group's predicted variances
-    ratio: float
-    low: float
-    high: float
+    per_chain: np.ndarray  # (chains,) each chain's measured variance (summed over the group) / predicted
+    interval: Interval  # mean_interval(per_chain, log=True)
 
+    @property
+    def ratio(self) -> float:
+        return self.interval.estimate
 
-def _blocks(z: np.ndarray, burn_in: int, blocks_per_chain: int) -> np.ndarray:
-    """``(chains * blocks_per_chain, block, k)`` non-overlapping time blocks after ``burn_in``."""
-    z = z[:, burn_in:]
-    b = z.shape[1] // blocks_per_chain
-    if b < 2:
-        raise ValueError(f"blocks_per_chain={blocks_per_chain} leaves fewer than 2 steps per block")
-    z = z[:, : b * blocks_per_chain]
-    return z.reshape(z.shape[0] * blocks_per_chain, b, z.shape[-1])
+    @property
+    def low(self) -> float:
+        return self.interval.low
+
+    @property
+    def high(self) -> float:
+        return self.interval.high
+
+    @property
+    def measured(self) -> float:
+        """The geometric mean over chains of the measured variance."""
+        return self.ratio * self.predicted
 
 
 def variance_ratios(
@@ -639,57 +647,34 @@ def variance_ratios(
     groups: Sequence[tuple[int, int]],
     *,
     burn_in: int,
-    blocks_per_chain: int = 4,
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
+    level: float = 0.95,
 ) -> list[RatioCI]:
-    """Measured over predicted variance per group of coordinates, with a percentile block bootstrap.
+    """Measured over predicted variance per group of coordinates, one ratio per chain.
 
-    ``z`` (chains, T, k) are iterates' coordinates; after ``burn_in`` steps each chain is cut into
-    ``blocks_per_chain`` time blocks, and the bootstrap resamples blocks (of all chains) with
-    replacement, so the autocorrelation within a block is kept. The measured variance is the mean
-    square deviation from the mean of all chains (they share the stationary mean)."""
-    blocks = _blocks(np.asarray(z, dtype=float), burn_in, blocks_per_chain)
-    pred = np.asarray(predicted_var, dtype=float)
-    nb = len(blocks)
-
-    def var_of(bl: np.ndarray) -> np.ndarray:
-        flat = bl.reshape(-1, bl.shape[-1])
-        return ((flat - flat.mean(0)) ** 2).mean(0)
-
-    rng = np.random.default_rng(seed)
-    boots = np.stack([var_of(blocks[rng.integers(0, nb, nb)]) for _ in range(n_boot)])  # (n_boot, k)
-    v = var_of(blocks)
-    q = (1 - confidence) / 2
+    ``z`` (chains, T, k) are iterates' coordinates in independent chains. After ``burn_in`` steps,
+    a chain's measured variance is its mean square deviation from the mean of all chains: the
+    chains share the stationary mean, and a chain's own mean would absorb its slow fluctuations
+    (for an EMA of weight gamma about ``2 / (gamma T)`` of its variance). The interval is Student t
+    over chains on the log ratios (:func:`gvatheory.inference.mean_interval` with ``log=True``)."""
+    z = np.asarray(z, dtype=float)
+    if z.ndim != 3:
+        raise ValueError(f"z must have shape (chains, T, k), got {z.shape}")
+    burn_in = check_int("burn_in", burn_in, 0, z.shape[1] - 2)
+    pred = check_range("predicted_var", predicted_var, 0.0, math.inf, low_open=True, high_open=True)
+    if pred.shape != (z.shape[-1],):
+        raise ValueError(f"predicted_var must have shape ({z.shape[-1]},), one per coordinate of z, got {pred.shape}")
+    tail = z[:, burn_in:]
+    per_chain = ((tail - tail.mean(axis=(0, 1))) ** 2).mean(axis=1)  # (chains, k)
     out = []
     for lo_i, hi_i in groups:
+        if not 0 <= lo_i < hi_i <= z.shape[-1]:
+            raise ValueError(f"group ({lo_i}, {hi_i}) is out of range: need 0 <= first < last <= {z.shape[-1]}")
         p = float(pred[lo_i:hi_i].sum())
-        r = boots[:, lo_i:hi_i].sum(1) / p
-        out.append(
-            RatioCI(
-                (lo_i, hi_i),
-                float(v[lo_i:hi_i].sum()),
-                p,
-                float(v[lo_i:hi_i].sum() / p),
-                float(np.quantile(r, q)),
-                float(np.quantile(r, 1 - q)),
-            )
-        )
+        ratios = per_chain[:, lo_i:hi_i].sum(axis=1) / p
+        if not (ratios > 0).all():
+            raise ValueError(f"a chain has zero variance in directions [{lo_i}, {hi_i}): its iterates did not move")
+        out.append(RatioCI((lo_i, hi_i), p, ratios, mean_interval(ratios, level=level, log=True)))
     return out
-
-
-def factor_verdict(low: float, high: float, factor: float) -> str:
-    """Three-way verdict on a ratio whose interval is ``[low, high]``: *supports* if the interval
-    lies inside ``[1/factor, factor]``, *contradicts* if it lies wholly outside it, *inconclusive*
-    otherwise (or when a bound is not finite)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "inconclusive"
-    if 1 / factor <= low and high <= factor:
-        return "supports"
-    if high < 1 / factor or low > factor:
-        return "contradicts"
-    return "inconclusive"
 
 
 # ---------------------------------------------------------------------------- behavior-cloning runs

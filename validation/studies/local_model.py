@@ -10,12 +10,16 @@ iterates and of their EMA in that subspace.
 
 Measurement: training continued from the checkpoint at constant learning rate with the same
 optimizer, in independent chains (fresh minibatch seeds); the iterates' and a constant-gamma
-EMA's coordinates after a burn-in. Their variance per group of directions (top 1-2, 3-5, 6-k, ...)
-over the predicted one, with a 95% block-bootstrap interval over time blocks.
+EMA's coordinates after a burn-in. The chains are the independent units: each gives its variance
+per group of directions (top 1-2, 3-5, 6-10) over the predicted one, and the interval is Student t
+over chains on the log ratios (a geometric mean, :func:`gvatheory.inference.mean_interval`).
 
-Verdict (stated before any run, not tuned): with ``FACTOR = 2``, *supports* if the interval of
-measured / predicted variance lies inside [1/2, 2], *contradicts* if it lies wholly outside,
-*inconclusive* otherwise.
+Verdicts: the rules ``local-model/{raw,ema}-{1-2,3-5,6-10}`` of :mod:`validation.registry`
+(*supports* if the 95% interval lies in [1/2, 2], *contradicts* if wholly outside, at least 3
+chains). The factor 2 was in this study's code before its first run (2026-12-01); the unit (chains)
+and the t interval were declared in the registry on 2026-12-03, after the first results, which had
+bootstrapped time blocks within chains as if independent (:data:`EARLIER` keeps what they gave).
+A group without a registered rule (11-20 at the full budget) is shown and not decided.
 
 The fit is shared with ``reward-law`` (study 3) through ``<report>/local-model-fit``.
 """
@@ -30,12 +34,16 @@ from typing import Any
 
 import numpy as np
 
+from gvatheory.inference import Interval, smallest_effect
+from validation.registry import RULES, rule
 from validation.report import Section, Verdict, markdown_table
 
-FACTOR = 2.0  # supports: the variance ratio's 95% interval inside [1/FACTOR, FACTOR]
-CONFIDENCE = 0.95
-BLOCKS_PER_CHAIN = 4
-N_BOOT = 2000
+# The first results (2026-12-01, before the registry), kept on the page: same ratios, with a
+# percentile bootstrap over 4 time blocks per chain that counted blocks of one chain as independent.
+EARLIER = (
+    "raw 1-2, 3-5, 6-10: 0.964 [0.875, 1.06], 1.01 [0.93, 1.09], 1.12 [1.04, 1.20]; EMA: 1.12 [0.87, 1.36], "
+    "1.55 [1.15, 1.86], 1.14 [0.954, 1.27]; all six supported"
+)
 
 # The study's own small run (quick budget): Hopper, 5 demonstrations, a 2 x 64 MLP, Adam, 3000 steps.
 QUICK_RUN: dict[str, Any] = dict(
@@ -167,40 +175,109 @@ def shared_fit(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Fit:
     return fit_and_continue(run, -1, QUICK if quick else FULL, seed=seed, quiet=quiet, cache=cache)
 
 
-def compare(fit: Fit, *, seed: int) -> dict[str, Any]:
-    """Measured / predicted variances per group and per direction, raw and EMA."""
+def rule_key(weights: str, group: tuple[int, int]) -> str:
+    """The registry key of a group's verdict: ``local-model/raw-1-2`` for raw directions 1-2."""
+    return f"local-model/{weights}-{group[0] + 1}-{group[1]}"
+
+
+def resolved_factor(log_units) -> float:
+    """A budget's power as a factor: ``exp(smallest_effect(sd, n))`` over ``n`` units' log ratios,
+    how far (as a factor) a true ratio must lie from a region's edge for the t interval over these
+    units to fall on one side of it with 80% power. Infinite below 2 units."""
+    a = np.asarray(log_units, dtype=float)
+    if len(a) < 2:
+        return math.inf
+    return math.exp(smallest_effect(float(a.std(ddof=1)), len(a)))
+
+
+def compare(z: np.ndarray, z_ema: np.ndarray, local, *, burn_in: int) -> dict[str, Any]:
+    """Measured / predicted variances per group (:func:`groups_for`) and per direction, raw and EMA,
+    one ratio per chain (``z``, ``z_ema``: (chains, T, k) coordinates of the continuation). Without
+    a stationary law (an unstable model) there is no prediction and the lists are empty."""
     from gvaempirics.bc.local_model import variance_ratios
 
-    local, cont = fit.local, fit.cont
     groups = groups_for(local.k)
     singles = [(i, i + 1) for i in range(local.k)]
-    out: dict[str, Any] = {"groups": groups}
-    for name, z, P in (("raw", cont.z, local.raw_cov), ("ema", cont.z_ema, local.ema_cov)):
-        pred = np.diag(P)
-        kw = dict(burn_in=fit.burn_in, blocks_per_chain=BLOCKS_PER_CHAIN, n_boot=N_BOOT, confidence=CONFIDENCE)
-        out[name] = variance_ratios(z, pred, groups, seed=seed, **kw)
-        out[f"{name}_single"] = variance_ratios(z, pred, singles, seed=seed, **kw)
-        kept = getattr(cont, f"kept_{name}")
-        steps = (kept[:, 1:].astype(np.float64) - kept[:, :-1]).reshape(-1, kept.shape[-1])
-        out[f"{name}_fraction"] = local.subspace_fraction(steps) if len(steps) else math.nan
+    out: dict[str, Any] = {"groups": groups, "chains": len(z)}
+    for name, zz in (("raw", z), ("ema", z_ema)):
+        if not local.stable:
+            out[name] = out[f"{name}_single"] = []
+            continue
+        pred = np.diag(local.raw_cov if name == "raw" else local.ema_cov)
+        out[name] = variance_ratios(zz, pred, groups, burn_in=burn_in)
+        out[f"{name}_single"] = variance_ratios(zz, pred, singles, burn_in=burn_in)
     return out
+
+
+def subspace_fractions(fit: Fit) -> dict[str, float]:
+    """Share of one optimizer step's squared length inside the subspace, raw and EMA (consecutive
+    kept iterates after the burn-in)."""
+    out = {}
+    for name in ("raw", "ema"):
+        kept = getattr(fit.cont, f"kept_{name}")
+        steps = (kept[:, 1:].astype(np.float64) - kept[:, :-1]).reshape(-1, kept.shape[-1])
+        out[name] = fit.local.subspace_fraction(steps) if len(steps) else math.nan
+    return out
+
+
+def decide_groups(cmp: dict[str, Any], local) -> tuple[list[Verdict], list[dict]]:
+    """Each group's verdict by its registry rule, and the table rows; a group with no registered
+    rule (11-20 at the full budget) gets a row and no verdict."""
+    gate = (
+        "" if local.stable else f"the fitted model has no stationary law (spectral radius {local.spectral_radius:.4f})"
+    )
+    verdicts, rows = [], []
+    for name in ("raw", "ema"):
+        for i, g in enumerate(cmp["groups"]):
+            r = cmp[name][i] if cmp[name] else None
+            interval = r.interval if r else Interval(math.nan, math.nan, math.nan)
+            power = resolved_factor(np.log(r.per_chain)) if r else math.inf
+            key = rule_key(name, g)
+            outcome = "no registered rule: not decided"
+            if key in RULES:
+                detail = (
+                    f"variance measured {_f(r.measured if r else math.nan)}, predicted "
+                    f"{_f(r.predicted if r else math.nan)} (geometric mean over chains); at {cmp['chains']} chains "
+                    f"the budget decides a ratio a factor {_f(power)} from an edge"
+                )
+                verdicts.append(rule(key).decide(interval, detail, gate=gate))
+                outcome = verdicts[-1].outcome
+            rows.append(
+                {
+                    "weights": name,
+                    "directions": f"{g[0] + 1}-{g[1]}",
+                    "predicted": r.predicted if r else math.nan,
+                    "measured (g.m.)": r.measured if r else math.nan,
+                    "ratio [95% CI]": str(interval),
+                    "chains": interval.n,
+                    "sd log ratio": float(np.log(r.per_chain).std(ddof=1)) if r and interval.n > 1 else math.nan,
+                    "decides at (x)": power,
+                    "verdict": outcome,
+                }
+            )
+    return verdicts, rows
 
 
 def plot(fit: Fit, cmp: dict[str, Any]):
     """Predicted vs measured variance per direction (log scale), raw and EMA."""
     import matplotlib.pyplot as plt
 
+    band = rule("local-model/raw-1-2").region
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     idx = np.arange(1, fit.local.k + 1)
     for ax, name, title in zip(axes, ("raw", "ema"), ("raw iterates", f"EMA, gamma = {fit.local.gamma:.3g}")):
         rows = cmp[f"{name}_single"]
+        if not rows:
+            continue
         pred = np.array([r.predicted for r in rows])
         meas = np.array([r.measured for r in rows])
         lo = np.array([r.low for r in rows]) * pred
         hi = np.array([r.high for r in rows]) * pred
-        ax.errorbar(idx, meas, yerr=[meas - lo, hi - meas], fmt="o", color="tab:blue", label="measured (95% CI)")
+        ax.errorbar(
+            idx, meas, yerr=[meas - lo, hi - meas], fmt="o", color="tab:blue", label="measured (95% CI over chains)"
+        )
         ax.plot(idx, pred, "s", mfc="none", color="tab:red", label="predicted (linear model)")
-        ax.fill_between(idx, pred / FACTOR, pred * FACTOR, color="tab:red", alpha=0.12, label=f"factor {FACTOR:g}")
+        ax.fill_between(idx, pred * band.low, pred * band.high, color="tab:red", alpha=0.12, label="registered region")
         ax.set_yscale("log")
         ax.set_xlabel("eigen-direction (by curvature)")
         ax.set_ylabel("stationary variance of the coordinate")
@@ -215,37 +292,10 @@ def _f(v: float) -> str:
     return f"{v:.3g}" if math.isfinite(v) else "n/a"
 
 
-def section(fit: Fit, cmp: dict[str, Any], figure: Path) -> Section:
-    local = fit.local
-    verdicts, rows = [], []
-    for name, label in (("raw", "raw iterates"), ("ema", f"EMA (gamma {local.gamma:.3g})")):
-        for r in cmp[name]:
-            g = f"{r.group[0] + 1}-{r.group[1]}"
-            outcome = factor_outcome(r)
-            detail = f"measured/predicted variance {_f(r.ratio)} [{_f(r.low)}, {_f(r.high)}]"
-            verdicts.append(
-                Verdict.of(
-                    f"{label}, directions {g}: the local linear model's stationary variance matches the "
-                    f"continuation's within a factor {FACTOR:g} (95% CI of the ratio inside "
-                    f"[{1 / FACTOR:g}, {FACTOR:g}])",
-                    outcome,
-                    detail,
-                )
-            )
-            rows.append(
-                {
-                    "weights": name,
-                    "directions": g,
-                    "predicted": r.predicted,
-                    "measured": r.measured,
-                    "ratio": r.ratio,
-                    "CI low": r.low,
-                    "CI high": r.high,
-                    "verdict": outcome,
-                }
-            )
-    cont = fit.cont
-    b = fit.budget
+def section(fit: Fit, cmp: dict[str, Any], fractions: dict[str, float], figure: Path) -> Section:
+    local, cont, b = fit.local, fit.cont, fit.budget
+    verdicts, rows = decide_groups(cmp, local)
+    powers = [row["decides at (x)"] for row in rows if row["verdict"] in ("supports", "contradicts", "inconclusive")]
     body = (
         f"Run `{fit.run}`, checkpoint step {fit.step} ({local.optimizer}, eta {local.eta:.3g}, "
         f"momentum/beta1 {local.beta:g}, batch {local.batch_size}). Fitted in {fit.fit_seconds:.1f} s: top {local.k} "
@@ -254,14 +304,22 @@ def section(fit: Fit, cmp: dict[str, Any], figure: Path) -> Section:
         f"gradients; spectral radius of the step {local.spectral_radius:.4f}; raw relaxation times "
         f"{', '.join(f'{v:.3g}' for v in local.relaxation_steps)} steps. Continuation: {cont.z.shape[0]} chains x "
         f"{cont.z.shape[1] - 1} steps at constant eta ({cont.seconds:.1f} s), burn-in {fit.burn_in} steps, EMA weight "
-        f"{local.gamma:.4g} (the run's at that step) started at the checkpoint; {BLOCKS_PER_CHAIN} time blocks per "
-        f"chain, {N_BOOT} block-bootstrap resamples. Budget: k={b.k}, chains={b.chains}, steps={b.steps}.\n\n"
+        f"{local.gamma:.4g} (the run's at that step) started at the checkpoint. Budget: k={b.k}, chains={b.chains}, "
+        f"steps={b.steps}.\n\n"
         f"What the subspace holds: of the squared length of one optimizer step (in the preconditioned metric "
-        f"where the model's dynamics are isotropic), {cmp['raw_fraction']:.3g} lies in the top-{local.k} "
-        f"subspace for the raw iterates and {cmp['ema_fraction']:.3g} for the EMA's steps (consecutive kept "
+        f"where the model's dynamics are isotropic), {fractions['raw']:.3g} lies in the top-{local.k} "
+        f"subspace for the raw iterates and {fractions['ema']:.3g} for the EMA's steps (consecutive kept "
         f"iterates after the burn-in); the rest moves in the complement, which the model holds fixed.\n\n"
-        f"Verdict rule (fixed before running): supports if the {CONFIDENCE:.0%} interval of measured / predicted "
-        f"variance lies in [{1 / FACTOR:g}, {FACTOR:g}], contradicts if wholly outside, inconclusive otherwise.\n\n"
+        f"Unit and interval: each continuation chain (its own minibatch seed) is one unit. Its measured variance "
+        f"of a group is the mean square deviation of its coordinates after the burn-in from the mean of all "
+        f"chains, summed over the group, over the predicted one; the ratio is the geometric mean over chains, "
+        f"with a Student t interval on the chains' log ratios. The rule of each verdict is printed beside it.\n\n"
+        f"Power: 'decides at' is exp(smallest_effect(sd of the chains' log ratios, chains)), the factor by which a "
+        f"true ratio must lie inside the region from its nearer edge to be supported, or outside it to be "
+        f"contradicted, with 80% power; at this budget ({cmp['chains']} chains) the groups decide a factor "
+        f"{_f(min(powers, default=math.inf))} to {_f(max(powers, default=math.inf))}.\n\n"
+        f"Earlier outcomes: the first results (2026-12-01) bootstrapped time blocks within chains as if they "
+        f"were independent, before the registry (2026-12-03) fixed the unit; they gave {EARLIER}.\n\n"
         + markdown_table(rows)
     )
     return Section(
@@ -273,17 +331,11 @@ def section(fit: Fit, cmp: dict[str, Any], figure: Path) -> Section:
     )
 
 
-def factor_outcome(r) -> str:
-    from gvaempirics.bc.local_model import factor_verdict
-
-    return factor_verdict(r.low, r.high, FACTOR)
-
-
 def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     from validation.report import save_figure
 
     outdir = Path(outdir)
     fit = shared_fit(outdir, quick=quick, seed=seed, quiet=quiet)
-    cmp = compare(fit, seed=seed)
+    cmp = compare(fit.cont.z, fit.cont.z_ema, fit.local, burn_in=fit.burn_in)
     figure = save_figure(plot(fit, cmp), outdir / "local_model.png")
-    return section(fit, cmp, figure)
+    return section(fit, cmp, subspace_fractions(fit), figure)
