@@ -21,6 +21,7 @@ its update rule, which needs a snapshot :math:`\theta_0` at burn-in, is in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -141,25 +142,73 @@ class ConstantEMA:
         return _out(t, np.where(s <= self.burn_in, 1.0, float(self.gamma)))
 
 
+def _repr_hiding_defaults(obj, optional: tuple[str, ...]) -> str:
+    """The dataclass repr without the fields in ``optional`` that hold their defaults.
+
+    Stabilizers store the repr of their schedule as the rule of a checkpoint and refuse to resume
+    under another rule; options added after checkpoints were written must not change the repr of
+    the schedules those checkpoints were written with.
+    """
+    shown = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in optional and value == f.default:
+            continue
+        shown.append(f"{f.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
+
 @dataclass(frozen=True)
 class PowerEMA:
-    r""":math:`\gamma_t = \max(t^{-\alpha}, \gamma_{min})` for ``t > burn_in``, and 1 (copy the
-    iterate) for ``t <= burn_in``. ``alpha = 1, gamma_min = 0`` is Polyak averaging from ``t=1``."""
+    r"""Power schedule: :math:`\gamma_t = 1` (copy the iterate) for ``t <= burn_in``, then
+
+    .. math:: \gamma_t = \min\big(\max\big((1 + (t - \mathrm{origin})/t_0)^{-\alpha},
+              \gamma_{min}\big), \gamma_{max}\big) .
+
+    With the defaults ``origin = 1, t0 = 1, gamma_max = 1`` this is
+    :math:`\gamma_t = \max(t^{-\alpha}, \gamma_{min})` on the absolute step;
+    ``alpha = 1, gamma_min = 0`` is Polyak averaging from ``t=1``. ema-pytorch's warmup
+    :math:`1 - \mathrm{decay} = (1 + (t - u)/\mathrm{inv\_gamma})^{-\mathrm{power}}` restarts
+    its clock at ``update_after_step = u``: ``origin = burn_in = u, t0 = inv_gamma``
+    (:func:`gvatheory.stabilizer_mappings.ema_pytorch`).
+
+    Parameters
+    ----------
+    alpha : float
+        Decay exponent, ``> 0``.
+    gamma_min, gamma_max : float
+        Floor and ceiling of :math:`\gamma_t` after burn-in, ``0 <= gamma_min <= gamma_max <= 1``.
+    burn_in : int
+        Last step at which the average copies the iterate, ``>= 0``.
+    t0 : float
+        Time scale of the power law, ``> 0``.
+    origin : int
+        Step at which the power clock reads zero, in ``[0, burn_in + 1]`` (so the base is at
+        least 1 after burn-in).
+    """
 
     alpha: float
     gamma_min: float = 0.0
     burn_in: int = 0
+    t0: float = 1.0
+    origin: int = 1
+    gamma_max: float = 1.0
 
     def __post_init__(self):
         check_positive("alpha", self.alpha)
         check_range("gamma_min", self.gamma_min, 0.0, 1.0)
         check_int("burn_in", self.burn_in, 0)
+        check_positive("t0", self.t0)
+        check_int("origin", self.origin, 0, self.burn_in + 1)
+        check_range("gamma_max", self.gamma_max, float(self.gamma_min), 1.0)
+
+    def __repr__(self) -> str:
+        return _repr_hiding_defaults(self, ("t0", "origin", "gamma_max"))
 
     def __call__(self, t):
         s = _steps(t)
-        with np.errstate(divide="ignore"):
-            power = np.where(s > 0, np.maximum(s, 1.0) ** (-float(self.alpha)), 1.0)
-        g = np.minimum(np.maximum(power, self.gamma_min), 1.0)
+        base = 1.0 + np.maximum(s - self.origin, 0.0) / float(self.t0)
+        g = np.minimum(np.maximum(base ** (-float(self.alpha)), self.gamma_min), self.gamma_max)
         return _out(t, np.where(s <= self.burn_in, 1.0, g))
 
 
@@ -192,35 +241,75 @@ class BEMASchedule:
     (The BEMA paper calls :math:`\gamma_t` "beta_t"; here it is the weight on the newest
     iterate, as everywhere in this toolkit.) Before and at burn-in, ``gamma = 1`` and ``a = 0``.
     Defaults are the authors': ``kappa=0.5, p=0.2, c=1, lag=10``.
+
+    Two options reproduce the authors' offline code (``abblock/bema``, ``src/core_offline.py``,
+    see :func:`gvatheory.stabilizer_mappings.bema_authors`):
+
+    * ``correction_c=False``: :math:`a_t = (1 + \tau)^{-p}`, without ``c``;
+    * ``seeded_burn_in=True``: at ``t = burn_in > 0`` the EMA is not restarted at
+      :math:`\theta_{\mathrm{burn\_in}}` but takes one step from the previous iterate it holds,
+      :math:`\gamma_{\mathrm{burn\_in}} = \max((1 + c\max(\mathrm{lag}, 1))^{-\kappa}, \gamma_{min})`.
+
+    Parameters
+    ----------
+    kappa : float
+        EMA exponent in ``[0, 1]`` (0: no averaging, the EMA is the iterate).
+    p : float
+        Exponent of the correction weight, ``>= 0``.
+    c : float
+        Time scale multiplier, ``> 0``.
+    lag : float
+        Age of the average at burn-in, ``>= 0`` (not necessarily an integer).
+    gamma_min : float
+        Floor of :math:`\gamma_t` in ``[0, 1]``.
+    burn_in : int
+        Step at which :math:`\theta_{\mathrm{burn\_in}}` is snapshotted, ``>= 0``.
+    correction_c, seeded_burn_in : bool
+        The authors' conventions above.
     """
 
     kappa: float = 0.5
     p: float = 0.2
     c: float = 1.0
-    lag: int = 10
+    lag: float = 10
     gamma_min: float = 0.0
     burn_in: int = 0
+    correction_c: bool = True
+    seeded_burn_in: bool = False
 
     def __post_init__(self):
-        check_range("kappa", self.kappa, 0.0, 1.0, low_open=True)
-        check_range("p", self.p, 0.0, 1.0)
+        check_range("kappa", self.kappa, 0.0, 1.0)
+        check_range("p", self.p, 0.0)
         check_positive("c", self.c)
-        check_int("lag", self.lag, 0)
+        check_range("lag", self.lag, 0.0)
         check_range("gamma_min", self.gamma_min, 0.0, 1.0)
         check_int("burn_in", self.burn_in, 0)
+        for name in ("correction_c", "seeded_burn_in"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+
+    def __repr__(self) -> str:
+        return _repr_hiding_defaults(self, ("correction_c", "seeded_burn_in"))
 
     def _tau(self, s: np.ndarray) -> np.ndarray:
-        return s - self.burn_in + self.lag
+        # clipped at 0 where t < burn_in - lag: those steps are masked, and 1 + c tau must stay > 0
+        return np.maximum(s - self.burn_in + self.lag, 0.0)
 
     def __call__(self, t):
         s = _steps(t)
         g = np.maximum((1.0 + self.c * self._tau(s)) ** (-float(self.kappa)), self.gamma_min)
-        return _out(t, np.where(s <= self.burn_in, 1.0, np.minimum(g, 1.0)))
+        out = np.where(s <= self.burn_in, 1.0, np.minimum(g, 1.0))
+        if self.seeded_burn_in and self.burn_in > 0:
+            # the authors' clock max(t - burn_in + lag, 1) at the burn-in step itself
+            seed = max((1.0 + self.c * max(float(self.lag), 1.0)) ** (-float(self.kappa)), self.gamma_min)
+            out = np.where(s == self.burn_in, min(seed, 1.0), out)
+        return _out(t, out)
 
     def bias_weight(self, t):
         """:math:`a_t`, the weight on :math:`\\theta_t - \\theta_{burn\\_in}` (0 up to burn-in)."""
         s = _steps(t)
-        a = (1.0 + self.c * self._tau(s)) ** (-float(self.p))
+        scale = self.c if self.correction_c else 1.0
+        a = (1.0 + scale * self._tau(s)) ** (-float(self.p))
         return _out(t, np.where(s <= self.burn_in, 0.0, a))
 
 

@@ -23,6 +23,11 @@ dataclasses and ``params`` is a numpy array or a (nested) dict of arrays.
   combination of stored power-function EMA snapshots that best reproduces an EMA profile chosen
   after training.
 
+Both rules take an update period ``every`` (only :math:`\theta_t` with ``t % every == 0`` is
+absorbed; the schedule's clock still counts every step), and ``EMA.from_ema_pytorch``,
+``BEMA.from_authors`` and ``BEMA.from_trl`` build them from the settings of those libraries
+(:mod:`gvatheory.stabilizer_mappings`).
+
 The torch implementation for ``nn.Module`` parameters is :mod:`gvaempirics.stabilizers`; its tests
 run both on the same iterate sequences.
 """
@@ -35,7 +40,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._checks import check_range
+from . import stabilizer_mappings
+from ._checks import check_int, check_range
 from .schedules import BEMASchedule, ConstantEMA, Schedule, _out, _steps, as_schedule
 
 Params = Union[np.ndarray, dict]
@@ -86,22 +92,46 @@ class EMA:
     :math:`m_t / (1-(1-\gamma)^{t+1})` -- the same as the schedule
     :math:`\gamma_t = \gamma/(1-(1-\gamma)^{t+1})`, which weights early iterates less than the
     plain ``gamma_0 = 1`` start. Polyak averaging is ``EMA(PolyakEMA(burn_in))``.
+
+    ``every > 1`` absorbs only the iterates with ``t % every == 0`` (``gamma_t`` still read at
+    the absolute ``t``); the others leave the average unchanged, as ema-pytorch's
+    ``update_every``.
     """
 
     gamma: Any
     debias: bool = False
+    every: int = 1
     schedule: Schedule = field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "schedule", as_schedule(self.gamma, kind="gamma"))
-        if self.debias and not (isinstance(self.schedule, ConstantEMA) and self.schedule.burn_in == 0):
-            raise ValueError(f"debias=True needs a constant gamma without burn-in, got gamma={self.gamma!r}")
+        check_int("every", self.every, 1)
+        if self.debias and not (
+            isinstance(self.schedule, ConstantEMA) and self.schedule.burn_in == 0 and self.every == 1
+        ):
+            raise ValueError(
+                f"debias=True needs a constant gamma without burn-in and every=1, got gamma={self.gamma!r}, "
+                f"every={self.every}"
+            )
+
+    @classmethod
+    def from_ema_pytorch(cls, **settings: Any) -> EMA:
+        """The EMA that ``ema_pytorch.EMA(model, **settings)`` computes, called once per step.
+
+        ``settings``: the keyword arguments of ema-pytorch's ``EMA`` that
+        :func:`gvatheory.stabilizer_mappings.ema_pytorch` takes (same names, same defaults);
+        a setting without an equivalent raises ``ValueError``.
+        """
+        eq = stabilizer_mappings.ema_pytorch(**settings)
+        return cls(eq.schedule, every=eq.every)
 
     def init(self, params: Params) -> EMAState:
         return EMAState(count=0, average=_map(np.zeros_like, params))
 
     def update(self, state: EMAState, params: Params) -> EMAState:
         _check_shapes("params", state.average, params)
+        if state.count % self.every:
+            return EMAState(count=state.count + 1, average=state.average)
         g = float(self.schedule.gamma) if self.debias else self.schedule(state.count)
         average = _map(lambda m, p: (1.0 - g) * m + g * p, state.average, params)
         return EMAState(count=state.count + 1, average=average)
@@ -125,7 +155,7 @@ def _check_count(count: int) -> None:
 @dataclass(frozen=True)
 class BEMAState:
     """EMA of the iterates, the snapshot ``anchor`` :math:`= \\theta_{burn\\_in}` and the newest
-    iterate ``last`` :math:`= \\theta_{count-1}`."""
+    absorbed iterate ``last`` (:math:`\\theta_{count-1}` when ``every = 1``)."""
 
     count: int
     ema: Params
@@ -144,13 +174,39 @@ class BEMA:
     with :math:`\gamma_t = 1, a_t = 0` up to burn-in, so :math:`\mathrm{bema}_t = \theta_t` there.
     The correction :math:`a_t(\theta_t - \theta_{\mathrm{burn\_in}})` removes the lag of the EMA
     behind a drifting iterate.
+
+    ``every > 1`` absorbs only the iterates with ``t % every == 0``; in between, ``value`` is
+    the BEMA of the last absorbed iterate (as the references report it).
     """
 
     schedule: BEMASchedule = field(default_factory=BEMASchedule)
+    every: int = 1
 
     def __post_init__(self):
         if not isinstance(self.schedule, BEMASchedule):
             raise ValueError(f"schedule={self.schedule!r} must be a BEMASchedule")
+        check_int("every", self.every, 1)
+
+    @classmethod
+    def from_authors(cls, **settings: Any) -> BEMA:
+        """The BEMA of the authors' offline code (``abblock/bema``, ``core_offline.BEMA``) fed the
+        checkpoints every ``update_freq`` steps, with ``update()`` called once per step.
+
+        ``settings``: ``update_freq`` and the keyword arguments of their ``BEMA`` that
+        :func:`gvatheory.stabilizer_mappings.bema_authors` takes (same names, same defaults).
+        """
+        eq = stabilizer_mappings.bema_authors(**settings)
+        return cls(eq.schedule, every=eq.every)
+
+    @classmethod
+    def from_trl(cls, **settings: Any) -> BEMA:
+        """The BEMA of TRL's ``BEMACallback(**settings)``, with ``update()`` called once per step.
+
+        ``settings``: the keyword arguments of ``BEMACallback`` that
+        :func:`gvatheory.stabilizer_mappings.bema_trl` takes (same names, same defaults).
+        """
+        eq = stabilizer_mappings.bema_trl(**settings)
+        return cls(eq.schedule, every=eq.every)
 
     def init(self, params: Params) -> BEMAState:
         zeros = _map(np.zeros_like, params)
@@ -159,6 +215,8 @@ class BEMA:
     def update(self, state: BEMAState, params: Params) -> BEMAState:
         _check_shapes("params", state.ema, params)
         t = state.count
+        if t % self.every:
+            return BEMAState(count=t + 1, ema=state.ema, anchor=state.anchor, last=state.last)
         g = self.schedule(t)
         ema = _map(lambda m, p: (1.0 - g) * m + g * p, state.ema, params)
         copy = _map(np.array, params)
@@ -167,7 +225,8 @@ class BEMA:
 
     def value(self, state: BEMAState) -> Params:
         _check_count(state.count)
-        a = self.schedule.bias_weight(state.count - 1)
+        absorbed = (state.count - 1) // self.every * self.every  # the last absorbed iterate
+        a = self.schedule.bias_weight(absorbed)
         return _map(lambda m, p, p0: m + a * (p - p0), state.ema, state.last, state.anchor)
 
 
@@ -244,15 +303,37 @@ def power_profile_inner(a_count, a_sigma_rel, b_count, b_sigma_rel):
     return (ea + 1.0) * (eb + 1.0) * (a / b) ** ratio_exp / ((ea + eb + 1.0) * np.maximum(a, b))
 
 
-def posthoc_coefficients(in_counts, in_sigma_rels, out_count: float, out_sigma_rel: float) -> np.ndarray:
+@dataclass(frozen=True)
+class PosthocFit:
+    r"""The least-squares synthesis of a power-function EMA from snapshots.
+
+    Attributes
+    ----------
+    coefficients : ndarray
+        Weights ``x`` on the snapshots.
+    residual : float
+        Relative :math:`L^2` error of the synthesized profile,
+        :math:`\|\sum_i x_i p_i - p_{out}\| / \|p_{out}\|`, in ``[0, 1]``: 0 reproduces the
+        target exactly, 1 reproduces nothing of it (as ``x = 0`` would).
+    """
+
+    coefficients: np.ndarray
+    residual: float
+
+
+def posthoc_fit(in_counts, in_sigma_rels, out_count: float, out_sigma_rel: float) -> PosthocFit:
     r"""Weights ``x`` such that :math:`\sum_i x_i\,\mathrm{snapshot}_i` best approximates the
-    power-function EMA ``(out_count, out_sigma_rel)``.
+    power-function EMA ``(out_count, out_sigma_rel)``, and the residual of that fit.
 
     Snapshot ``i`` is a power-function EMA with ``in_sigma_rels[i]`` after ``in_counts[i]``
     iterates. ``x`` minimises :math:`\|\sum_i x_i p_i - p_{out}\|_{L^2}`, i.e. solves the normal
     equations :math:`A x = b` with the Gram matrix :math:`A_{ij} = \langle p_i, p_j\rangle` and
     :math:`b_i = \langle p_i, p_{out}\rangle` (:func:`power_profile_inner`); ``lstsq`` handles a
-    singular :math:`A` (duplicated snapshots) with the minimum-norm solution, as in EDM2.
+    singular :math:`A` (duplicated snapshots) with the minimum-norm solution, as in EDM2. The
+    residual is
+    :math:`\sqrt{\langle p_{out}, p_{out}\rangle - 2x^\top b + x^\top A x} / \|p_{out}\|`;
+    it is large when the snapshots cannot represent the target, e.g. a narrow profile ending
+    between two snapshots (its recent iterates are in no snapshot at or before it).
     """
     counts, sigmas = np.broadcast_arrays(np.asarray(in_counts, dtype=float), np.asarray(in_sigma_rels, dtype=float))
     counts, sigmas = counts.reshape(-1), sigmas.reshape(-1)
@@ -260,7 +341,16 @@ def posthoc_coefficients(in_counts, in_sigma_rels, out_count: float, out_sigma_r
         raise ValueError("in_counts=[] is out of range: need at least one snapshot")
     gram = power_profile_inner(counts[:, None], sigmas[:, None], counts[None, :], sigmas[None, :])
     rhs = power_profile_inner(counts, sigmas, out_count, out_sigma_rel)
-    return np.linalg.lstsq(gram, rhs, rcond=None)[0]
+    x = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+    norm2 = float(power_profile_inner(out_count, out_sigma_rel, out_count, out_sigma_rel))
+    # clipped at 0: for an exact fit the difference is rounding of either sign
+    err2 = max(norm2 - 2.0 * float(x @ rhs) + float(x @ gram @ x), 0.0)
+    return PosthocFit(coefficients=x, residual=min(float(np.sqrt(err2 / norm2)), 1.0))
+
+
+def posthoc_coefficients(in_counts, in_sigma_rels, out_count: float, out_sigma_rel: float) -> np.ndarray:
+    """The weights ``x`` of :func:`posthoc_fit` alone."""
+    return posthoc_fit(in_counts, in_sigma_rels, out_count, out_sigma_rel).coefficients
 
 
 def power_ema_weights(count: int, sigma_rel: float) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Averaging rules in numpy: hand-expanded steps, closed forms against quadrature/recursions."""
 
+import bema_references as ref
 import numpy as np
 import pytest
 from scipy import integrate
@@ -11,6 +12,7 @@ from gvatheory.stabilizers import (
     PowerFunctionEMA,
     exponent_to_sigma_rel,
     posthoc_coefficients,
+    posthoc_fit,
     power_ema_weights,
     power_profile_inner,
     sigma_rel_to_exponent,
@@ -165,3 +167,122 @@ def test_posthoc_reproduces_a_tracked_profile():
     expected = np.zeros(8)
     expected[5] = 1.0
     np.testing.assert_allclose(x, expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------- update period, references
+
+
+def test_update_period_absorbs_every_kth_iterate_by_hand():
+    rng = np.random.default_rng(2)
+    thetas = list(rng.normal(size=(8, 3)))
+    _, v = run(EMA(0.5, every=3), thetas)
+    e3 = 0.5 * thetas[0] + 0.5 * thetas[3]
+    np.testing.assert_array_equal(v[2], thetas[0])  # steps 1, 2 leave the average alone
+    np.testing.assert_allclose(v[3], e3, rtol=1e-15)
+    np.testing.assert_allclose(v[6], 0.5 * e3 + 0.5 * thetas[6], rtol=1e-15)
+    # BEMA between absorbed iterates reports the BEMA of the last absorbed one
+    sched = BEMASchedule(lag=2, burn_in=0)
+    _, b = run(BEMA(sched, every=3), thetas)
+    g3, a3 = sched(3), sched.bias_weight(3)
+    want3 = (1 - g3) * thetas[0] + g3 * thetas[3] + a3 * (thetas[3] - thetas[0])
+    np.testing.assert_allclose(b[3], want3, rtol=1e-14)
+    np.testing.assert_array_equal(b[4], b[3])
+    np.testing.assert_array_equal(b[5], b[3])
+
+
+def _values(rule, thetas):
+    state, values = rule.init(thetas[0]), []
+    for th in thetas:
+        state = rule.update(state, th)
+        values.append(rule.value(state))
+    return values
+
+
+def _max_error(got: list, want: dict) -> float:
+    return max(float(np.max(np.abs(got[s] - w))) for s, w in want.items())
+
+
+@pytest.mark.parametrize("settings", ref.AUTHORS_GRID, ids=ref.grid_id)
+def test_bema_from_authors_matches_their_rule(settings):
+    thetas = ref.trajectory(120)
+    want = ref.authors_offline(thetas, **settings)
+    got = _values(BEMA.from_authors(**settings), thetas)
+    # float64 end to end; the rules differ only in the order of a few roundings
+    assert _max_error(got, want) <= 1e-12 * np.abs(thetas).max()
+
+
+@pytest.mark.parametrize("settings", ref.TRL_GRID, ids=ref.grid_id)
+def test_bema_from_trl_matches_its_rule(settings):
+    thetas = ref.trajectory(120)
+    want = ref.trl_callback(thetas, **settings)
+    got = _values(BEMA.from_trl(**settings), thetas)
+    assert len(want) > 20
+    assert _max_error(got, want) <= 1e-12 * np.abs(thetas).max()
+
+
+def test_nominal_bema_settings_differ_from_the_references():
+    """Without the mappings the same nominal numbers give other averages: the gaps of the issue
+    (burn-in seeding, the c-free correction, the clock, TRL's absolute clock) are real."""
+    thetas = ref.trajectory(120)
+    scale = np.abs(thetas).max()
+    seeded = ref.authors_offline(thetas, update_freq=1, update_after=20, scaling_lag=10)
+    plain = _values(BEMA(BEMASchedule(lag=10, burn_in=20)), thetas)
+    assert abs(plain[21] - seeded[21]).max() > 1e-2 * scale
+    c2 = ref.authors_offline(thetas, update_freq=1, ema_gamma=2.0, scaling_lag=10)
+    assert _max_error(_values(BEMA(BEMASchedule(c=2.0, lag=10, burn_in=0)), thetas), c2) > 1e-2 * scale
+    every4 = ref.authors_offline(thetas, update_freq=4, scaling_lag=10)
+    # updating every 4 steps with the clock counting update() calls
+    calls = _values(BEMA(BEMASchedule(lag=10)), thetas[::4])
+    assert max(abs(calls[s // 4] - w).max() for s, w in every4.items()) > 1e-2 * scale
+    trl = ref.trl_callback(thetas, update_freq=1, update_after=20, lag=10.0, multiplier=2.0)
+    nominal = _values(BEMA(BEMASchedule(c=2.0, lag=10, burn_in=20)), thetas)
+    assert _max_error(nominal, trl) > 1e-3 * scale
+
+
+def test_reference_settings_without_equivalent_are_refused():
+    with pytest.raises(ValueError, match="eta_power=-1 has no equivalent"):
+        BEMA.from_authors(update_freq=4, eta_power=-1)
+    with pytest.raises(ValueError, match="ema_update_after=30 has no equivalent"):
+        BEMA.from_authors(update_freq=4, update_after=20, ema_update_after=30)
+    with pytest.raises(
+        ValueError, match="update_after=6 has no equivalent here: it must be a multiple of update_freq=4"
+    ):
+        BEMA.from_trl(update_freq=4, update_after=6)
+    with pytest.raises(ValueError, match="lag=0.5 has no equivalent"):
+        BEMA.from_trl(update_freq=1, lag=0.5, multiplier=0.1)
+    with pytest.raises(ValueError, match="ignore_names"):
+        EMA.from_ema_pytorch(ignore_names={"bias"})
+    with pytest.raises(ValueError, match="update_model_with_ema_every=10 has no equivalent"):
+        EMA.from_ema_pytorch(update_model_with_ema_every=10)
+    with pytest.raises(ValueError, match=r"min_value=0\.5 is out of range"):
+        EMA.from_ema_pytorch(beta=0.4, min_value=0.5)
+    with pytest.raises(ValueError, match="update_freq=0 is out of range"):
+        BEMA.from_trl(update_freq=0)
+    with pytest.raises(ValueError, match="every=0 is out of range"):
+        EMA(0.1, every=0)
+    with pytest.raises(TypeError, match="use_foreach"):
+        EMA.from_ema_pytorch(use_foreach=True)  # no effect on the numbers, not taken
+
+
+def test_posthoc_fit_residual_is_zero_on_grid_and_near_one_off_grid():
+    counts = np.repeat([50, 100], 2)
+    sigmas = np.tile([0.05, 0.10], 2)
+    assert posthoc_fit(counts, sigmas, 100, 0.10).residual < 1e-6
+    # the issue's case: snapshots every 50 steps, an EMA at count 130 from those at 50 and 100
+    off = posthoc_fit(counts, sigmas, 130, 0.05)
+    assert off.residual > 0.99 and abs(off.coefficients.sum()) < 0.1
+    # the residual is the L2 norm of the profile mismatch, checked by quadrature on [0, 130]
+    exps = [sigma_rel_to_exponent(s) for s in sigmas]
+    e_out = sigma_rel_to_exponent(0.05)
+
+    def profile(tau, n, e):
+        return np.where(tau <= n, (e + 1) * tau**e / n ** (e + 1), 0.0)
+
+    def mismatch2(tau):
+        fitted = sum(x * profile(tau, n, e) for x, n, e in zip(off.coefficients, counts, exps))
+        return (fitted - profile(tau, 130, e_out)) ** 2
+
+    err2 = sum(
+        integrate.quad(mismatch2, a, b, epsabs=1e-15, epsrel=1e-10)[0] for a, b in [(0, 50), (50, 100), (100, 130)]
+    )
+    assert off.residual == pytest.approx(np.sqrt(err2 / power_profile_inner(130, 0.05, 130, 0.05)), rel=1e-6)
