@@ -314,8 +314,11 @@ def posthoc_sweep(
         total=len(steps) * S, desc=f"posthoc {rd.path.name}", unit="policy", disable=quiet, dynamic_ncols=True
     ) as bar:
         for i in range(0, len(steps), chunk):
+            # every width is synthesized and its fit error reported, however large
             params = [
-                stabilizer.averaged_parameters(s, count=int(t) + 1) for t in steps[i : i + chunk] for s in sigma_rels
+                stabilizer.averaged_parameters(s, count=int(t) + 1, max_residual=None)
+                for t in steps[i : i + chunk]
+                for s in sigma_rels
             ]
             r, n = rollout(model, params)
             returns.append(r)

@@ -21,7 +21,7 @@ import numpy as np
 from gvatheory._checks import check_range
 
 from ..rundir import RunDir
-from ..stabilizers import PostHocEMA
+from ..stabilizers import PostHocEMA, swapped
 from .train import EvalSet, evaluate, load_state, make_corpus
 
 
@@ -38,7 +38,9 @@ def posthoc_sweep(
 ) -> list[dict[str, Any]]:
     """Evaluate the synthesized EMA of each ``sigma_rel`` at the latest snapshot (or at every
     snapshot time with ``all_snapshots``): validation loss and, with a teacher, mean exact-match
-    length and task accuracy. The first row is the raw iterate of the latest checkpoint."""
+    length and task accuracy, and ``fit_error``, the relative L2 residual of the synthesis
+    (:class:`gvaempirics.stabilizers.Synthesis`). The first row is the raw iterate of the latest
+    checkpoint."""
     if not sigma_rels:
         raise ValueError("sigma_rels=[] is out of range: give at least one relative width")
     for s in sigma_rels:
@@ -59,17 +61,21 @@ def posthoc_sweep(
             "sigma_rel": None,
             "step": int(stabilizer.count) - 1,
             **_scores(evaluate(model, eval_set, cfg.H)),
+            "fit_error": None,
         }
     ]
     for count in counts:
         for s in sigma_rels:
-            with stabilizer.swap(float(s), count=count):
+            # a sweep reports every width with the residual of its fit rather than refusing some
+            syn = stabilizer.synthesize(float(s), count=count, max_residual=None)
+            with swapped(model, syn.params):
                 rows.append(
                     {
                         "weights": "posthoc",
                         "sigma_rel": float(s),
                         "step": count - 1,
                         **_scores(evaluate(model, eval_set, cfg.H)),
+                        "fit_error": syn.residual,
                     }
                 )
     return rows
