@@ -96,3 +96,34 @@ def test_training_lr_family_by_hand_and_against_the_plain_schedules():
     assert isinstance(lr(3), float) and lr(np.array([0, 3])).tolist() == [0.25, 1.0]
     with pytest.raises(ValueError, match="kind='linear' is not valid"):
         TrainingLR(1.0, "linear")
+
+
+def test_power_ema_clock_options_by_hand():
+    # ema-pytorch's warmup: clock restarted at burn_in, time scale inv_gamma, decay capped
+    s = PowerEMA(0.5, gamma_min=0.1, burn_in=3, t0=2.0, origin=3, gamma_max=0.5)
+    t = np.arange(8)
+    warm = np.clip((1 + np.maximum(t - 3, 0) / 2.0) ** -0.5, 0.1, 0.5)
+    np.testing.assert_allclose(s(t), np.where(t <= 3, 1.0, warm), rtol=1e-15)
+    # the defaults are the absolute-step schedule t^-alpha
+    np.testing.assert_array_equal(PowerEMA(0.7, t0=1.0, origin=1)(t[1:]), t[1:] ** -0.7)
+    with pytest.raises(ValueError, match=r"origin=5 is out of range: must be an integer in \[0, 4\]"):
+        PowerEMA(0.5, burn_in=3, origin=5)
+    with pytest.raises(ValueError, match=r"gamma_max=0\.05 is out of range"):
+        PowerEMA(0.5, gamma_min=0.1, gamma_max=0.05)
+
+
+def test_bema_authors_options_by_hand():
+    base = dict(kappa=0.5, p=0.2, c=2.0, lag=0.5, burn_in=4)
+    plain, theirs = BEMASchedule(**base), BEMASchedule(**base, correction_c=False, seeded_burn_in=True)
+    tau = np.array([1.5, 2.5])  # t = 5, 6
+    np.testing.assert_allclose(plain.bias_weight([5, 6]), (1 + 2.0 * tau) ** -0.2, rtol=1e-15)
+    np.testing.assert_allclose(theirs.bias_weight([5, 6]), (1 + tau) ** -0.2, rtol=1e-15)
+    np.testing.assert_array_equal(theirs([5, 6]), plain([5, 6]))
+    # seeded: at t = burn_in one EMA step on the clock max(lag, 1) instead of a copy
+    assert plain(4) == 1.0 and theirs(4) == pytest.approx((1 + 2.0 * 1.0) ** -0.5, rel=1e-15)
+    assert theirs(3) == 1.0 and theirs.bias_weight(4) == 0.0
+    assert BEMASchedule(kappa=0.0)(7) == 1.0  # kappa = 0: no averaging
+    with pytest.raises(ValueError, match="seeded_burn_in=1 must be True or False"):
+        BEMASchedule(seeded_burn_in=1)
+    with pytest.raises(ValueError, match=r"lag=-1\.0 is out of range"):
+        BEMASchedule(lag=-1.0)
