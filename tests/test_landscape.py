@@ -1,5 +1,5 @@
 """The reward landscape (paper Figure 1 right): roughness measures on known surfaces, and a tiny
-landscape end to end whose centre is the run's own logged iterate."""
+landscape end to end whose centre is the run's own logged iterate, in the run's own step unit."""
 
 import json
 import math
@@ -7,17 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from gvaempirics.bc.landscape import (
-    compute_landscape,
+from gvaempirics.bc.landscape import compute_landscape, load_landscape, preconditioned_unit, save_landscape
+from gvaempirics.bc.plots import plot_landscape
+from gvaempirics.bc.roughness import (
     fractal_dimension,
     jump_fraction,
-    load_landscape,
+    quadratic_fit,
     roughness,
-    save_landscape,
     total_variation,
     variogram,
 )
-from gvaempirics.bc.plots import plot_landscape
 from validation.cli import main
 
 # ---------------------------------------------------------------- measures on known surfaces
@@ -27,10 +26,40 @@ def test_a_plane_is_smooth():
     a = np.linspace(-5, 5, 11)
     z = 3.0 * a[:, None] - 2.0 * a[None, :] + 7.0
     m = roughness(z)
+    assert m.quadratic_fit == pytest.approx(0.0, abs=1e-12)
     assert m.tv == pytest.approx(1.0, abs=1e-12)  # every slice monotone
     assert m.jump_fraction == 0.0  # neighbours differ by 3/50 or 2/50 of the range
     assert m.fractal_dimension == pytest.approx(1.0, abs=1e-9) and m.hurst == pytest.approx(1.0, abs=1e-9)
     assert m.range == pytest.approx(50.0)
+
+
+def test_quadratic_fit_roughness_is_zero_for_every_smooth_quadratic():
+    """Bowls, domes, saddles and planes, on square and oblong grids, tilted and shifted: 0, while
+    total variation calls the bowl rougher than the plane (2 against 1)."""
+    a, b = np.meshgrid(np.linspace(-5, 5, 7), np.linspace(-2, 2, 9), indexing="ij")
+    for z in (a**2 + b**2, 3000 - 4 * a**2 - b**2 + 3 * a * b + 7 * a, 0.01 + 1e-4 * (a + 20) ** 2, a * b - a):
+        assert quadratic_fit(z) == pytest.approx(0.0, abs=1e-9)
+    assert total_variation(a**2 + b**2) > 1.9
+
+
+def test_quadratic_fit_roughness_by_hand():
+    """A single spike of height 1 on a 3 x 3 grid: the fit leaves a residual whose RMS is computed
+    here with numpy's own least squares on the same design, and it is positive; white noise and a
+    cliff score well above a quadratic plus a tiny ripple."""
+    z = np.zeros((3, 3))
+    z[1, 1] = 1.0
+    a, b = (v.ravel() for v in np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij"))
+    design = np.stack([np.ones(9), a, b, a * a, a * b, b * b], axis=1)
+    resid = z.ravel() - design @ np.linalg.lstsq(design, z.ravel(), rcond=None)[0]
+    assert quadratic_fit(z) == pytest.approx(np.sqrt(np.mean(resid**2))) and quadratic_fit(z) > 0.1
+    rng = np.random.default_rng(0)
+    grid = np.linspace(-1, 1, 7)
+    smooth = grid[:, None] ** 2 + grid[None, :] + 1e-3 * rng.standard_normal((7, 7))
+    assert quadratic_fit(smooth) < 0.01
+    assert quadratic_fit(rng.standard_normal((7, 7))) > 0.1
+    assert quadratic_fit(np.where(grid[:, None] + 0 * grid[None, :] > 0.1, 1.0, 0.0)) > 0.1
+    with pytest.raises(ValueError, match="3 points per side"):
+        quadratic_fit(np.zeros((2, 5)))
 
 
 def test_variogram_by_hand():
@@ -57,7 +86,7 @@ def test_brownian_slices_have_dimension_one_and_a_half():
 
 def test_constant_and_non_finite_surfaces():
     m = roughness(np.full((5, 5), 2.0))
-    assert (m.tv, m.jump_fraction, m.fractal_dimension, m.range) == (1.0, 0.0, 1.0, 0.0)
+    assert (m.quadratic_fit, m.tv, m.jump_fraction, m.fractal_dimension, m.range) == (0.0, 1.0, 0.0, 1.0, 0.0)
     z = np.zeros((3, 3))
     z[1, 1] = np.inf
     assert all(math.isnan(v) for v in vars(roughness(z)).values())
@@ -77,7 +106,7 @@ def tiny_run(tiny_bc_run):
 
 @pytest.fixture(scope="session")
 def tiny_landscape(tiny_run):
-    return compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0)
+    return compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0, step_unit="plain")
 
 
 def test_landscape_shapes_and_centre_equal_the_logged_iterate(tiny_run, tiny_landscape, tiny_bc):
@@ -124,12 +153,25 @@ def test_save_load_and_plot(tiny_landscape, tmp_path):
     assert len(fig.axes) >= 6
 
 
-def test_preconditioned_directions_are_adam_steps(tiny_run, tiny_landscape):
-    pre = compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0, preconditioned=True)
+def test_the_default_unit_is_the_runs_own_adam_step(tiny_run, tiny_landscape):
+    auto = compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0)  # an Adam run
+    assert auto.preconditioned and not tiny_landscape.preconditioned and auto.unit == "Adam steps"
     # an Adam step is about eta per coordinate, much longer than eta times a raw gradient
-    assert pre.direction_norms["raw"][0] > 5 * tiny_landscape.direction_norms["raw"][0]
-    i, j = pre.centre
-    assert pre.rewards["raw"][i, j] == tiny_landscape.rewards["raw"][i, j]
+    assert auto.direction_norms["raw"][0] > 5 * tiny_landscape.direction_norms["raw"][0]
+    i, j = auto.centre
+    assert auto.rewards["raw"][i, j] == tiny_landscape.rewards["raw"][i, j]
+    pre = compute_landscape(tiny_run, 40, extent=2.0, points=3, seed=0, step_unit="preconditioned")
+    np.testing.assert_array_equal(pre.returns["raw"], auto.returns["raw"])
+
+
+def test_step_unit_follows_the_optimizer():
+    assert preconditioned_unit("auto", "adam") and preconditioned_unit("auto", "adamw")
+    assert not preconditioned_unit("auto", "sgd") and not preconditioned_unit("plain", "adam")
+    assert preconditioned_unit("preconditioned", "adam")
+    with pytest.raises(ValueError, match="step_unit='preconditioned' is not valid for optimizer='sgd'"):
+        preconditioned_unit("preconditioned", "sgd")
+    with pytest.raises(ValueError, match="step_unit"):
+        preconditioned_unit("adam", "adam")
 
 
 def test_landscape_command(tiny_run, tmp_path, capsys, refuses):
@@ -138,6 +180,9 @@ def test_landscape_command(tiny_run, tmp_path, capsys, refuses):
     assert main(argv + ["--out", str(png), "--json", "-q"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {(r["weights"], r["surface"]) for r in rows} == {(w, s) for w in ("raw", "ema") for s in ("reward", "loss")}
+    assert all(r["quad-fit/range"] >= 0 for r in rows)
+    assert json.loads((tiny_run / "landscape_step_40.json").read_text())["preconditioned"]  # auto, on Adam
     assert png.is_file() and (tiny_run / "landscape_step_40.json").is_file()
     refuses(["bc", "landscape", str(tiny_run), "--step", "20"], "steps with one are 30, 40")
     refuses(["bc", "landscape", str(tiny_run), "--points", "4"], "points")
+    refuses(["bc", "landscape", str(tiny_run), "--step-unit", "adam"], "step-unit")

@@ -16,24 +16,15 @@ on this scale and a reward surface that is rough: a few steps of SGD noise move 
 discontinuously. The same is done at the stabilizer's (EMA) weights at the same step, with the
 gradients of the same minibatches evaluated there.
 
-For Adam, :math:`\eta g` is far smaller than an Adam step (which divides by
-:math:`\sqrt{\hat v}`); ``preconditioned=True`` uses the step Adam takes with each gradient,
-:math:`\eta\, g / (\sqrt{\hat v} + \epsilon)`, with the checkpoint's second moments.
+The grid's unit is one step of the run's own optimizer (``step_unit="auto"``, the default):
+for SGD :math:`\eta g`; for Adam and AdamW the step Adam takes with each gradient,
+:math:`\eta\, g / (\sqrt{\hat v} + \epsilon)` with the checkpoint's second moments, since
+:math:`\eta g` is far smaller than an Adam step (which divides by :math:`\sqrt{\hat v}`).
+``step_unit="plain"`` forces :math:`\eta g`, ``"preconditioned"`` the Adam step.
 
-Roughness is measured on each surface relative to its own range, so reward and loss are compared
-on a scale fair to both (:func:`roughness`):
-
-* **total variation** along 1-D slices (rows and columns), :math:`\sum_i |z_{i+1}-z_i|` over the
-  slice's range, averaged: 1 for a monotone slice, larger the more it turns back;
-* **jump fraction**: the fraction of neighbouring grid points whose values differ by more than 10%
-  of the surface's range;
-* **fractal dimension** :math:`D = 2 - H` of the slices, where the Hurst exponent :math:`H` comes
-  from the variogram :math:`\gamma(h) = \tfrac12\,\mathrm{mean}\,(z_{i+h}-z_i)^2 \propto h^{2H}`
-  (pooled over rows and columns), as half the least-squares slope of :math:`\log\gamma` against
-  :math:`\log h` over lags :math:`1..\text{max\_lag}` (2 by default, the variogram estimator with
-  the least bias on short series: Gneiting, Sevcikova and Percival, Statistical Science 2012),
-  clipped to :math:`[0, 1]`. A smooth (differentiable) slice has :math:`D = 1`, Brownian motion
-  1.5, white noise 2.
+Roughness is measured on each surface relative to its own range (:mod:`.roughness`): the
+quadratic-fit roughness, which is 0 for any smooth bowl, dome or plane and is what the verdicts
+use, and total variation, jump fraction and fractal dimension as descriptive measures.
 
 ``gva bc landscape RUN --step N`` computes, saves (``landscape_step_N.json`` with the measures,
 ``landscape_step_N.npz`` with the surfaces, in the run directory) and plots it.
@@ -53,93 +44,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gvatheory._checks import check_int, check_positive, check_range
+from gvatheory._checks import check_choice, check_int, check_positive
 
-from ..rundir import RunDir, atomic_write, atomic_write_json
-
-# ---------------------------------------------------------------------------- roughness (numpy)
-
-
-@dataclass(frozen=True)
-class Roughness:
-    """Roughness of one surface, each measure relative to the surface's own range (see the module
-    docstring). A constant surface counts as smooth: ``tv = 1``, no jumps, ``D = 1``."""
-
-    tv: float  # mean over slices of total variation / slice range (>= 1; 1 = monotone)
-    jump_fraction: float  # neighbouring pairs differing by more than `threshold` x range
-    fractal_dimension: float  # D = 2 - H along slices, in [1, 2]
-    hurst: float  # H, half the log-log variogram slope, clipped to [0, 1]
-    range: float  # max - min of the surface
-
-
-def _slices(z: np.ndarray) -> list[np.ndarray]:
-    return [*z, *z.T]
-
-
-def _surface(z: Any) -> np.ndarray:
-    z = np.asarray(z, dtype=float)
-    if z.ndim != 2 or min(z.shape) < 2:
-        raise ValueError(f"surface has shape {z.shape}: expected a 2-D grid of at least 2 x 2 points")
-    return z
-
-
-def total_variation(z: np.ndarray) -> float:
-    """Mean over rows and columns of ``sum |diff| / (max - min)`` of the slice (slices of zero
-    range are left out; 1 when all are)."""
-    z = _surface(z)
-    tvs = [np.abs(np.diff(s)).sum() / np.ptp(s) for s in _slices(z) if np.ptp(s) > 0]
-    return float(np.mean(tvs)) if tvs else 1.0
-
-
-def jump_fraction(z: np.ndarray, threshold: float = 0.1) -> float:
-    """Fraction of neighbouring grid points (along rows and columns) whose values differ by more
-    than ``threshold`` times the surface's range."""
-    z = _surface(z)
-    check_range("threshold", threshold, 0.0, 1.0)
-    span = np.ptp(z)
-    if span == 0:
-        return 0.0
-    diffs = np.concatenate([np.abs(np.diff(z, axis=1)).ravel(), np.abs(np.diff(z, axis=0)).ravel()])
-    return float(np.mean(diffs > threshold * span))
-
-
-def variogram(z: np.ndarray, lags: np.ndarray) -> np.ndarray:
-    """:math:`\\gamma(h) = \\tfrac12\\,\\mathrm{mean}(z_{i+h} - z_i)^2` over every row and column, per lag."""
-    z = _surface(z)
-    out = []
-    for h in lags:
-        d = np.concatenate([(z[:, h:] - z[:, :-h]).ravel(), (z[h:, :] - z[:-h, :]).ravel()])
-        out.append(0.5 * np.mean(d**2))
-    return np.array(out)
-
-
-def fractal_dimension(z: np.ndarray, max_lag: int = 2) -> tuple[float, float]:
-    """``(D, H)``: the fractal dimension ``D = 2 - H`` of the slices and the Hurst exponent ``H``,
-    half the least-squares slope of ``log variogram`` against ``log lag`` over lags
-    ``1..max_lag``, clipped to [0, 1]. A constant surface gives ``(1, 1)``."""
-    z = _surface(z)
-    check_int("max_lag", max_lag, 2)
-    span = np.ptp(z)
-    if span == 0:
-        return 1.0, 1.0
-    lags = np.arange(1, min(max_lag, min(z.shape) - 1) + 1)
-    if len(lags) < 2:
-        raise ValueError(f"surface has shape {z.shape}: at least 3 points per side are needed for two lags")
-    gamma = np.maximum(variogram(z / span, lags), np.finfo(float).tiny)  # a zero lag is "as rough/smooth as can be"
-    slope = np.polyfit(np.log(lags), np.log(gamma), 1)[0]
-    hurst = float(np.clip(slope / 2, 0.0, 1.0))
-    return 2.0 - hurst, hurst
-
-
-def roughness(z: np.ndarray, *, threshold: float = 0.1, max_lag: int = 2) -> Roughness:
-    """All measures of one surface; a surface with NaN or inf (a diverged loss) gets NaN throughout."""
-    z = _surface(z)
-    if not np.all(np.isfinite(z)):
-        nan = float("nan")
-        return Roughness(nan, nan, nan, nan, nan)
-    d, h = fractal_dimension(z, max_lag)
-    return Roughness(total_variation(z), jump_fraction(z, threshold), d, h, float(np.ptp(z)))
-
+from ..rundir import RunDir, atomic_write, atomic_write_json, load_checked
+from .roughness import Roughness, roughness
 
 # ---------------------------------------------------------------------------- the landscape
 
@@ -149,7 +57,7 @@ class Landscape:
     """Reward and loss surfaces around one checkpoint of a BC run, for raw and stabilized weights.
 
     ``a`` (na,) and ``b`` (nb,) are the grid in multiples of the directions ``d1 = eta g1``,
-    ``d2 = eta g2`` (preconditioned: the Adam steps); for each ``w`` in ``weights``
+    ``d2 = eta g2`` (``preconditioned``: the Adam steps; :attr:`unit` names it); for each ``w`` in ``weights``
     (``("raw", stabilizer)``), ``returns[w]`` and ``lengths[w]`` are ``(na, nb, n_ic)``,
     ``losses[w]`` ``(na, nb)`` the validation BC loss. ``direction_norms[w]`` are the Euclidean
     norms of ``d1, d2`` and ``direction_cosine[w]`` the cosine between them; ``logged`` holds what
@@ -178,6 +86,11 @@ class Landscape:
     def rewards(self) -> dict[str, np.ndarray]:
         """Mean return over the initial conditions, ``(na, nb)`` per weights."""
         return {w: r.mean(-1) for w, r in self.returns.items()}
+
+    @property
+    def unit(self) -> str:
+        """The grid's unit in words, as pages and plots print it."""
+        return "Adam steps" if self.preconditioned else "eta g steps"
 
     @property
     def centre(self) -> tuple[int, int]:
@@ -314,6 +227,18 @@ def _adam_preconditioner(cfg, model: nn.Module, state: dict[str, Any]) -> dict[s
     return out
 
 
+STEP_UNITS = ("auto", "plain", "preconditioned")
+
+
+def preconditioned_unit(step_unit: str, optimizer: str) -> bool:
+    """Whether the grid of a run with ``optimizer`` is in Adam steps under ``step_unit``
+    (:data:`STEP_UNITS`); ``"preconditioned"`` for an SGD run raises ``ValueError``."""
+    check_choice("step_unit", step_unit, STEP_UNITS)
+    if step_unit == "preconditioned" and optimizer == "sgd":
+        raise ValueError("step_unit='preconditioned' is not valid for optimizer='sgd': only Adam/AdamW precondition")
+    return step_unit == "preconditioned" or (step_unit == "auto" and optimizer != "sgd")
+
+
 def compute_landscape(
     run: Path | RunDir,
     step: int = -1,
@@ -321,7 +246,7 @@ def compute_landscape(
     extent: float = 5.0,
     points: int = 11,
     seed: int = 0,
-    preconditioned: bool = False,
+    step_unit: str = "auto",
     threads: int = 0,
     memory_budget: int = 2**30,
     quiet: bool = True,
@@ -337,11 +262,13 @@ def compute_landscape(
         naming the steps that have one.
     extent, points : float, int
         The grid: ``points`` (odd, >= 3, so that the centre is the checkpoint) values of ``a`` and of
-        ``b`` evenly spaced in ``[-extent, extent]``, in units of one learning-rate step.
+        ``b`` evenly spaced in ``[-extent, extent]``, in units of one optimizer step (``step_unit``).
     seed : int
         Seed of the two minibatches (and of their dropout masks and input noise, when the run has them).
-    preconditioned : bool
-        Scale the gradients as Adam does (see the module docstring); Adam/AdamW runs only.
+    step_unit : {"auto", "plain", "preconditioned"}
+        The grid's unit: ``"auto"`` the run's own optimizer step (Adam-preconditioned for Adam and
+        AdamW, ``eta g`` for SGD), ``"plain"`` ``eta g``, ``"preconditioned"`` the Adam step (Adam/AdamW
+        runs only). See the module docstring.
     threads : int
         torch and MuJoCo threads (0: the run's own ``threads``).
     memory_budget : int
@@ -370,8 +297,7 @@ def compute_landscape(
     cfg = build_config(BCConfig, run.read_config(), source=f"{run.config_path}")
     if threads:
         cfg = cfg.replace(threads=threads)
-    if preconditioned and cfg.optimizer == "sgd":
-        raise ValueError("preconditioned=True is not valid for optimizer='sgd': only Adam/AdamW precondition")
+    preconditioned = preconditioned_unit(step_unit, cfg.optimizer)
     state = run.load_step(step)
     step = int(state["step"])  # -1 resolved to the newest
     torch.set_num_threads(cfg.threads)
@@ -382,9 +308,10 @@ def compute_landscape(
         demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
         data = Demonstrations.load(demos).bc_data(cfg.history)
     model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
-    model.load_state_dict(state["model"])
+    source = f"{run.checkpoint_dir}/step_{step:09d}.pt"
+    load_checked(model, state.get("model"), source=source)
     stabilizer = make_stabilizer(cfg, model)
-    stabilizer.load_state_dict(state["stabilizer"])
+    load_checked(stabilizer, state.get("stabilizer"), source=source, what="the stabilizer", params=model)
     weights = ("raw", cfg.stabilizer)
     at = {
         "raw": {k: v.detach().clone() for k, v in model.named_parameters()},

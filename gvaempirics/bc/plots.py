@@ -91,7 +91,7 @@ def plot_landscape(res: Landscape, *, title: str | None = None):
         min((float(r.min()) for r in finite if r.size), default=None),
         max((float(r.max()) for r in finite if r.size), default=None),
     )
-    unit = "Adam steps" if res.preconditioned else "eta g steps"
+    unit = res.unit
     ci, cj = res.centre
     for row, w in zip(axes, res.weights):
         panels = (("reward", rewards[w], "viridis", shared), ("loss", res.losses[w], "magma", (None, None)))
@@ -103,7 +103,7 @@ def plot_landscape(res: Landscape, *, title: str | None = None):
             ax.set(
                 xlabel=f"a ({unit} along g1)",
                 ylabel=f"b ({unit} along g2)",
-                title=f"{w}: {kind}  TV {m.tv:.2f}, jumps {m.jump_fraction:.2f}, D {m.fractal_dimension:.2f}",
+                title=f"{w}: {kind}  Q {m.quadratic_fit:.3f}, TV {m.tv:.2f}, D {m.fractal_dimension:.2f}",
             )
         ax = row[2]
         ax.plot(res.a, rewards[w][:, cj], "-o", ms=3, color="tab:blue", label="reward along a (b=0)")

@@ -60,14 +60,17 @@ class LandscapeInput(RunInput):
 
     step: int = option(-1, "checkpointed step (-1: the newest checkpoint)", low=-1)
     extent: float = option(
-        5.0, "the grid spans [-extent, extent] learning-rate steps along each gradient", low=0.0, low_open=True
+        5.0, "the grid spans [-extent, extent] optimizer steps along each gradient", low=0.0, low_open=True
     )
     points: int = option(
         11, "grid points along each direction (odd, so that the centre is the checkpoint)", low=3, high=1001
     )
     seed: int = option(0, "seed of the two minibatch gradients", low=0)
-    preconditioned: bool = option(
-        False, "scale the gradients as Adam does (eta g / (sqrt(v_hat) + eps)); Adam/AdamW runs"
+    step_unit: str = option(
+        "auto",
+        "the grid's unit: auto = the run's own optimizer step (Adam: eta g / (sqrt(v_hat) + eps); SGD: eta g), "
+        "plain = eta g, preconditioned = the Adam step (Adam/AdamW runs)",
+        choices=("auto", "plain", "preconditioned"),  # gvaempirics.bc.landscape.STEP_UNITS, without importing torch
     )
     threads: int = option(0, "torch and MuJoCo threads (0: the run's own)", low=0)
     out: str = option("", "image path (.png/.pdf/.svg; default RUN/landscape_step_N.png)")
@@ -174,9 +177,10 @@ def register(subparsers) -> None:
     la = sub.add_parser(
         "landscape",
         help="reward and loss landscape around a checkpoint (Figure 1 right)",
-        description="Roll out the imitator on a grid theta + a eta g1 + b eta g2 around a checkpoint (g1, g2: two "
-        "minibatch gradients; raw and stabilized weights), evaluate the validation loss there, measure the "
-        "roughness of both surfaces, save RUN/landscape_step_N.{json,npz} and a figure.",
+        description="Roll out the imitator on a grid theta + a d1 + b d2 around a checkpoint (d1, d2: the run's "
+        "optimizer steps along two minibatch gradients, in --step-unit; raw and stabilized weights), evaluate the "
+        "validation loss there, measure the roughness of both surfaces, save RUN/landscape_step_N.{json,npz} and a "
+        "figure.",
     )
     add_config_arguments(la, LandscapeInput)
     add_quiet_argument(la)
@@ -330,7 +334,7 @@ def _landscape(args: argparse.Namespace) -> int:
         extent=inp.extent,
         points=inp.points,
         seed=inp.seed,
-        preconditioned=inp.preconditioned,
+        step_unit=inp.step_unit,
         threads=inp.threads,
         quiet=args.quiet,
     )
@@ -344,6 +348,7 @@ def _landscape(args: argparse.Namespace) -> int:
             "centre": summary["centre"][w]["return" if kind == "reward" else "val_loss"],
             "logged": res.logged.get(w, {}).get("return" if kind == "reward" else "val_loss", float("nan")),
             "range": m.range,
+            "quad-fit/range": m.quadratic_fit,
             "TV/range": m.tv,
             "jumps>10%": m.jump_fraction,
             "fractal D": m.fractal_dimension,
@@ -351,12 +356,11 @@ def _landscape(args: argparse.Namespace) -> int:
         for w, ms in res.measures.items()
         for kind, m in ms.items()
     ]
-    unit = "Adam steps" if res.preconditioned else "steps eta*g"
     emit(
         rows,
         as_json=inp.json,
         title=f"{run.path}: landscape at step {res.step}, {len(res.a)}x{len(res.b)} grid over "
-        f"[{res.a[0]:g}, {res.a[-1]:g}] {unit} (eta={res.eta:.3g})",
+        f"[{res.a[0]:g}, {res.a[-1]:g}] {res.unit} (eta={res.eta:.3g})",
         extra={
             "direction norms (raw)": " ".join(f"{x:.3g}" for x in res.direction_norms["raw"]),
             "seconds": res.seconds,
