@@ -1,5 +1,5 @@
 """Sweeps end to end on a tiny Hopper grid: the spec's checks, a 2x2 local grid and its tables,
-kill-and-rerun, a failing run, the bootstrap summary against a direct computation, and Ray."""
+kill-and-rerun, a failing run, the summary's intervals over seeds against a direct computation, and Ray."""
 
 import csv
 import json
@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 
 from gvaempirics.bc.results import summarize
-from gvaempirics.sweeps import SweepSpec, prob_lower, run_sweep, stratified_bootstrap, summarize_sweep
+from gvaempirics.sweeps import SweepSpec, prob_lower, run_sweep, summarize_sweep
 from gvaempirics.sweeps.plots import plot_summary
 from gvaempirics.sweeps.run import demo_cache, ensemble_jobs
 from gvatheory.config import to_dict
@@ -169,10 +169,10 @@ def test_grid_summary_is_the_direct_computation(grid):
     assert base.mean.estimate == pytest.approx(x["base"].mean()) and math.isnan(base.p_lower)
     pairs = [(a < b) + 0.5 * (a == b) for a in x["lr-cosine"] for b in x["base"]]
     assert cos.p_lower == pytest.approx(np.mean(pairs))
-    direct = scipy.stats.bootstrap(
-        (x["lr-cosine"],), np.mean, n_resamples=2000, method="percentile", random_state=np.random.default_rng(0)
-    )
-    assert (cos.mean.low, cos.mean.high) == pytest.approx(tuple(direct.confidence_interval))
+    # Student t over the 2 seeds, by hand
+    half = scipy.stats.t.ppf(0.975, 1) * x["lr-cosine"].std(ddof=1) / math.sqrt(2)
+    assert (cos.mean.low, cos.mean.high) == pytest.approx((x["lr-cosine"].mean() - half, x["lr-cosine"].mean() + half))
+    assert math.isnan(cos.iqm.low)  # no bootstrap below 10 runs
 
 
 def test_rerun_of_a_finished_grid_skips_everything(grid, tmp_path):
@@ -273,53 +273,67 @@ def test_failing_run_is_recorded_and_the_others_finish(tmp_path, capsys):
 # ------------------------------------------------------------------------------- statistics
 
 
-def test_bootstrap_summary_against_direct_computation():
+def _summary_rows(x, y):
+    rows = [
+        {"env": env, "interventions": lab, "seed": i, "raw_oscillation": float(v), "stab_oscillation": float(v) / 2}
+        for lab, d in (("base", y), ("lr-cosine", x))
+        for env in d
+        for i, v in enumerate(d[env])
+    ]
+    rows.append(
+        {
+            "env": "Hopper-v5",
+            "interventions": "lr-cosine",
+            "seed": 99,
+            "raw_oscillation": math.nan,
+            "stab_oscillation": math.nan,
+        }
+    )
+    return rows
+
+
+def test_summary_against_direct_computation():
+    from gvatheory.stats import seed_sequence
+
     rng = np.random.default_rng(7)
     x = {env: rng.gamma(2.0, 0.01, size=8) for env in ("Hopper-v5", "Walker2d-v5")}
     y = {env: rng.gamma(2.0, 0.02, size=8) for env in x}
     y["Hopper-v5"][0] = x["Hopper-v5"][0]  # a tie, counted one half
-    rows = [
-        {"env": env, "interventions": lab, "raw_oscillation": float(v), "stab_oscillation": float(v) / 2}
-        for lab, d in (("base", y), ("lr-cosine", x))
-        for env in d
-        for v in d[env]
-    ]
-    rows.append(
-        {"env": "Hopper-v5", "interventions": "lr-cosine", "raw_oscillation": math.nan, "stab_oscillation": math.nan}
-    )
-    summary = summarize_sweep(rows, n_resamples=4000, seed=3)
+    summary = summarize_sweep(_summary_rows(x, y), n_resamples=4000, seed=3)
     base, cos = summary.stats
     pooled = np.concatenate(list(x.values()))
     assert (cos.runs, cos.finished) == (17, 16)
-    assert cos.mean.estimate == pytest.approx(pooled.mean())
     assert cos.iqm.estimate == pytest.approx(np.sort(pooled)[4:12].mean())  # the middle half of 16
     assert cos.stab_mean == pytest.approx(pooled.mean() / 2)
     # P(X < Y) by counting, per env, then averaged over envs
     by_env = [np.mean([(a < b) + 0.5 * (a == b) for a in x[e] for b in y[e]]) for e in x]
     assert cos.p_lower == pytest.approx(np.mean(by_env)) and math.isnan(base.p_lower)
-    # the interval is scipy's stratified bootstrap (one sample per env, resampled on its own) ...
+    # the mean: each seed's mean over the two envs, then Student t over the 8 seeds, by hand
+    seed_means = (x["Hopper-v5"] + x["Walker2d-v5"]) / 2
+    half = scipy.stats.t.ppf(0.975, 7) * seed_means.std(ddof=1) / math.sqrt(8)
+    assert cos.mean.estimate == pytest.approx(pooled.mean()) and cos.mean.n == 8
+    assert (cos.mean.low, cos.mean.high) == pytest.approx((seed_means.mean() - half, seed_means.mean() + half))
+    # an env that sits higher as a whole shifts the mean, not the width: env effects drop out
+    shifted = summarize_sweep(_summary_rows({**x, "Walker2d-v5": x["Walker2d-v5"] + 1.0}, y)).stats[1].mean
+    assert shifted.high - shifted.low == pytest.approx(cos.mean.high - cos.mean.low)
+    # the IQM's interval (16 runs): scipy's BCa, one sample per env resampled on its own
     direct = scipy.stats.bootstrap(
         tuple(x.values()),
-        lambda *s, axis: np.concatenate(s, axis=axis).mean(axis=axis),
+        lambda *s, axis: scipy.stats.trim_mean(np.concatenate(s, axis=axis), 0.25, axis=axis),
         vectorized=True,
         n_resamples=4000,
-        method="percentile",
-        random_state=np.random.default_rng(3),
+        method="BCa",
+        random_state=np.random.default_rng(seed_sequence(3)),
     )
-    assert (cos.mean.low, cos.mean.high) == pytest.approx(tuple(direct.confidence_interval))
-    # ... which agrees with a plain numpy loop that resamples seeds within each env
-    loop = np.random.default_rng(11)
-    means = [np.concatenate([loop.choice(v, len(v)) for v in x.values()]).mean() for _ in range(4000)]
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    spread = hi - lo
-    assert abs(cos.mean.low - lo) < 0.05 * spread and abs(cos.mean.high - hi) < 0.05 * spread
-    assert cos.iqm.low <= cos.iqm.estimate <= cos.iqm.high
+    assert (cos.iqm.low, cos.iqm.high) == pytest.approx(tuple(direct.confidence_interval))
 
 
 def test_small_samples_give_nan_intervals_not_errors():
-    one = stratified_bootstrap([np.array([0.3])], np.mean)
-    assert one.estimate == 0.3 and math.isnan(one.low) and math.isnan(one.high)
-    assert math.isnan(stratified_bootstrap([], np.mean).estimate)
+    one = summarize_sweep(
+        [{"env": "Hopper-v5", "interventions": "base", "seed": 1, "raw_oscillation": 0.3, "stab_oscillation": 0.1}]
+    ).stats[0]
+    assert one.mean.estimate == 0.3 and math.isnan(one.mean.low) and math.isnan(one.mean.high)
+    assert one.iqm.estimate == 0.3 and math.isnan(one.iqm.low)
     assert math.isnan(prob_lower(np.array([1.0]), np.array([])))
     assert prob_lower(np.array([1.0, 2.0]), np.array([2.0])) == 0.75
 

@@ -6,23 +6,22 @@ configuration under many interventions and seeds. A sweep is that grid: a spec
 under one sweep directory; the runs execute on a local process pool or on Ray
 (:mod:`~gvaempirics.sweeps.backends`), share one demonstration cache per (env, demo settings,
 expert), resume after a kill without redoing a finished run, and end in one results table
-(one row per run) and a summary per intervention with bootstrap confidence intervals
+(one row per run) and a summary per intervention with confidence intervals over seeds
 (:mod:`~gvaempirics.sweeps.results`). ``gva sweep SPEC`` is the command; ``docs/sweeps.md`` the page.
 """
 
-from .results import Interval, InterventionStats, SweepSummary, prob_lower, stratified_bootstrap, summarize_sweep
+from .results import InterventionStats, SweepSummary, iqm_interval, prob_lower, summarize_sweep
 from .run import SweepOutcome, run_sweep
 from .spec import SweepRun, SweepSpec
 
 __all__ = [
-    "Interval",
     "InterventionStats",
     "SweepOutcome",
     "SweepRun",
     "SweepSpec",
     "SweepSummary",
+    "iqm_interval",
     "prob_lower",
     "run_sweep",
-    "stratified_bootstrap",
     "summarize_sweep",
 ]

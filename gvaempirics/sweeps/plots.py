@@ -1,6 +1,6 @@
 """The sweep figures, drawn from a sweep's tables and run directories (nothing reruns):
 
-* :func:`plot_summary`: the raw oscillation index per intervention with its bootstrap interval;
+* :func:`plot_summary`: the raw oscillation index per intervention with its interval over seeds;
 * :func:`plot_rewards` (paper Figure 2): per grid entry, the raw rollout reward of every evaluated
   iterate (per initial condition and their mean) over the validation BC loss;
 * :func:`plot_stabilized` (paper Figure 3): per grid entry, raw against stabilized (EMA) reward.

@@ -1,20 +1,26 @@
-r"""A sweep's tables: one row per run, and a summary per intervention with bootstrap intervals.
+r"""A sweep's tables: one row per run, and a summary per intervention with intervals over seeds.
 
 The row of a run comes from its run directory (:func:`gvaempirics.bc.results.load_result`): the
 GVA indices of raw and stabilized weights (``raw_*``, ``stab_*``). The headline is the raw
 *oscillation index* in the zoom windows (``raw_oscillation``: the mean absolute change of
 :math:`J_H` between consecutive iterates, relative to the expert's return).
 
-The summary of an intervention pools its runs over seeds (and envs: the index is relative to
-each env's expert, so it is comparable across envs):
+The summary of an intervention pools its runs over seeds and envs (the index is relative to each
+env's expert, so it is comparable across envs); its intervals come from
+:mod:`gvatheory.inference`, over the unit that is independent, the training seed:
 
-* the mean and the interquartile mean (IQM, ``scipy.stats.trim_mean(x, 0.25)``, as rliable
-  computes it), each with a 95% percentile-bootstrap interval stratified by env: seeds are
-  resampled with replacement within each env (``scipy.stats.bootstrap`` with one sample per
-  env, resampled independently), which with one env is the plain bootstrap over seeds;
+* the mean with its Student t interval over seeds (:func:`~gvatheory.inference.seed_interval`:
+  each seed's mean over its envs, then t over seeds; with every seed run in every env the
+  env-to-env differences are common to all seed means and drop out of the spread, as a
+  stratified design would have it; with one env it is the t interval over its seeds);
+* the interquartile mean (IQM, ``scipy.stats.trim_mean(x, 0.25)``, as rliable computes it), with
+  a BCa bootstrap interval stratified by env (:func:`~gvatheory.inference.bootstrap_interval`,
+  one sample per env) from :data:`~gvatheory.inference.BOOTSTRAP_MIN_UNITS` runs on; below that no
+  bootstrap covers its level, and the bounds are NaN;
 * :math:`P(X < Y)`, the probability that a run of the intervention has a lower oscillation
   index than a run of the base configuration, estimated over all pairs of seeds (the
-  Mann-Whitney statistic :math:`U / (n m)`, ties counted one half), averaged over envs.
+  Mann-Whitney statistic :math:`U / (n m)`, ties counted one half), averaged over envs: a
+  description, without an interval.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gvatheory.inference import BOOTSTRAP_MIN_UNITS, Interval, bootstrap_interval, seed_interval
 
 from ..rundir import atomic_write, atomic_write_bytes
 from .spec import BASE_LABEL, SweepRun
@@ -111,15 +119,6 @@ def to_csv(rows: list[dict[str, Any]]) -> bytes:
 # ---------------------------------------------------------------------------------- statistics
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with a (``low``, ``high``) confidence interval; NaN where undefined."""
-
-    estimate: float
-    low: float
-    high: float
-
-
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Interquartile mean: the mean of the middle half (25% trimmed from each end, as rliable)."""
     from scipy.stats import trim_mean
@@ -127,36 +126,22 @@ def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return trim_mean(x, 0.25, axis=axis)
 
 
-def stratified_bootstrap(
-    strata: Sequence[np.ndarray],
-    statistic: Callable[..., np.ndarray],
-    *,
-    confidence: float = 0.95,
-    n_resamples: int = 5000,
-    seed: int = 0,
-) -> Interval:
-    """``statistic`` of all values pooled, with a percentile-bootstrap interval that resamples
-    each stratum (an env's seeds) on its own. Needs two or more values in every stratum; else
-    the interval is NaN."""
-    from scipy.stats import bootstrap
+def _pooled_iqm(*strata: np.ndarray, axis: int = -1) -> np.ndarray:
+    return iqm(np.concatenate(strata, axis=axis), axis=axis)
 
-    strata = [np.asarray(s, dtype=float) for s in strata if len(s)]
-    if not strata:
-        return Interval(math.nan, math.nan, math.nan)
-    estimate = float(statistic(np.concatenate(strata)))
-    if min(len(s) for s in strata) < 2:
-        return Interval(estimate, math.nan, math.nan)
-    res = bootstrap(
-        strata,
-        lambda *samples, axis: statistic(np.concatenate(samples, axis=axis), axis=axis),
-        vectorized=True,
-        paired=False,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return Interval(estimate, float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+def iqm_interval(
+    strata: Sequence[np.ndarray], *, level: float = 0.95, n_resamples: int = 5000, seed: int = 0
+) -> Interval:
+    """The IQM of all values pooled, with a BCa bootstrap interval that resamples each stratum (an
+    env's seeds) on its own, from :data:`~gvatheory.inference.BOOTSTRAP_MIN_UNITS` values on; with
+    fewer the bounds are NaN (no bootstrap covers there)."""
+    strata = [np.asarray(x, dtype=float) for x in strata if len(x)]
+    n = sum(len(x) for x in strata)
+    if n < BOOTSTRAP_MIN_UNITS:
+        est = float(iqm(np.concatenate(strata))) if n else math.nan
+        return Interval(est, math.nan, math.nan, level, n, f"none below {BOOTSTRAP_MIN_UNITS} runs")
+    return bootstrap_interval(strata, _pooled_iqm, level=level, n_resamples=n_resamples, seed=seed)
 
 
 def prob_lower(x: np.ndarray, y: np.ndarray) -> float:
@@ -174,8 +159,8 @@ class InterventionStats:
     interventions: str
     runs: int
     finished: int
-    mean: Interval  # of the raw oscillation index
-    iqm: Interval
+    mean: Interval  # of the raw oscillation index, t over seeds
+    iqm: Interval  # BCa bootstrap from 10 runs on, else NaN bounds
     stab_mean: float  # the stabilized weights' mean oscillation index
     p_lower: float  # P(intervention's index < base's); NaN for the base itself or without base runs
 
@@ -209,28 +194,36 @@ class SweepSummary:
 def summarize_sweep(
     rows: Sequence[dict[str, Any]], *, confidence: float = 0.95, n_resamples: int = 5000, seed: int = 0
 ) -> SweepSummary:
-    """Summarize the results table per intervention (see the module docstring); finished runs only."""
+    """Summarize the results table per intervention (see the module docstring); finished runs only
+    (a finite ``raw_oscillation``)."""
     labels = list(dict.fromkeys(r["interventions"] for r in rows))
     envs = list(dict.fromkeys(r["env"] for r in rows))
 
+    def finite(v: Any) -> bool:
+        return isinstance(v, float) and math.isfinite(v)
+
+    def done(label: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r["interventions"] == label and finite(r["raw_oscillation"])]
+
     def scores(label: str, env: str, column: str = "raw_oscillation") -> np.ndarray:
-        values = [r[column] for r in rows if r["interventions"] == label and r["env"] == env]
-        return np.array([v for v in values if isinstance(v, float) and math.isfinite(v)])
+        return np.array([r[column] for r in done(label) if r["env"] == env and finite(r[column])])
 
     stats = []
     for label in labels:
+        by_seed: dict[Any, list[float]] = {}
+        for r in done(label):
+            by_seed.setdefault(r["seed"], []).append(r["raw_oscillation"])
         strata = [scores(label, env) for env in envs]
         stab = np.concatenate([scores(label, env, "stab_oscillation") for env in envs])
         p = [prob_lower(x, scores(BASE_LABEL, env)) for x, env in zip(strata, envs)]
         p = [v for v in p if math.isfinite(v)]
-        kw = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
         stats.append(
             InterventionStats(
                 interventions=label,
                 runs=sum(r["interventions"] == label for r in rows),
                 finished=int(sum(len(s) for s in strata)),
-                mean=stratified_bootstrap(strata, np.mean, **kw),
-                iqm=stratified_bootstrap(strata, iqm, **kw),
+                mean=seed_interval(list(by_seed.values()), level=confidence),
+                iqm=iqm_interval(strata, level=confidence, n_resamples=n_resamples, seed=seed),
                 stab_mean=float(stab.mean()) if len(stab) else math.nan,
                 p_lower=float(np.mean(p)) if p and label != BASE_LABEL else math.nan,
             )
