@@ -2,10 +2,18 @@
 
 Prediction: around a checkpoint, on a grid of a few optimizer steps along two minibatch-gradient
 directions, the rollout reward turns back and forth (a rough surface) while the BC loss is a
-smooth bowl. Each surface's roughness is measured relative to its own range
-(:func:`gvaempirics.bc.landscape.roughness`), so the two share a scale; the claim is that the
-ratio of reward roughness to loss roughness (total variation along slices) exceeds 1.
+smooth bowl. Decided by the pre-registered rules ``landscape/raw-reward-rougher`` and
+``landscape/ema-reward-rougher`` (``validation.registry``): per run, the quadratic-fit roughness
+of the reward surface minus that of the loss surface
+(:func:`gvaempirics.bc.roughness.quadratic_fit`: the RMS residual of a full 2-D quadratic fit over
+the grid, divided by the surface's range; 0 for any smooth bowl, dome or plane, so a smooth
+surface cannot pass), at the raw weights and at the EMA weights; the verdict is a paired t
+interval over runs (:func:`gvatheory.inference.paired_interval` of reward against loss), which
+supports if it lies in ``[0.05, inf)``. Total variation, jump fraction and fractal dimension are
+shown as descriptive columns.
 
+The grid is +-5 of each run's own optimizer steps (``step_unit="auto"`` of
+:func:`gvaempirics.bc.landscape.compute_landscape`: Adam-preconditioned for Adam and AdamW runs).
 Measured at the last checkpoint of runs of the sweep shared with ``algorithmic``
 (``<report>/sweep``): the base runs first, then the others in grid order. A run whose learning
 rate has decayed to zero (a decay schedule at its last step) gives no scale for the grid and is
@@ -21,13 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from gvatheory.inference import paired_interval, smallest_effect
+from validation.registry import rule
 from validation.report import Section, Verdict, markdown_table
 
 from .algorithmic import finished_rows, shared_sweep
 
-PRECONDITIONED = True  # the runs use Adam: grid steps are Adam steps, eta g / (sqrt(v) + eps)
+STEP_UNIT = "auto"  # each run's own optimizer step, as the rules say
 EXTENT = 5.0  # +- 5 optimizer steps
-MEASURES = ("tv", "jump_fraction", "fractal_dimension")
+DESCRIPTIVE = ("tv", "jump_fraction", "fractal_dimension")
+RULES = (("raw", "landscape/raw-reward-rougher"), ("stab", "landscape/ema-reward-rougher"))
 
 
 def grid_size(quick: bool) -> tuple[int, int]:
@@ -35,42 +46,65 @@ def grid_size(quick: bool) -> tuple[int, int]:
     return (7, 4) if quick else (11, 12)
 
 
-def _roughness_row(run_id: str, land) -> dict[str, Any]:
+def roughness_row(run_id: str, measures: dict[str, dict[str, Any]], weights: Sequence[str]) -> dict[str, Any]:
+    """One table row from a landscape's ``measures`` (``measures[w]["reward" | "loss"]``, each a
+    :class:`gvaempirics.bc.roughness.Roughness`) for ``weights = (raw, stabilizer)``: the
+    quadratic-fit roughness of each surface (``<raw|stab>_reward_q``, ``_loss_q``), their
+    difference (``_diff``), and the descriptive measures."""
     row: dict[str, Any] = {"run": run_id}
-    for w, name in ((land.weights[0], "raw"), (land.weights[1], "stab")):
-        m = land.measures[w]
-        for k in MEASURES:
-            row[f"{name}_reward_{k}"] = float(getattr(m["reward"], k))
-            row[f"{name}_loss_{k}"] = float(getattr(m["loss"], k))
-        row[f"{name}_tv_ratio"] = row[f"{name}_reward_tv"] / max(row[f"{name}_loss_tv"], 1e-12)
-    row["reward_range"] = float(land.measures[land.weights[0]]["reward"].range)
-    row["expert_return"] = float(land.expert_return)
+    for w, name in zip(weights, ("raw", "stab")):
+        reward, loss = measures[w]["reward"], measures[w]["loss"]
+        row[f"{name}_reward_q"] = float(reward.quadratic_fit)
+        row[f"{name}_loss_q"] = float(loss.quadratic_fit)
+        row[f"{name}_diff"] = row[f"{name}_reward_q"] - row[f"{name}_loss_q"]
+        for k in DESCRIPTIVE:
+            row[f"{name}_reward_{k}"] = float(getattr(reward, k))
+            row[f"{name}_loss_{k}"] = float(getattr(loss, k))
+    row["reward_range"] = float(measures[weights[0]]["reward"].range)
     return row
 
 
-def ratio_verdict(ratios: Sequence[float]) -> tuple[str, tuple[float, float, float]]:
-    """Mean of the per-run ratios (reward TV / loss TV) with a 95% percentile-bootstrap interval
-    over runs: *supports* if the interval lies above 1, *contradicts* if it lies at or below 1,
-    *inconclusive* otherwise or with fewer than 2 runs."""
-    from gvaempirics.sweeps.results import stratified_bootstrap
-
-    x = np.asarray([r for r in ratios if math.isfinite(r)], dtype=float)
-    if len(x) == 0:
-        return "inconclusive", (math.nan, math.nan, math.nan)
-    ci = stratified_bootstrap([x], np.mean)
-    nums = (ci.estimate, ci.low, ci.high)
-    if len(x) < 2 or not math.isfinite(ci.low):
-        return "inconclusive", nums
-    if ci.low > 1:
-        return "supports", nums
-    return ("contradicts" if ci.high <= 1 else "inconclusive"), nums
+def decide(rough: Sequence[dict[str, Any]]) -> list[tuple[Verdict, dict[str, float]]]:
+    """The verdicts of the two rules on the roughness rows of the runs, each with its numbers: the
+    run-to-run ``sd`` of the difference, the number of runs ``n`` and the smallest distance from the
+    region's edge that the budget decides (``power``). Runs whose surfaces are not finite (a
+    diverged loss) are left out."""
+    out = []
+    for name, key in RULES:
+        pairs = [
+            (r[f"{name}_reward_q"], r[f"{name}_loss_q"])
+            for r in rough
+            if math.isfinite(r[f"{name}_reward_q"]) and math.isfinite(r[f"{name}_loss_q"])
+        ]
+        reward = [p[0] for p in pairs]
+        loss = [p[1] for p in pairs]
+        interval = paired_interval(reward, loss)
+        diff = np.subtract(reward, loss)
+        sd = float(np.std(diff, ddof=1)) if len(diff) >= 2 else math.nan
+        detail = (
+            f"mean reward roughness {_f(float(np.mean(reward)) if reward else math.nan)}, "
+            f"loss roughness {_f(float(np.mean(loss)) if loss else math.nan)} over {len(pairs)} runs"
+        )
+        out.append(
+            (rule(key).decide(interval, detail), dict(sd=sd, n=len(pairs), power=smallest_effect(sd, len(pairs))))
+        )
+    return out
 
 
 def compute(
     rows, sweep_dir: Path, outdir: Path, *, quick: bool, seed: int, quiet: bool
 ) -> tuple[list[dict], list[str], list]:
     """Landscapes of up to ``grid_size(quick)[1]`` runs; returns (roughness rows, skipped, landscapes)."""
-    from gvaempirics.bc.landscape import compute_landscape, landscape_paths, load_landscape, save_landscape
+    from gvaempirics.bc.config import BCConfig
+    from gvaempirics.bc.landscape import (
+        compute_landscape,
+        landscape_paths,
+        load_landscape,
+        preconditioned_unit,
+        save_landscape,
+    )
+    from gvaempirics.rundir import RunDir
+    from gvatheory.config import build_config
 
     points, most = grid_size(quick)
     rows = finished_rows(rows)
@@ -85,18 +119,26 @@ def compute(
         js, _ = landscape_paths(folder, int(r["steps_done"]))
         if js.is_file():
             land = load_landscape(js)
-            if land.a.size != points or land.preconditioned != PRECONDITIONED or land.seed != seed:
+            cfg = build_config(BCConfig, RunDir(run_dir).read_config())
+            unit = preconditioned_unit(STEP_UNIT, cfg.optimizer)
+            if land.a.size != points or land.a[-1] != EXTENT or land.preconditioned != unit or land.seed != seed:
                 land = None
         if land is None:
             try:
                 land = compute_landscape(
-                    run_dir, -1, extent=EXTENT, points=points, seed=seed, preconditioned=PRECONDITIONED, quiet=quiet
+                    run_dir, -1, extent=EXTENT, points=points, seed=seed, step_unit=STEP_UNIT, quiet=quiet
                 )
             except ValueError as err:  # a decayed learning rate: no scale for the grid
                 skipped.append(f"{r['run']}: {str(err).splitlines()[0]}")
                 continue
             save_landscape(land, folder)
-        out.append({"interventions": r["interventions"], **_roughness_row(r["run"], land)})
+        out.append(
+            {
+                "interventions": r["interventions"],
+                "unit": land.unit,
+                **roughness_row(r["run"], land.measures, land.weights),
+            }
+        )
         lands.append(land)
     return out, skipped, lands
 
@@ -106,19 +148,25 @@ def _f(v: float) -> str:
 
 
 def plot(rough: list[dict]):
+    """Loss against reward quadratic-fit roughness, one dot per run and weights, with the rules'
+    edge (reward = loss + 0.05)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     for name, color in (("raw", "tab:red"), ("stab", "tab:blue")):
-        x = [r[f"{name}_loss_tv"] for r in rough]
-        y = [r[f"{name}_reward_tv"] for r in rough]
+        x = [r[f"{name}_loss_q"] for r in rough]
+        y = [r[f"{name}_reward_q"] for r in rough]
         ax.scatter(x, y, color=color, label="raw iterate" if name == "raw" else "EMA")
-    hi = max([2.0] + [max(r["raw_reward_tv"], r["raw_loss_tv"], r["stab_reward_tv"], r["stab_loss_tv"]) for r in rough])
-    ax.plot([1, hi], [1, hi], "k--", lw=0.8, label="equal roughness")
-    ax.set_xlabel("loss roughness (total variation / range along slices)")
+    hi = max([0.1] + [max(r["raw_reward_q"], r["stab_reward_q"], r["raw_loss_q"], r["stab_loss_q"]) for r in rough])
+    hi *= 1.1
+    ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="equal roughness")
+    ax.plot([0, hi], [0.05, hi + 0.05], "k:", lw=0.8, label="rule's edge: reward = loss + 0.05")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi + 0.05)
+    ax.set_xlabel("loss roughness (RMS residual of a quadratic fit / range)")
     ax.set_ylabel("reward roughness (same measure)")
     ax.set_title("landscapes at the last checkpoint, one dot per run")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -129,16 +177,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     outdir = Path(outdir)
     sweep = shared_sweep(outdir, quick=quick, seed=seed, quiet=quiet)
     rough, skipped, lands = compute(sweep.rows, sweep.out, outdir, quick=quick, seed=seed, quiet=quiet)
-    outcome, (m, lo, hi) = ratio_verdict([r["raw_tv_ratio"] for r in rough])
-    s_outcome, (sm, slo, shi) = ratio_verdict([r["stab_tv_ratio"] for r in rough])
-    verdicts = [
-        Verdict.of(
-            "around the raw iterate the reward surface is rougher than the loss surface, each relative to its "
-            "range: mean over runs of (reward TV / loss TV) > 1, its 95% CI above 1",
-            outcome,
-            f"ratio {_f(m)} [{_f(lo)}, {_f(hi)}] over {len(rough)} runs",
-        )
-    ]
+    decided = decide(rough)
     figures = []
     if rough:
         from gvaempirics.bc.plots import plot_landscape
@@ -152,21 +191,36 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
             )
         )
     points, _ = grid_size(quick)
-    cols = ["run", "raw_reward_tv", "raw_loss_tv", "raw_tv_ratio", "raw_reward_jump_fraction", "raw_loss_jump_fraction"]
-    cols += ["raw_reward_fractal_dimension", "raw_loss_fractal_dimension", "stab_tv_ratio", "reward_range"]
+    cols = ["run", "raw_reward_q", "raw_loss_q", "raw_diff", "stab_reward_q", "stab_loss_q", "stab_diff"]
+    cols += ["raw_reward_tv", "raw_loss_tv", "raw_reward_fractal_dimension", "raw_loss_fractal_dimension"]
+    cols += ["raw_reward_jump_fraction", "raw_loss_jump_fraction", "reward_range"]
     table = markdown_table([{c: r[c] for c in cols} for r in rough]) if rough else "(no landscape computed)"
+    units = sorted({r["unit"] for r in rough})
+    power = "; ".join(
+        f"{'raw' if name == 'raw' else 'EMA'}: sd {_f(p['sd'])} over {p['n']} runs, so a mean difference "
+        f"{_f(p['power'])} or more beyond the edge 0.05 is decided (supports above {_f(0.05 + p['power'])})"
+        for (name, _), (_, p) in zip(RULES, decided)
+    )
     body = (
         f"At the last checkpoint of each run ({len(rough)} runs of `{sweep.out}`), a {points}x{points} grid of "
-        f"+-{EXTENT:g} {'Adam-preconditioned ' if PRECONDITIONED else ''}steps along two minibatch gradients "
-        "(`gvaempirics.bc.landscape.compute_landscape`), the run's initial conditions and horizon. Roughness of "
-        "each surface relative to its own range: TV = total variation / range along rows and columns (1 for "
-        "a monotone slice), jump fraction (neighbours differing by > 10% of the range), fractal dimension "
-        "(1 smooth, 2 white noise). Verdict on the raw iterate's TV ratio, mean over runs with a 95% "
-        f"percentile-bootstrap interval over runs (supports if above 1, contradicts if at or below 1). "
-        f"The EMA's ratio, for comparison: {_f(sm)} [{_f(slo)}, {_f(shi)}] ({s_outcome} of the same claim).\n\n"
+        f"+-{EXTENT:g} optimizer steps along two minibatch gradients "
+        "(`gvaempirics.bc.landscape.compute_landscape`), the run's initial conditions and horizon. "
+        f"**Grid unit: the run's own optimizer step** (`step_unit={STEP_UNIT!r}`): "
+        f"{', '.join(units) or 'none'} here (Adam steps are eta g / (sqrt(v_hat) + eps) with the checkpoint's "
+        "second moments). Roughness of each surface relative to its own range: `q` = RMS residual of a full "
+        "quadratic fit (1, a, b, a^2, ab, b^2) over the grid / the surface's range, 0 for any smooth bowl, dome "
+        "or plane; `diff` = reward q - loss q per run, the rules' measure (paired t over runs; rule below). "
+        "Descriptive only: TV = total variation / range along rows and columns (1 for a monotone slice, up to 2 "
+        "for a bowl), fractal dimension (1 smooth, 2 white noise), jump fraction (neighbours differing by > 10% "
+        "of the range; a smooth bowl on a 7-point grid has many).\n\n"
+        f"**Power** (80%, from the run-to-run sd of `diff`): {power}.\n\n"
         + table
         + ("\n\nSkipped: " + "; ".join(skipped) if skipped else "")
     )
     return Section(
-        "landscape", "The reward landscape is rough, the loss landscape smooth (R1)", body, verdicts, figures
+        "landscape",
+        "The reward landscape is rough, the loss landscape smooth (R1)",
+        body,
+        [v for v, _ in decided],
+        figures,
     )
