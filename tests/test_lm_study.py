@@ -97,6 +97,9 @@ def test_power_is_the_smallest_effect_of_the_seeds_spread():
     table = power_table(m)
     assert f"{smallest_effect(sd, 3, power=0.8):.4g}" in table and "`lm/ema-agrees-with-teacher`" in table
     assert edge_distance(-0.02, rules_of("lm")[-1].region) == pytest.approx(0.01)
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    needs = [r[-1].strip() for r in rows]
+    assert len(rows) == 6 and all(n == "> 1000" or int(n) >= 3 for n in needs)  # never below a rule's minimum
     n = seeds_needed(0.1, 0.05)
     assert smallest_effect(0.1, n, power=0.8) <= 0.05 < smallest_effect(0.1, n - 1, power=0.8)
     assert seeds_needed(float("nan"), 0.1) is None

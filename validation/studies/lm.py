@@ -177,8 +177,10 @@ def power_table(m: SeedMeasures) -> str:
     rows = []
     for q in measure(m):
         effect = smallest_effect(q.sd, q.interval.n, power=POWER)
-        dist = edge_distance(q.interval.estimate, rule(q.key).region)
+        r = rule(q.key)
+        dist = edge_distance(q.interval.estimate, r.region)
         need = seeds_needed(q.sd, dist)
+        need = None if need is None else max(need, r.min_n)  # the rule decides nothing below its minimum
         rows.append(
             {
                 "rule": f"`{q.key}`",
