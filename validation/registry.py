@@ -241,7 +241,7 @@ def _rules() -> tuple[Rule, ...]:
                 _factor(2.0),
             )
             for w, label in (("raw", "raw iterates"), ("ema", "EMA"))
-            for g in ("1-2", "3-5", "6-10")
+            for g in ("1-2", "3-5", "6-10", "11-20")  # 11-20: the full budget's k = 20
         ],
         # ---------------------------------------------------------------- reward-law (study 3)
         *[
@@ -289,7 +289,7 @@ def _rules() -> tuple[Rule, ...]:
             outside=True,
             amendments=(
                 Amendment(
-                    "2026-12-02",
+                    "2026-12-01",
                     "delta method at a 1-sd secant only",
                     "contradicts (ratio 0.97 at H=500)",
                     "switched to a 0.1-sd derivative after the first result (ratio 3.95 [1.90, 7.32], inconclusive); "
