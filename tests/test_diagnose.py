@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gvaempirics.diagnose import Diagnosis, analyze, average_state_dicts, diagnose, ics_needed, plot_diagnosis
+from gvatheory.inference import Interval
 from validation.cli import main
 
 torch.set_num_threads(1)
@@ -98,7 +99,7 @@ def test_averaged_checkpoint_equals_hand_averaged_weights(cli_run, ckpts):
         states = [torch.load(p) for p in saved[-a.k :]]
         hand = {name: sum(s[name] for s in states) / a.k for name in states[0]}
         np.testing.assert_array_equal(a.returns, plain_returns("CartPole-v1", hand, seeds(), H))
-        assert a.gain.value == pytest.approx(a.returns.mean() - d.returns[-1].mean())
+        assert a.gain.estimate == pytest.approx(a.returns.mean() - d.returns[-1].mean())
 
 
 def test_box_actions_other_names_and_formats(tmp_path):
@@ -126,13 +127,13 @@ def test_oscillation_index_and_flip_rate_by_hand(cli_run):
     m = d.returns.mean(axis=1)
     scale = d.returns.max() - d.returns.min()
     assert d.scale_source == "range" and d.scale == pytest.approx(scale)
-    assert d.oscillation.value == pytest.approx(np.mean(np.abs(np.diff(m))) / scale)
+    assert d.oscillation.estimate == pytest.approx(np.mean(np.abs(np.diff(m))) / scale)
     # a small case: means (1, 2, 2.5), range 4 -> (1 + 0.5) / 2 / 4; flips |change| > 0.4: 3 of 4
     r = np.array([[0.0, 2.0], [2.0, 2.0], [1.0, 4.0]])
     small = analyze(r, n_boot=200)
-    assert small.oscillation.value == pytest.approx(0.1875)
-    assert small.flip_rate.value == pytest.approx(0.75)
-    assert analyze(r, scale=2.0, n_boot=200).oscillation.value == pytest.approx(0.375)
+    assert small.oscillation.estimate == pytest.approx(0.1875)
+    assert small.flip_rate.estimate == pytest.approx(0.75)
+    assert analyze(r, scale=2.0, n_boot=200).oscillation.estimate == pytest.approx(0.375)
 
 
 def test_ics_needed_formula():
@@ -178,6 +179,14 @@ def test_bootstrap_is_seeded_and_json_round_trips(cli_run, tmp_path):
     back = Diagnosis.from_dict(json.loads(d.to_json()))
     np.testing.assert_array_equal(back.ics_needed, d.ics_needed)
     assert back.to_json() == d.to_json()
+    # the toolkit's one interval type, its unit and method written out in the JSON
+    assert type(d.oscillation) is Interval and d.oscillation.n == ICS and d.oscillation.level == d.confidence
+    doc = json.loads(d.to_json())
+    assert doc["oscillation_index"] == {**d.oscillation.to_dict(), "method": "percentile bootstrap over ICs"}
+    # diagnosis.json files written before the interval type was shared name the estimate "value"
+    for key in ("oscillation_index", "flip_rate"):
+        doc[key] = {"value": doc[key]["estimate"], "low": doc[key]["low"], "high": doc[key]["high"]}
+    assert Diagnosis.from_dict(doc).oscillation == d.oscillation
     assert plot_diagnosis(back) is not None
 
 

@@ -34,8 +34,8 @@ def plot_diagnosis(d: Diagnosis):
         xa = n_ckpt - 1 + 0.25 * (j + 1)
         ax_mean.errorbar(
             xa,
-            a.mean.value,
-            yerr=[[a.mean.value - a.mean.low], [a.mean.high - a.mean.value]],
+            a.mean.estimate,
+            yerr=[[a.mean.estimate - a.mean.low], [a.mean.high - a.mean.estimate]],
             fmt="s",
             color=f"C{j + 1}",
             capsize=3,

@@ -12,9 +12,19 @@ initial condition ``i`` (pure numpy; no rollouts here).
   :math:`n^\star = (1.96\, s_D / \bar D)^2`;
 * the returns of uniform averages of the last ``k`` checkpoints' weights, beside the last one's.
 
-Confidence intervals are percentile bootstraps over initial conditions: resample the ICs with
-replacement (one seeded draw shared by every statistic, so they are paired), recompute; the
-scale stays fixed at its full-sample value.
+Confidence intervals (:class:`gvatheory.inference.Interval`, the toolkit's one interval type) are
+percentile bootstraps whose unit is the initial condition: a diagnosis is of one run's
+checkpoints, whose weights are fixed, so the ICs are what is drawn at random and independent.
+The intervals say how well these ICs pin down these checkpoints' returns; they carry no
+seed-to-seed spread of training, so they say nothing about another run of the same recipe (for
+that, diagnose several runs and take seeds as the unit, ``gvatheory.inference``). Each resample
+draws the ICs with replacement once for every statistic (the mean of each checkpoint, the
+oscillation index, the flip rate, the averaged checkpoints and their gains), so differences
+between them stay paired; the scale stays fixed at its full-sample value. That shared draw
+across statistics of a 2-d array is why this is a vectorized bootstrap of its own:
+``gvatheory.inference.bootstrap_interval`` (``scipy.stats.bootstrap``) takes 1-d samples and one
+statistic per call, so its statistics would not share a draw. Like any bootstrap it under-covers with few units (below about 10 ICs; see
+``gvatheory.inference``).
 """
 
 from __future__ import annotations
@@ -28,26 +38,13 @@ from typing import Any
 import numpy as np
 
 from gvatheory._checks import check_int, check_positive, check_range
+from gvatheory.inference import Interval
 
 from ..metrics import flip_rate, oscillation_index
 
 Z95 = 1.96
 BOOTSTRAP_STREAM = 1000  # SeedSequence([seed, stream]); streams 0-3+ are reset seeds (bc.envs)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A statistic and its bootstrap confidence interval ``[low, high]``."""
-
-    value: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
-
-    def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "low": self.low, "high": self.high}
+METHOD = "percentile bootstrap over ICs"
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,20 @@ class Diagnosis:
     def from_dict(cls, d: Mapping[str, Any]) -> Diagnosis:
         """Rebuild a diagnosis from :meth:`to_dict` (e.g. to redraw its figure)."""
         arr = lambda x: np.asarray(x, dtype=float)
-        iv = lambda x: Interval(*(float(x[k]) for k in ("value", "low", "high")))
+        conf, n_ic = float(d["confidence"]), int(np.size(d["seeds"]))
+
+        def iv(x: Mapping[str, Any]) -> Interval:
+            # "value": the name of the estimate in diagnosis.json files written before Interval was shared
+            est = x["estimate"] if "estimate" in x else x["value"]
+            return Interval(
+                float(est),
+                float(x["low"]),
+                float(x["high"]),
+                float(x.get("level", conf)),
+                int(x.get("n", n_ic)),
+                str(x.get("method", METHOD)),
+            )
+
         pairs = d["pairs"]
         return cls(
             names=tuple(d["checkpoints"]),
@@ -247,7 +257,7 @@ def analyze(
 
     def interval(value: float, samples: np.ndarray) -> Interval:
         lo, hi = np.quantile(samples, q)
-        return Interval(float(value), float(lo), float(hi))
+        return Interval(float(value), float(lo), float(hi), float(confidence), n_ic, METHOD)
 
     averages = tuple(
         AveragedCheckpoint(

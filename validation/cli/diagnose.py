@@ -92,7 +92,7 @@ def _rows(d) -> list[dict]:
             {
                 "checkpoint": f"average of last {a.k}",
                 "step": int(d.steps[-1]),
-                "mean": a.mean.value,
+                "mean": a.mean.estimate,
                 "ci_low": a.mean.low,
                 "ci_high": a.mean.high,
                 "ics_needed_vs_prev": "",
