@@ -1,29 +1,9 @@
-r"""The noise floor of constant-step training: excess loss of the raw iterate and of its EMAs.
+r"""One window at a constant step size: excess loss of the raw iterate and of its EMAs.
 
-Paper Section 4.3 (the first half of Prop. 4.1): at stationarity under a constant step size
-:math:`\eta`, SGD's iterate :math:`\theta_t` fluctuates around the minimizer and its excess loss
-grows like :math:`\eta`, while an EMA with weight :math:`\gamma` fluctuates like :math:`\gamma`.
-:func:`measure_noise_floor` measures this in any model trained by the toolkit's
-:class:`~gvaempirics.training.Trainer` (behavior cloning, language models): from a warm start it
-runs ``burn`` steps at a constant :math:`\eta` (iterate and EMAs forget the start), then a window
-of ``window`` steps during which it records
-
-* the validation loss of the raw iterate and of one constant-:math:`\gamma` EMA per entry of
-  ``gammas``, every ``eval_every`` steps;
-* the *reference*: the uniform average :math:`\bar\theta_W` of the window's iterates
-  (:class:`gvaempirics.stabilizers.Polyak`), evaluated once at the end. It is the run's best
-  estimate of the stationary mean; on a quadratic its own excess loss is about
-  :math:`2/(\eta\lambda W)` of the iterate's (:func:`gvatheory.noise_floor.noise_floor`
-  predicts it exactly), small once the window is many relaxation times long;
-* the fluctuation: the mean squared distance between consecutive iterates
-  :math:`\mathrm{msd} = \overline{\|\theta_{t+1}-\theta_t\|^2}` and the variance around the
-  window mean :math:`v = \overline{\|\theta_t - \bar\theta_W\|^2}`. On a scalar quadratic
-  :math:`\mathrm{msd} = 2\eta h\,v` exactly, so :math:`\hat\kappa = \mathrm{msd}/(2v)` estimates
-  the per-step relaxation rate :math:`\eta h`, the one number the EMA/raw ratio depends on.
-
-Excess losses are window means minus the reference's loss (:class:`FloorWindow`). The loop is
-the trainer's own step (:meth:`~gvaempirics.training.Trainer.train_step`: learning rate,
-gradient accumulation and clipping, optimizer); nothing is written per step.
+:func:`measure_noise_floor` runs ``burn`` steps of a warm-started :class:`~gvaempirics.training.Trainer`
+at its constant :math:`\eta`, then a window of ``window`` steps, and returns a :class:`FloorWindow`:
+validation losses of the raw iterate and of constant-:math:`\gamma` EMAs, the window mean's
+loss (the reference), and the iterates' fluctuation (see :mod:`gvaempirics.noise_floor`).
 """
 
 from __future__ import annotations
@@ -37,8 +17,8 @@ from torch import nn
 
 from gvatheory._checks import check_int, check_range
 
-from .stabilizers import EMA, Polyak
-from .training import Trainer
+from ..stabilizers import EMA, Polyak
+from ..training import Trainer
 
 __all__ = ["FloorWindow", "measure_noise_floor"]
 
