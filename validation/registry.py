@@ -305,7 +305,7 @@ def _rules() -> tuple[Rule, ...]:
             R(
                 f"noise-floor/{key}/raw-slope",
                 f"{label}: the raw iterate's excess loss grows with eta at the quadratic model's log-log slope (+-0.25)",
-                "gvatheory.averaging noise floor over the measured curvature spectrum (top Hessian eigenvalues), "
+                "gvatheory.noise_floor.spectrum_noise_floor over the measured curvature spectrum (top Hessian eigenvalues), "
                 "stated before the windows are fitted",
                 "measured minus predicted log-log slope of excess loss on eta, per seed",
                 "training seeds (own warm-up each)",
