@@ -7,21 +7,31 @@ renamed, so a kill never leaves a half-written checkpoint under a real name) and
 Exact resume: every checkpoint stores the byte length of the metrics log at the moment it was
 taken. Resuming truncates the log back to that length, so the records the resumed process writes
 again replace the lost tail one for one, and the finished log equals an uninterrupted run's.
+
+One writer: a process writes a run directory only while it holds the directory's lock
+(:meth:`RunDir.writing`, over the toolkit's one lock helper :func:`hold_lock`), and a directory
+that is neither empty nor a run of the same kind is never written into. Every loader checks
+that a checkpoint fits the model it is loaded into (:func:`load_checked`), so a tampered or
+foreign file is refused in one line naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 _CKPT = re.compile(r"^step_(\d{9})\.pt$")
+LOCK = ".lock"  # the writer lock of a run directory (see RunDir.writing)
 
 
 def check_creatable(path: Path, what: str = "out", *, folder: bool = False) -> Path:
@@ -56,9 +66,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         raise ValueError(f"cannot write {path}: {parent} is not a directory") from None
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a directory")
-    tmp = parent / f".{path.name}.tmp"
+    # a name of its own per writer: two processes writing one path never share a temporary file
+    tmp = parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -113,12 +124,105 @@ def load_torch_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated / corrupt zip archives
-        # torch's own message spans lines (and advises weights_only=False): keep its first line only
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            # the weights-only unpickler met a global it does not allow: a crafted or foreign pickle
+            raise ValueError(f"{path} is not a plain tensor file (it would run code to load)") from None
+        # torch's own message spans lines (and advises weights_only=False): keep its first sentence
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-        first = re.sub(r"\x1b\[[0-9;]*m", "", first)[:160]
+        first = re.split(r"(?<=\.)\s", re.sub(r"\x1b\[[0-9;]*m", "", first))[0].rstrip(".")
         raise ValueError(
             f"{path} is corrupt or truncated and cannot be loaded ({type(err).__name__}: {first})"
         ) from None
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block; raise
+    ``ValueError(busy)`` at once if another process holds it. The one lock of the toolkit (run
+    directories, sweeps): the kernel drops it when its holder dies, so a kill leaves no stale lock."""
+    fh = open(path, "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(busy) from None
+        yield
+    finally:
+        fh.close()
+
+
+def load_checked(target: Any, state: Any, *, source: Path | str, what: str = "the model", params: Any = None) -> None:
+    """``target.load_state_dict(state)`` for a module, an optimizer or a stabilizer, after checking
+    that ``state`` fits it: the one "checkpoint fits the model" check of every loader. A state of
+    other keys or shapes (an edited config, a tampered file) raises one ``ValueError`` naming
+    ``source`` and what does not fit; nothing is half-loaded into a module. A stabilizer's
+    state is checked against the model's named ``params`` (a module): every table of parameters
+    in it (averages, snapshots) must have their shapes, which the stabilizers do not all check."""
+    import torch
+    from torch import nn
+
+    def refuse(why: str):
+        return ValueError(f"checkpoint {source} does not fit {what} ({why})")
+
+    if not isinstance(state, Mapping):
+        raise refuse(f"it holds a {type(state).__name__} where a state dict belongs")
+    if isinstance(target, nn.Module) and (misfit := _misfit(target.state_dict(), state)):
+        raise refuse(misfit)
+    if params is not None and (misfit := _tables_misfit(state, dict(params.named_parameters()))):
+        raise refuse(misfit)
+    try:
+        target.load_state_dict(state)
+    except Exception as err:  # torch's RuntimeError spans many lines: say the gist on one
+        raise refuse(_first_line(err)) from None
+    if isinstance(target, torch.optim.Optimizer):  # torch checks the groups' sizes, not the moments' shapes
+        for group in target.param_groups:
+            for p in group["params"]:
+                for key, value in target.state.get(p, {}).items():
+                    if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                        raise refuse(
+                            f"optimizer {key} of shape {tuple(value.shape)} for a parameter of {tuple(p.shape)}"
+                        )
+
+
+def _misfit(want: Mapping[str, Any], have: Mapping[str, Any]) -> str:
+    """Missing and unexpected keys and shape mismatches of ``have`` against ``want``, briefly."""
+    import torch
+
+    show = lambda keys: ", ".join(map(str, keys[:3])) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")  # noqa: E731
+    parts = []
+    if missing := [k for k in want if k not in have]:
+        parts.append(f"missing {show(missing)}")
+    if unexpected := [k for k in have if k not in want]:
+        parts.append(f"unexpected {show(unexpected)}")
+    if not_tensors := [k for k in want if k in have and not isinstance(have[k], torch.Tensor)]:
+        parts.append(f"not a tensor: {show(not_tensors)}")
+    shapes = [
+        f"{k} {tuple(have[k].shape)} vs {tuple(want[k].shape)}"
+        for k in want
+        if k in have and isinstance(have[k], torch.Tensor) and have[k].shape != want[k].shape
+    ]
+    if shapes:
+        parts.append(f"shape (checkpoint vs model) of {show(shapes)}")
+    return "; ".join(parts)
+
+
+def _tables_misfit(obj: Any, want: Mapping[str, Any]) -> str:
+    """The first table of parameters (a dict keyed by parameter names) inside ``obj`` that does
+    not fit ``want``; ``""`` if all fit."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(k, str) and k in want for k in obj):
+            return _misfit({k: want[k] for k in want if k in obj}, obj)
+        found = (_tables_misfit(v, want) for v in obj.values())
+    elif isinstance(obj, (list, tuple)):
+        found = (_tables_misfit(v, want) for v in obj)
+    else:
+        return ""
+    return next((m for m in found if m), "")
+
+
+def _first_line(err: BaseException) -> str:
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -149,30 +253,70 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def check_start(self, config: dict[str, Any]) -> bool:
+        """Check, changing nothing, that :meth:`start` may write ``config`` here; ``True`` if the
+        run there is to be resumed. Refused: a path that cannot be a folder; a folder that is not
+        empty and not a run of this kind (no ``config.json`` of the same fields: another tool's
+        files are never deleted); a run of another configuration that reached a checkpoint."""
+        config = json.loads(json.dumps(config))
+        check_creatable(self.path, "out", folder=True)
+        if not self.path.is_dir():
+            return False
+        if not self.exists():
+            others = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
+            if others:
+                shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+                raise ValueError(
+                    f"out={self.path} is neither empty nor a run directory (no config.json; it holds {shown}): "
+                    "refusing to write into it; choose another --out"
+                )
+            return False
+        saved = self.read_config()
+        if not isinstance(saved, dict) or set(saved) != set(config):
+            raise ValueError(
+                f"out={self.path} is not a run directory of this kind (its config.json has other fields): "
+                "refusing to change its files; choose another --out"
+            )
+        if saved == config:
+            return True
+        if self.checkpoints():
+            diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            raise ValueError(
+                f"cannot resume {self.path}: its saved config differs in {', '.join(diff)}; "
+                "choose another --out to start a new run"
+            )
+        return False
+
     def start(self, config: dict[str, Any]) -> None:
         """Create the run, or continue the run already there (the one resume rule).
 
         A run directory with the same configuration is resumed. One with another configuration
         is refused, naming the differing fields, unless it never reached a checkpoint: then
         nothing of it is worth keeping and it is started afresh with the new configuration.
+        Anything else is refused by :meth:`check_start` before a file changes. Writers hold the
+        run's lock while they start and train (:meth:`writing`).
         """
         config = json.loads(json.dumps(config))
-        check_creatable(self.path, "out", folder=True)
-        if self.exists():
-            saved = self.read_config()
-            if saved == config:
-                return
-            if self.checkpoints():
-                diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-                raise ValueError(
-                    f"cannot resume {self.path}: its saved config differs in {', '.join(diff)}; "
-                    "choose another --out to start a new run"
-                )
-            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-            self.metrics_path.unlink(missing_ok=True)
+        if not self.check_start(config):
+            if self.exists():  # a run of another configuration that never checkpointed
+                shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+                self.metrics_path.unlink(missing_ok=True)
+            # config.json first: a kill after it leaves a run directory that the next start resumes
+            atomic_write_json(self.config_path, config)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path.touch()
-        atomic_write_json(self.config_path, config)
+
+    @contextlib.contextmanager
+    def writing(self, config: dict[str, Any]) -> Iterator[RunDir]:
+        """:meth:`start` the run and hold its lock for the block: a second process writing the
+        same run directory is refused in one line, and two writers never interleave a log.
+        Everything :meth:`check_start` refuses is refused before the folder or its lock exist."""
+        self.check_start(config)
+        self.path.mkdir(parents=True, exist_ok=True)
+        busy = f"out={self.path}: another process is writing this run directory (wait for it, or choose another --out)"
+        with hold_lock(self.path / LOCK, busy):
+            self.start(config)
+            yield self
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -236,7 +380,7 @@ class RunDir:
             raise ValueError(
                 f"step={step} has no checkpoint in {self.path}: steps with one are {', '.join(map(str, sorted(ckpts)))}"
             )
-        return load_torch_file(ckpts[step].path)
+        return read_checkpoint(ckpts[step])
 
     def save_checkpoint(self, step: int, state: dict[str, Any], *, keep: int | None = None) -> Path:
         """Write ``state`` (plus the metrics-log length) atomically; keep the newest ``keep`` files."""
@@ -250,19 +394,20 @@ class RunDir:
                 old.path.unlink(missing_ok=True)
         return path
 
-    def load_latest(self) -> dict[str, Any] | None:
+    def load_latest(self, *, truncate: bool = True) -> dict[str, Any] | None:
         """Load the newest checkpoint and truncate the metrics log to match it; ``None`` if none.
 
         A corrupt newest checkpoint raises ``ValueError`` naming it and the last good one, which
-        is kept untouched.
+        is kept untouched. ``truncate=False`` leaves the log to the caller, which truncates it to
+        ``state["metrics_size"]`` once the state is known to fit (so a refusal changes nothing).
         """
         ckpts = self.checkpoints()
         if not ckpts:
             return None
         try:
-            state = load_torch_file(ckpts[-1].path)
+            state = read_checkpoint(ckpts[-1])
         except ValueError as err:
-            previous = [c for c in ckpts[:-1] if _loads(c.path)]
+            previous = [c for c in ckpts[:-1] if _loads(c)]
             hint = (
                 f"the last good checkpoint {previous[-1].path} is kept; delete the corrupt file to resume from it"
                 if previous
@@ -275,13 +420,29 @@ class RunDir:
                 f"{self.metrics_path} holds {have} bytes but checkpoint {ckpts[-1].path.name} recorded "
                 f"{size}: the log lost records, so the run cannot resume exactly; nothing was changed"
             )
-        self.truncate_metrics(size)
+        if truncate:
+            self.truncate_metrics(size)
         return state
 
 
-def _loads(path: Path) -> bool:
+def read_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
+    """A run's checkpoint file, checked to be one: a dict whose step counter is the step of its
+    name and whose metrics-log length is a byte count; a ``ValueError`` naming the file otherwise
+    (a resumed counter drives schedules and the log, so a forged one must not get that far)."""
+    state = load_torch_file(ckpt.path)
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {ckpt.path} holds a {type(state).__name__}, not a run's checkpoint")
+    for key, want in (("step", ckpt.step), ("metrics_size", None)):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or want not in (None, value):
+            expected = f"step {want}, as its name says" if want is not None else "a byte count >= 0"
+            raise ValueError(f"checkpoint {ckpt.path} records {key}={value!r}, not {expected}")
+    return state
+
+
+def _loads(ckpt: Checkpoint) -> bool:
     try:
-        load_torch_file(path)
+        read_checkpoint(ckpt)
         return True
     except ValueError:
         return False

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .config import TrainingOptions
-from .rundir import RunDir
+from .rundir import RunDir, load_checked
 from .stabilizers import make_stabilizer
 
 
@@ -124,14 +124,19 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stabilizer.load_state_dict(state["stabilizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "state") -> None:
+        """Load a checkpoint's ``state`` (read from ``source``, which errors name), after checking
+        that each part fits this run's model (:func:`~gvaempirics.rundir.load_checked`)."""
+        load_checked(self.model, state.get("model"), source=source)
+        load_checked(self.optimizer, state.get("optimizer"), source=source, what="the optimizer")
+        load_checked(self.stabilizer, state.get("stabilizer"), source=source, what="the stabilizer", params=self.model)
+        try:
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        except (KeyError, TypeError, RuntimeError) as err:  # a foreign or edited file: one line, no traceback
+            raise ValueError(f"checkpoint {source} holds no valid random state ({type(err).__name__}: {err})") from None
         self.step = int(state["step"])
 
     # ------------------------------------------------------------------ the loop
@@ -174,14 +179,15 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        state = self.run.load_latest()
+        state = self.run.load_latest(truncate=False)
         if state is None:
             self.run.truncate_metrics(0)
             self.run.log({"kind": "meta", **self.meta()})
             self.stabilizer.update()  # absorb theta_0
             self.record()
         else:
-            self.load_state_dict(state)
+            self.load_state_dict(state, source=str(self.run.checkpoints()[-1].path))
+            self.run.truncate_metrics(int(state["metrics_size"]))  # the log as the checkpoint knew it
         start = time.perf_counter()
         last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
         bar = tqdm(

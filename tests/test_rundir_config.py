@@ -172,3 +172,145 @@ def test_atomic_writer_leaves_old_content_when_writing_fails(tmp_path):
     assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
     with pytest.raises(ValueError, match="is not a directory"):
         atomic_write_bytes(path / "x", b"")
+
+
+# ------------------------------------------------------------------ files that someone else wrote
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))
+
+
+def test_a_folder_that_is_not_a_run_of_this_kind_is_refused_unchanged(tmp_path):
+    foreign = tmp_path / "foreign"
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "config.json").write_text('{"model": "resnet", "lr": 0.1}')
+    (foreign / "checkpoints" / "epoch_3.ckpt").write_bytes(b"weights")
+    (foreign / "metrics.jsonl").write_text('{"epoch": 3}\n')
+    before = _tree(foreign)
+    with pytest.raises(ValueError, match=rf"out={foreign} is not a run directory of this kind"):
+        RunDir(foreign).start({"eta": 0.1, "steps": 5})
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"out={stray} is neither empty nor a run directory .*notes.txt"):
+        RunDir(stray).start({"eta": 0.1})
+    assert _tree(foreign) == before and _tree(stray) == [("notes.txt", 4)]
+    (tmp_path / "empty").mkdir()
+    RunDir(tmp_path / "empty").start({"eta": 0.1})  # an empty folder is a new run's
+    assert RunDir(tmp_path / "empty").read_config() == {"eta": 0.1}
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_run(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    with RunDir(out).writing({"a": 1}) as run:
+        run.log({"kind": "train", "step": 1})
+        with pytest.raises(ValueError, match=rf"out={out}: another process is writing this run directory"):
+            with RunDir(out).writing({"a": 1}):
+                pass
+    assert [r["step"] for r in RunDir(out).metrics()] == [1]
+    # a writer in another process, as two `gva ... train --out r` would be
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom gvaempirics.rundir import RunDir\n"
+            f"with RunDir({str(out)!r}).writing({{'a': 1}}):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match="another process is writing"):
+            with RunDir(out).writing({"a": 1}):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunDir(out).writing({"a": 1}):  # the kernel dropped the dead writer's lock
+        pass
+
+
+def test_two_writers_of_one_path_never_share_a_temporary_file(tmp_path):
+    from gvaempirics.rundir import atomic_write, atomic_write_bytes
+
+    path = tmp_path / "f.json"
+
+    def slow(fh):  # a second writer of the same path runs while the first is writing
+        fh.write(b"first")
+        atomic_write_bytes(path, b"second")
+
+    atomic_write(path, slow)
+    assert path.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_a_checkpoint_with_a_forged_step_counter_is_refused_by_name(tmp_path):
+    run = RunDir(tmp_path)
+    run.start({})
+    path = run.save_checkpoint(3, {"w": torch.zeros(1)})
+    for bad in (-5, 7, "3"):
+        torch.save({"w": torch.zeros(1), "step": bad, "metrics_size": 0}, path)
+        with pytest.raises(ValueError, match=rf"checkpoint {path} records step={bad!r}, not step 3"):
+            run.load_latest()
+        with pytest.raises(ValueError, match=rf"{path.name} records step"):
+            run.load_step(3)
+    torch.save({"w": torch.zeros(1), "step": 3, "metrics_size": -1}, path)
+    with pytest.raises(ValueError, match=r"records metrics_size=-1, not a byte count"):
+        run.load_latest()
+
+
+def test_load_checked_refuses_what_does_not_fit_in_one_line():
+    from gvaempirics.rundir import load_checked
+    from gvaempirics.stabilizers import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    wide = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Linear(8, 2)).state_dict()
+    with pytest.raises(
+        ValueError, match=r"checkpoint c.pt does not fit the model \(shape .* of 0.weight \(8, 3\) vs \(4, 3\)"
+    ):
+        load_checked(model, wide, source="c.pt")
+    with pytest.raises(ValueError, match=r"missing 1.weight, 1.bias"):
+        load_checked(model, {k: v for k, v in model.state_dict().items() if k.startswith("0.")}, source="c.pt")
+    with pytest.raises(ValueError, match=r"holds a list where a state dict belongs"):
+        load_checked(model, [1, 2], source="c.pt")
+    load_checked(model, model.state_dict(), source="c.pt")  # a fitting state loads
+    # an optimizer's moments of another shape (torch itself checks only the groups' sizes)
+    opt = torch.optim.Adam(model.parameters())
+    state = torch.optim.Adam(
+        torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).parameters()
+    ).state_dict()
+    state["state"] = {
+        i: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(5), "exp_avg_sq": torch.zeros(5)} for i in range(4)
+    }
+    with pytest.raises(ValueError, match=r"does not fit the optimizer \(optimizer exp_avg of shape \(5,\)"):
+        load_checked(opt, state, source="c.pt", what="the optimizer")
+    # a stabilizer's averages of another shape, checked against the model's parameters
+    ema = EMA(model, 0.1)
+    state = ema.state_dict()
+    state["average"]["0.weight"] = torch.zeros(8, 3)
+    with pytest.raises(
+        ValueError, match=r"c.pt does not fit the stabilizer \(shape .* of 0.weight \(8, 3\) vs \(4, 3\)"
+    ):
+        load_checked(ema, state, source="c.pt", what="the stabilizer", params=model)
+
+
+def test_a_pickle_that_would_run_code_is_named_as_such(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    path = tmp_path / "c.pt"
+    torch.save({"w": Payload()}, path)
+    with pytest.raises(ValueError) as err:
+        load_torch_file(path)
+    assert str(err.value) == f"{path} is not a plain tensor file (it would run code to load)"
+    torch.save({"w": torch.zeros(2)}, path)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ValueError) as err:
+        load_torch_file(path)
+    # torch's first sentence, whole: not cut in the middle of a word
+    assert str(err.value).endswith(
+        "(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory)"
+    )

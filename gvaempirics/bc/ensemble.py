@@ -33,8 +33,8 @@ member's does not.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -48,7 +48,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from gvatheory.config import to_dict
 
-from ..rundir import RunDir, atomic_write, check_creatable, load_torch_file
+from ..rundir import RunDir, atomic_write, read_checkpoint
 from ..training import NaNLossError
 from .config import BCConfig
 from .data import BCData
@@ -285,7 +285,7 @@ class EnsembleTrainer:
                     f"while the last step every member reached is {step}; an ensemble resumes only run "
                     "directories it wrote together (train_bc resumes each one alone)"
                 )
-        states = [load_torch_file(ckpts[step].path) for ckpts in have] if step else []
+        states = [read_checkpoint(ckpts[step]) for ckpts in have] if step else []
         for m, ckpts, state in zip(self.members, have, states):
             size, size_now = int(state["metrics_size"]), m.run.metrics_size()
             if size_now < size:
@@ -298,9 +298,10 @@ class EnsembleTrainer:
                 ckpts[s].path.unlink()
         if step == 0:
             return False
+        for m, ckpts, state in zip(self.members, have, states):  # every member fits before a log changes
+            m.load_state_dict(state, source=str(ckpts[step].path))
         for m, state in zip(self.members, states):
             m.run.truncate_metrics(int(state["metrics_size"]))
-            m.load_state_dict(state)
         self.optimizers.use_kernels()
         self._set_step(step)
         return True
@@ -398,15 +399,13 @@ def train_ensemble(
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
     runs = [RunDir(out) for out in outs]
     for c, run in zip(cfgs, runs):
-        check_creatable(run.path, "out", folder=True)
-        config = json.loads(json.dumps(to_dict(c)))
-        if run.exists() and run.checkpoints() and run.read_config() != config:
-            run.start(config)  # refuses, naming the differing fields, before any directory changes
-    for c, run in zip(cfgs, runs):
-        run.start(to_dict(c))
-    demos = given or load_or_make(runs[0].path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
-    if given is None:
-        for run in runs[1:]:
-            _share(runs[0].path / "demos.npz", run.path / "demos.npz")
-    trainer = EnsembleTrainer(cfgs, runs, **trainer_inputs(cfg, demos, expert, info), quiet=quiet, fused=fused)
-    return trainer.fit(stop_at=stop_at)
+        run.check_start(to_dict(c))  # every member, before any directory changes
+    with contextlib.ExitStack() as held:
+        for c, run in zip(cfgs, runs):
+            held.enter_context(run.writing(to_dict(c)))
+        demos = given or load_or_make(runs[0].path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
+        if given is None:
+            for run in runs[1:]:
+                _share(runs[0].path / "demos.npz", run.path / "demos.npz")
+        trainer = EnsembleTrainer(cfgs, runs, **trainer_inputs(cfg, demos, expert, info), quiet=quiet, fused=fused)
+        return trainer.fit(stop_at=stop_at)

@@ -69,7 +69,7 @@ from gvatheory._checks import check_int, check_range
 from gvatheory.inference import Interval, mean_interval
 from gvatheory.moments import stationary_cov
 
-from ..rundir import RunDir
+from ..rundir import RunDir, load_checked
 
 __all__ = [
     "Continuation",
@@ -744,10 +744,11 @@ def load_checkpoint(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> 
         demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
         data = Demonstrations.load(demos).bc_data(cfg.history)
     model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
-    model.load_state_dict(state["model"])
+    source = f"{run.checkpoint_dir}/step_{step:09d}.pt"
+    load_checked(model, state.get("model"), source=source)
     model.train()
     optimizer = make_optimizer(cfg, model)
-    optimizer.load_state_dict(state["optimizer"])
+    load_checked(optimizer, state.get("optimizer"), source=source, what="the optimizer")
     eta = float(cfg.lr_schedule()(step))
     if eta <= 0:
         raise ValueError(f"step={step}: the learning rate there is {eta}; the local model needs a positive one")

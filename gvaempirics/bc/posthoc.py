@@ -43,7 +43,7 @@ from gvatheory._checks import check_choice, check_int, check_range
 from gvatheory.stabilizers import posthoc_coefficients, power_profile_inner
 
 from ..metrics import zoom_indices
-from ..rundir import RunDir, atomic_write_json, load_torch_file
+from ..rundir import RunDir, atomic_write_json, load_checked
 from ..stabilizers import PostHocEMA, Snapshot
 
 DEFAULT_SIGMA_RELS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # as `gva lm posthoc`
@@ -270,12 +270,12 @@ def posthoc_sweep(
         cfg = cfg.replace(threads=threads)
     torch.set_num_threads(cfg.threads)
 
-    state = load_torch_file(rd.checkpoints()[-1].path)
+    state, source = rd.load_step(-1), rd.checkpoints()[-1].path
     d_act = act_dim(cfg.env)
     model = make_imitator(cfg.imitator_spec(obs_dim(cfg.env) + d_act, d_act))
-    model.load_state_dict(state["model"])
+    load_checked(model, state.get("model"), source=source)
     stabilizer = PostHocEMA(model, cfg.posthoc_sigma_rels, snapshot_every=cfg.posthoc_every)
-    stabilizer.load_state_dict(state["stabilizer"])
+    load_checked(stabilizer, state.get("stabilizer"), source=source, what="the stabilizer", params=model)
     counts = sorted({s.count for s in stabilizer.snapshots})
     snapshotted = set(counts)
     if iterates == "zoom":

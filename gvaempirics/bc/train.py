@@ -93,9 +93,9 @@ class BCTrainer(Trainer):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "data": dataclasses.asdict(self.data) if self.fresh_data is not None else None}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if state["data"] is not None:
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "state") -> None:
+        super().load_state_dict(state, source=source)
+        if state.get("data") is not None:
             self.data = BCData(**state["data"])
 
     def before_step(self) -> None:
@@ -257,12 +257,12 @@ def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | No
     from .data import Demonstrations, load_or_make
     from .experts import load_expert
 
+    RunDir(out).check_start(to_dict(cfg))  # a foreign or other run's directory: refused before any work
     torch.set_num_threads(cfg.threads)
     expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
     settings = cfg.demo_settings()
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
-    run = RunDir(out)
-    run.start(to_dict(cfg))
-    demos = given or load_or_make(run.path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
-    trainer = BCTrainer(cfg, run, **trainer_inputs(cfg, demos, expert, info), quiet=quiet)
-    return trainer.fit(stop_at=stop_at)
+    with RunDir(out).writing(to_dict(cfg)) as run:
+        demos = given or load_or_make(run.path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
+        trainer = BCTrainer(cfg, run, **trainer_inputs(cfg, demos, expert, info), quiet=quiet)
+        return trainer.fit(stop_at=stop_at)

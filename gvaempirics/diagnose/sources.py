@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..rundir import Checkpoint, load_torch_file
+from ..rundir import Checkpoint, load_checked, load_torch_file
 
 SUFFIXES = (".pt", ".pth")
 _DIGITS = re.compile(r"\d+")
@@ -160,31 +160,8 @@ def make_policy(
 
 
 def load_into(module: nn.Module, state: Mapping[str, Tensor], *, source: str, factory: str) -> None:
-    """``module.load_state_dict(state)`` (strict) with a one-line error naming both sides."""
-    try:
-        module.load_state_dict(state)
-    except Exception as err:  # torch's RuntimeError spans many lines: say the gist on one
-        raise ValueError(
-            f"checkpoint {source} does not fit the module of factory={factory!r} ({_misfit(module, state) or _first_line(err)})"
-        ) from None
-
-
-def _misfit(module: nn.Module, state: Mapping[str, Tensor]) -> str:
-    """Missing and unexpected keys and shape mismatches of ``state`` against ``module``, briefly."""
-    try:
-        want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    except Exception:
-        return ""
-    have = {k: tuple(v.shape) for k, v in state.items()}
-    show = lambda keys: ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-    parts = []
-    if missing := [k for k in want if k not in have]:
-        parts.append(f"missing {show(missing)}")
-    if unexpected := [k for k in have if k not in want]:
-        parts.append(f"unexpected {show(unexpected)}")
-    if shapes := [f"{k} {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]:
-        parts.append(f"shape (checkpoint vs module) of {show(shapes)}")
-    return "; ".join(parts)
+    """``module.load_state_dict(state)`` through the toolkit's one fits check, naming both sides."""
+    load_checked(module, state, source=source, what=f"the module of factory={factory!r}")
 
 
 def call_rollout(rollout: Callable, name: str, policy: nn.Module, seeds: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 from gvatheory._checks import check_int
 from gvatheory.config import build_config, to_dict
 
-from ..rundir import RunDir, check_creatable, load_torch_file
+from ..rundir import RunDir, check_creatable, load_checked
 from ..stabilizers import make_stabilizer
 from ..training import Trainer
 from .config import LMConfig
@@ -222,10 +222,10 @@ def train(cfg: LMConfig, outdir: Path, *, quiet: bool = False, stop_at: int | No
     kill would (tests).
     """
     check_inputs(cfg, outdir)
+    RunDir(outdir).check_start(to_dict(cfg))  # before the corpus is built
     corpus = make_corpus(cfg, quiet=quiet)
-    run = RunDir(outdir)
-    run.start(to_dict(cfg))
-    return LMTrainer(cfg, run, corpus, quiet=quiet).fit(stop_at=stop_at)
+    with RunDir(outdir).writing(to_dict(cfg)) as run:
+        return LMTrainer(cfg, run, corpus, quiet=quiet).fit(stop_at=stop_at)
 
 
 # ---------------------------------------------------------------- reading a run's weights
@@ -246,11 +246,11 @@ def load_state(path: Path | RunDir) -> tuple[LMConfig, GPT, Any, Any]:
     if meta is None or not ckpts:
         raise ValueError(f"run directory {run.path} has no checkpoint yet: train it first")
     tokenizer = tokenizer_from_spec(meta["tokenizer"])
-    state = load_torch_file(ckpts[-1].path)
+    state = run.load_step(-1)
     model = GPT(gpt_config(cfg, tokenizer.vocab_size))
-    model.load_state_dict(state["model"])
+    load_checked(model, state.get("model"), source=ckpts[-1].path)
     stabilizer = make_stabilizer(cfg, model)
-    stabilizer.load_state_dict(state["stabilizer"])
+    load_checked(stabilizer, state.get("stabilizer"), source=ckpts[-1].path, what="the stabilizer", params=model)
     return cfg, model.eval(), stabilizer, tokenizer
 
 

@@ -14,7 +14,7 @@ resumes every other run from its last checkpoint, and so loses and redoes nothin
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 import time
@@ -25,7 +25,7 @@ from typing import Any
 from gvatheory.config import to_dict
 
 from ..bc.config import BCConfig
-from ..rundir import RunDir, atomic_write_bytes, atomic_write_json, check_creatable, sha256_bytes
+from ..rundir import RunDir, atomic_write_bytes, atomic_write_json, check_creatable, hold_lock, sha256_bytes
 from .backends import Failure, LocalBackend, RayBackend
 from .results import FAILED, FINISHED, UNFINISHED, SweepSummary, run_row, summarize_sweep, to_csv, write_results
 from .spec import SweepRun, SweepSpec
@@ -92,7 +92,7 @@ def run_sweep(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
     out = check_creatable(Path(out), "out", folder=True)
-    runs = spec.runs()
+    runs = spec.runs(progress=not quiet)
     varying = [f for f in spec.varying_fields() if f != "demos"]
     threads = max(r.config.threads for r in runs)
     configs, experts, demos = _prepare(spec, runs, out)
@@ -106,14 +106,13 @@ def run_sweep(
         else:
             runner = LocalBackend(workers or default_workers(threads))
     out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / "sweep.lock", "w")
+    held = contextlib.ExitStack()
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
+        held.enter_context(hold_lock(out / "sweep.lock", f"out={out}: another sweep is running in this directory"))
+    except ValueError:
         if runner is not None:
             runner.close()
-        raise ValueError(f"out={out}: another sweep is running in this directory") from None
+        raise
     try:
         atomic_write_json(out / "spec.json", to_dict(spec))
         _collect_demos(todo, configs, experts, demos, quiet=quiet)
@@ -166,7 +165,7 @@ def run_sweep(
     finally:
         if runner is not None:
             runner.close()
-        lock.close()
+        held.close()
 
 
 def ensemble_jobs(todo: list[SweepRun], configs: dict[str, BCConfig], size: int, capacity: int) -> list[list[SweepRun]]:

@@ -247,10 +247,9 @@ def _train(args: argparse.Namespace) -> int:
 
     label = "+".join([args.preset, *args.intervention])
     out = args.out or default_run_dir("bc", f"{cfg.env}__{label}__s{cfg.seed}", to_dict(cfg))
-    try:
-        summary = train_bc(cfg, out, quiet=args.quiet)
-    finally:
-        _record_interventions(Path(out), to_dict(cfg), args.preset, args.intervention)
+    summary = train_bc(cfg, out, quiet=args.quiet)
+    # once trained: a refused or failed command changes nothing (an interrupted one records it on its rerun)
+    _record_interventions(Path(out), to_dict(cfg), args.preset, args.intervention)
     _print_summary(summary, out, as_json=False)
     return 0
 
