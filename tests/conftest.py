@@ -7,6 +7,13 @@ matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _run_key(tmp_path_factory):
+    """The key that signs expert-run manifests, kept in a session folder, not in the user's home."""
+    os.environ["GVA_KEY_FILE"] = str(tmp_path_factory.mktemp("key") / "run-key")
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield

@@ -1,13 +1,15 @@
-"""Experts: PPO train/resume smoke, the run manifest (only files the toolkit wrote are loaded),
-folding of the normalization, selection, export, loading, the three ``gva expert`` commands and
-their refusals of bad input."""
+"""Experts: PPO train/resume smoke, the signed run manifest (pickles are loaded only from runs this
+user's toolkit wrote; export loads none), folding of the normalization, selection, export,
+loading, the three ``gva expert`` commands and their refusals of bad input."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -65,45 +67,47 @@ def test_manifest_lists_every_checkpoint_file_with_its_digest(run_dir):
         3,
         2,
     )
-    files = sorted(p.name for p in out.glob("ppo_*"))
-    assert sorted(manifest["files"]) == files and len(files) == 8
+    files = sorted(p.name for p in [*out.glob("ppo_*"), *out.glob("expert_*")])
+    assert sorted(manifest["files"]) == files and len(files) == 12  # zip, pkl and policy file per checkpoint
     for name in files:
         assert manifest["files"][name] == sha256_file(out / name)
     assert not list(out.glob(".*.tmp"))
+    assert manifest["signature"].startswith("hmac-sha256:")
 
 
-def _sb3_actions(zip_path, pkl_path, obs):
+def _sb3(zip_path, pkl_path):
+    """SB3's own loaders, on files this test module wrote itself."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    model = PPO.load(str(zip_path), device="cpu")
-    vn = VecNormalize.load(str(pkl_path), DummyVecEnv([lambda: gym.make(ENV)]))
-    return model.predict(vn.normalize_obs(obs), deterministic=True)[0], model
+    return PPO.load(str(zip_path), device="cpu"), VecNormalize.load(str(pkl_path), DummyVecEnv([lambda: gym.make(ENV)]))
 
 
-def test_folded_expert_equals_sb3_predict(run_dir, tmp_path):
+def _policy_file(run, steps):
+    return ex.run_expert(ppo.read_manifest(run), ppo.expert_path(run, steps))
+
+
+def test_folded_expert_equals_sb3_predict(run_dir):
     out = run_dir[0]
     steps, z, p = ppo.checkpoints(out)[-1]
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(200, 11)) * 20  # large enough that the observation clip is active
-    want, model = _sb3_actions(z, p, obs)
-    got = ex.from_checkpoint(ENV, z, p)(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy()
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    model, vn = _sb3(z, p)
+    want = model.predict(vn.normalize_obs(obs), deterministic=True)[0]
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    np.testing.assert_allclose(ex.fold(ENV, model.policy, vn)(x).detach().numpy(), want, atol=1e-5)
+    # The policy file training wrote beside the checkpoint holds the same expert, bit for bit.
+    torch.testing.assert_close(_policy_file(out, steps)(x), ex.fold(ENV, model.policy, vn)(x), rtol=0, atol=0)
     # Scale the action head so the action clip to [-1, 1] binds, and compare again.
     with torch.no_grad():
         model.policy.action_net.weight.mul_(1000.0)
-    model.save(tmp_path / "big.zip")
-    want, _ = _sb3_actions(tmp_path / "big.zip", p, obs)
+    want = model.predict(vn.normalize_obs(obs), deterministic=True)[0]
     assert (np.abs(want) == 1.0).mean() > 0.2
-    with pytest.raises(ValueError, match="not in one run directory"):  # a file we made ourselves: not vouched for
-        ex.from_checkpoint(ENV, tmp_path / "big.zip", p)
-    got = ex.from_checkpoint(ENV, tmp_path / "big.zip", p, verify=False)(torch.as_tensor(obs, dtype=torch.float32))
-    np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(ex.fold(ENV, model.policy, vn)(x).detach().numpy(), want, atol=1e-5)
 
 
 def test_run_episodes_equals_single_env_loop(run_dir):
-    steps, z, p = ppo.checkpoints(run_dir[0])[-1]
-    expert = ex.from_checkpoint(ENV, z, p)
+    expert = _policy_file(run_dir[0], ppo.checkpoints(run_dir[0])[-1][0])
     seeds = [int(s) for s in reset_seeds(0, 3, 0)]
     res = run_episodes(ENV, expert, initial_conditions_from_seeds(ENV, seeds), 60, record=True)
     for i, s in enumerate(seeds):  # plain reference loop, one env, one observation at a time
@@ -166,6 +170,7 @@ def test_export_load_and_eval_cli(run_dir, tmp_path, capsys):
     assert [c["steps"] for c in info["candidates"]] == [1024, 1536, 2048]
     assert info["env_steps"] in (1024, 1536, 2048) and info["obs_dim"] == 11 and info["act_dim"] == 3
     assert info["training_time"]["wall_s"] > 0 and info["seed"] == 3 and info["recipe"]["n_envs"] == 2
+    assert info["checkpoint"] == f"expert_{info['env_steps']}_steps.pt"
     assert info["checkpoint_sha256"] == ppo.read_manifest(run)["files"][info["checkpoint"]]
     # The command, as typed inside the run directory: no absolute path of this machine.
     rel = os.path.relpath(dest, run)
@@ -175,9 +180,8 @@ def test_export_load_and_eval_cli(run_dir, tmp_path, capsys):
     assert str(tmp_path) not in json.dumps(info)
     expert, loaded = ex.load_expert(ENV, dest)
     assert loaded == {**info, "file": str(dest), "sha256": sha256_file(dest)}
-    steps, z, p = next(c for c in ppo.checkpoints(run) if c[0] == info["env_steps"])
     x = torch.randn(7, 11)
-    torch.testing.assert_close(expert(x), ex.from_checkpoint(ENV, z, p)(x))
+    torch.testing.assert_close(expert(x), _policy_file(run, info["env_steps"])(x), rtol=0, atol=0)
     direct = ex.evaluate(ENV, expert, ics=2, H=15)
     assert info["eval"]["return_mean"] == pytest.approx(direct.mean)
 
@@ -264,8 +268,6 @@ def test_crafted_pickle_is_never_unpickled(run_copy, tmp_path, capsys, how):
     _refused(["expert", "export", ENV, "--run", run_copy, "--out", dest, "--ics", 1, "--H", 5], capsys, named, message)
     with pytest.raises(ValueError, match=message):
         ex.export(ENV, run_copy, dest, ics=1, H=5, quiet=True)
-    with pytest.raises(ValueError, match=message):
-        ex.from_checkpoint(ENV, target.with_name(target.name.replace("vecnormalize_", "")).with_suffix(".zip"), target)
     with pytest.raises(ValueError, match=message):  # resume
         ppo.train(ENV, run_copy, steps=5000, seed=3, n_envs=2, checkpoint_every=512, quiet=True)
     _refused(
@@ -273,6 +275,82 @@ def test_crafted_pickle_is_never_unpickled(run_copy, tmp_path, capsys, how):
     )
     assert not marker.exists() and not dest.exists() and not dest.with_suffix(".json").exists()
     assert [c[0] for c in ppo.checkpoints(run_copy)][-1] == (2048 if how == "replace" else 4096)  # nothing trained
+
+
+def _forge(run: Path, payload: str, marker: Path) -> None:
+    """What someone who can write the run directory can do: plant code in the newest checkpoint (a
+    crafted field of the SB3 zip's ``data``, or a ``__reduce__`` pickle in place of the
+    VecNormalize ``.pkl``) and rewrite the manifest's digests to match."""
+    crafted = pickle.dumps(_Marker(marker))
+    if payload == "zip field":
+        z = run / "ppo_2048_steps.zip"
+        with zipfile.ZipFile(z) as zf:
+            entries = {name: zf.read(name) for name in zf.namelist()}
+        data = json.loads(entries["data"])
+        data["lr_schedule"][":serialized:"] = base64.b64encode(crafted).decode()  # SB3 unpickles this on load
+        entries["data"] = json.dumps(data).encode()
+        with zipfile.ZipFile(z, "w") as zf:
+            for name, blob in entries.items():
+                zf.writestr(name, blob)
+        target = z
+    else:
+        target = run / "ppo_vecnormalize_2048_steps.pkl"
+        target.write_bytes(crafted)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"][target.name] = sha256_file(target)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("payload", ["zip field", "pkl"])
+@pytest.mark.parametrize("signed_by", ["nobody", "another key"])
+def test_forged_run_directory_runs_no_code(run_copy, tmp_path, capsys, monkeypatch, payload, signed_by):
+    """Digests that match prove nothing: export loads no pickle at all, and resume loads them only
+    under a manifest signed with this user's key, which a forged copy does not carry."""
+    marker = tmp_path / "pwned"
+    _forge(run_copy, payload, marker)
+    if signed_by == "another key":  # the forger signs with a key of their own
+        from gvaempirics import signing
+
+        monkeypatch.setenv(signing.KEY_ENV, str(tmp_path / "forger-key"))
+        doc = signing.sign(json.loads((run_copy / "manifest.json").read_text()))
+        (run_copy / "manifest.json").write_text(json.dumps(doc))
+        monkeypatch.undo()
+    dest = tmp_path / "x.pt"
+    assert main(["expert", "export", ENV, "--run", run_copy, "--out", dest, "--ics", 1, "--H", 5, "--quiet"]) == 0
+    capsys.readouterr()
+    assert dest.is_file() and not marker.exists()  # exported from the plain-tensor policy files
+    err = _refused(
+        ["expert", "train", ENV, "--out", run_copy, "--seed", 3, "--n-envs", 2, "--steps", 5000],
+        capsys,
+        "manifest.json",
+        "is not signed",
+    )
+    assert "--trust-run" in err
+    with pytest.raises(ValueError, match="is not signed"):
+        ppo.train(ENV, run_copy, steps=5000, seed=3, n_envs=2, checkpoint_every=512, quiet=True)
+    assert not marker.exists()
+    assert [c[0] for c in ppo.checkpoints(run_copy)][-1] == 2048  # nothing trained
+
+
+def test_trust_run_continues_an_unsigned_run_and_writes_its_policy_files(run_copy, tmp_path, capsys):
+    """A run from before policy files and signatures: export refuses it, resume needs --trust-run,
+    which gives every checkpoint its policy file (the same expert as the one training wrote) and
+    signs the manifest, after which it is an ordinary run."""
+    want = {n: _policy_file(run_copy, n) for n, _, _ in ppo.checkpoints(run_copy)}
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    for n in want:
+        ppo.expert_path(run_copy, n).unlink()
+        del manifest["files"][ppo.expert_path(run_copy, n).name]
+    del manifest["signature"]
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    _refused(["expert", "export", ENV, "--run", run_copy, "--out", tmp_path / "x.pt"], capsys, "no policy files")
+    args = ["expert", "train", ENV, "--out", run_copy, "--seed", 3, "--n-envs", 2, "--steps", 2048, "--quiet"]
+    _refused(args, capsys, "is not signed")
+    assert main([*args, "--trust-run"]) == 0
+    x = torch.randn(9, 11)
+    for n, expert in want.items():
+        torch.testing.assert_close(_policy_file(run_copy, n)(x), expert(x), rtol=0, atol=0)
+    assert main(args) == 0  # signed now
 
 
 def test_kill_between_manifest_and_files_resumes(run_copy):
@@ -317,10 +395,10 @@ def test_export_of_another_envs_run_is_refused(run_dir, tmp_path, capsys):
     )
     _refused(["expert", "train", "Walker2d-v5", "--out", run_dir[0]], capsys, "is a Hopper-v5 run")
     assert _tree(run_dir[0], tmp_path) == before
-    # A policy of another size is refused after loading, too (a run whose manifest is consistent).
-    steps, z, p = ppo.checkpoints(run_dir[0])[-1]
+    # A policy of another size is refused when folded, too.
+    model, vn = _sb3(*ppo.checkpoints(run_dir[0])[-1][1:])
     with pytest.raises(ValueError, match=r"obs_dim, act_dim = \(11, 3\), but Walker2d-v5 has \(17, 6\)"):
-        ex.from_checkpoint("Walker2d-v5", z, p, verify=False)
+        ex.fold("Walker2d-v5", model.policy, vn)
 
 
 def test_bad_expert_files(tmp_path, capsys):
@@ -339,6 +417,44 @@ def test_bad_expert_files(tmp_path, capsys):
     assert all(e in err for e in ENV_IDS) and ex.check_env_id("Hopper-v5") == "Hopper-v5"
     with pytest.raises(ValueError, match="ics=0"):
         ex.evaluate(ENV, expert, ics=0)
+
+
+def test_nan_and_code_carrying_expert_files_are_refused_in_one_line_without_library_noise(tmp_path, capsys):
+    """An expert file with NaN weights would act as NaN, one that unpickles code would run it: both
+    are refused in one line, and neither MuJoCo's notes on gymnasium's model files (HalfCheetah's
+    ``settotalmass``) nor torch's on pickle protocols precede that line."""
+    import subprocess
+    import sys
+    import warnings
+
+    expert = ex.ExpertMLP(17, 6)
+    with torch.no_grad():
+        expert.net[0].weight[0, 0] = float("nan")
+    dest = tmp_path / "cheetah.pt"
+    info = {"env_id": "HalfCheetah-v5", "obs_dim": 17, "act_dim": 6, "architecture": {"hidden": [64, 64]}}
+    ex.save_expert(expert, info, dest)
+    with pytest.raises(ValueError, match=r"cheetah\.pt holds non-finite or invalid values in net\.0\.weight"):
+        ex.load_expert("HalfCheetah-v5", dest)
+    # a fresh process, whose MuJoCo compiles HalfCheetah's model for the first time
+    done = subprocess.run(
+        [sys.executable, "-m", "validation", "expert", "eval", "HalfCheetah-v5", "--expert", str(dest), "--H", "2"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "non-finite" in done.stderr and "settotalmass" not in done.stderr
+    marker = tmp_path / "pwned"
+    dest.write_bytes(pickle.dumps(_Marker(marker), protocol=4))  # a plain pickle where tensors belong
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        err = _refused(
+            ["expert", "eval", "HalfCheetah-v5", "--expert", dest, "--H", 2],
+            capsys,
+            f"{dest} is not a plain tensor file (it would run code to load)",
+        )
+    assert not marker.exists() and "weights_only" not in err
+    assert not [w for w in caught if "pickle protocol" in str(w.message)]
 
 
 # ------------------------------------------------------------------ bad input, table-driven

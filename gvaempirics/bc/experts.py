@@ -16,62 +16,30 @@ the action bounds that SB3's ``predict`` applies. Training and its checkpoints a
 evaluated deterministically over 20 seeded initial conditions at H=1000, and the best robust one
 (no episode terminated early) with the highest mean return is exported.
 
-Export loads only checkpoint files that the run's manifest vouches for (:mod:`gvaempirics.bc.ppo`).
+Export reads only plain tensors and JSON: each checkpoint's policy as training folded it
+(``expert_<N>_steps.pt``, loaded with ``weights_only=True``) and the run's manifest, never SB3's
+pickles (:mod:`gvaempirics.bc.ppo`). Every expert file is checked to fit its declared
+architecture and to hold finite weights before it acts.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from gvatheory._checks import check_int
 
-from ..rundir import atomic_torch_save, atomic_write_bytes, check_creatable, load_torch_file, sha256_file
+from ..rundir import atomic_torch_save, atomic_write_bytes, check_creatable, sha256_file
 from .envs import check_env_id
-from .ppo import (
-    MANIFEST,
-    RECIPES,
-    check_run_identity,
-    checkpoints,
-    read_manifest,
-    read_times,
-    read_verified,
-    verified_checkpoints,
-)
+from .policy import ExpertMLP, fold, load_expert_file  # noqa: F401 (importable from here, as before)
+from .ppo import MANIFEST, RECIPES, read_manifest, read_times, verified_checkpoints
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")
-
-
-class ExpertMLP(nn.Module):
-    """Deterministic PPO expert: folded observation normalization, tanh MLP, clip to action bounds."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = RECIPES["default"].hidden):
-        super().__init__()
-        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
-        layers: list[nn.Module] = []
-        d = obs_dim
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.Tanh()]
-            d = h
-        layers.append(nn.Linear(d, act_dim))
-        self.net = nn.Sequential(*layers)
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_scale", torch.ones(obs_dim))  # sqrt(var + eps)
-        self.register_buffer("obs_clip", torch.tensor(np.inf))
-        self.register_buffer("act_low", torch.full((act_dim,), -np.inf))
-        self.register_buffer("act_high", torch.full((act_dim,), np.inf))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        z = ((obs - self.obs_mean) / self.obs_scale).clamp(-self.obs_clip, self.obs_clip)  # (..., obs_dim)
-        return torch.maximum(torch.minimum(self.net(z), self.act_high), self.act_low)  # (..., act_dim)
 
 
 @dataclass(frozen=True)
@@ -114,51 +82,10 @@ def evaluate(env_id: str, expert: nn.Module, *, ics: int = 20, H: int = 1000, ic
     return ExpertEval(res["returns"], res["lengths"], H, res["distances"])
 
 
-def from_checkpoint(env_id: str, zip_path: Path, pkl_path: Path, *, verify: bool = True) -> ExpertMLP:
-    """Fold a PPO checkpoint and its ``VecNormalize`` statistics into an :class:`ExpertMLP`.
-
-    With ``verify`` (the default) both files must be listed with their SHA-256 in the manifest of
-    their run directory (:func:`read_verified`), and the bytes checked are the bytes loaded.
-    ``verify=False`` unpickles the files as they are: only for files you made yourself. The
-    policy's observation and action sizes must be ``env_id``'s.
-    """
-    import gymnasium as gym
-    from stable_baselines3 import PPO
-
-    from .envs import act_dim, obs_dim
-
-    check_env_id(env_id)
-    zip_path, pkl_path = Path(zip_path), Path(pkl_path)
-    if verify:
-        if pkl_path.parent.resolve() != zip_path.parent.resolve():
-            raise ValueError(f"{zip_path} and {pkl_path} are not in one run directory: a checkpoint is a pair in one")
-        manifest = read_manifest(zip_path.parent)
-        check_run_identity(zip_path.parent, manifest, env_id)
-        zip_bytes, pkl_bytes = read_verified(zip_path, manifest), read_verified(pkl_path, manifest)
-    else:
-        zip_bytes, pkl_bytes = zip_path.read_bytes(), pkl_path.read_bytes()
-    model = PPO.load(io.BytesIO(zip_bytes), device="cpu")
-    vn = pickle.loads(pkl_bytes)  # the VecNormalize object without its venv, as SB3 saves it
-    policy = model.policy
-    dims, want = (policy.observation_space.shape[0], policy.action_space.shape[0]), (obs_dim(env_id), act_dim(env_id))
-    if dims != want:
-        raise ValueError(f"{zip_path} is a policy with obs_dim, act_dim = {dims}, but {env_id} has {want}")
-    obs_n, act_n = dims
-    linears = [m for m in policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)] + [policy.action_net]
-    expert = ExpertMLP(obs_n, act_n, tuple(m.out_features for m in linears[:-1]))
-    own = [m for m in expert.net if isinstance(m, nn.Linear)]
-    with torch.no_grad():
-        for dst, src in zip(own, linears):
-            dst.weight.copy_(src.weight)
-            dst.bias.copy_(src.bias)
-        if vn.norm_obs:
-            expert.obs_mean.copy_(torch.as_tensor(vn.obs_rms.mean))
-            expert.obs_scale.copy_(torch.as_tensor(np.sqrt(vn.obs_rms.var + vn.epsilon)))
-            expert.obs_clip.fill_(float(vn.clip_obs))
-        space = gym.make(env_id).action_space
-        expert.act_low.copy_(torch.as_tensor(space.low))
-        expert.act_high.copy_(torch.as_tensor(space.high))
-    return expert.eval()
+def run_expert(manifest: dict[str, Any], path: Path) -> ExpertMLP:
+    """The policy file ``path`` of a run, in the architecture its manifest records."""
+    hidden = tuple(int(h) for h in _recipe_of(manifest)["hidden"])
+    return load_expert_file(path, manifest["obs_dim"], manifest["act_dim"], hidden)
 
 
 @dataclass(frozen=True)
@@ -186,10 +113,14 @@ def select(
     from tqdm.auto import tqdm
 
     ckpts = verified_checkpoints(env_id, run_dir, min_steps=min_steps)
+    manifest = read_manifest(run_dir)
+    experts = [run_expert(manifest, path) for _, path in ckpts]  # every file checked before any rollout
     ics, H, ic_seed = check_int("ics", ics, 1), check_int("H", H, 1), check_int("ic_seed", ic_seed, 0)
     cands = []
-    for steps, z, p in tqdm(ckpts, desc=f"evaluate {env_id} checkpoints", unit="ckpt", disable=quiet):
-        cands.append(Candidate(steps, evaluate(env_id, from_checkpoint(env_id, z, p), ics=ics, H=H, ic_seed=ic_seed)))
+    for (steps, _), expert in tqdm(
+        list(zip(ckpts, experts)), desc=f"evaluate {env_id} checkpoints", unit="ckpt", disable=quiet
+    ):
+        cands.append(Candidate(steps, evaluate(env_id, expert, ics=ics, H=H, ic_seed=ic_seed)))
     return cands, pick(cands)
 
 
@@ -229,8 +160,8 @@ def export(
             f"seed={manifest['seed']} (leave seed out to record that one)"
         )
     cands, best = select(env_id, run_dir, ics=ics, H=H, ic_seed=ic_seed, min_steps=min_steps, quiet=quiet)
-    _, z, p = next(c for c in checkpoints(run_dir) if c[0] == best.steps)
-    expert = from_checkpoint(env_id, z, p)
+    z = next(p for steps, p in verified_checkpoints(env_id, run_dir, min_steps=min_steps) if steps == best.steps)
+    expert = run_expert(manifest, z)
     if training_time is None:
         training_time = read_times(run_dir / "train_time.json")
     ev = best.evaluation
@@ -325,12 +256,5 @@ def load_expert(env_id: str, path: Path | None = None) -> tuple[ExpertMLP, dict[
     want = obs_dim(env_id), act_dim(env_id)
     if dims != want:
         raise ValueError(f"{side} declares obs_dim, act_dim = {dims}, but {env_id} has {want}")
-    state = load_torch_file(path)
-    expert = ExpertMLP(*dims, hidden)
-    try:
-        expert.load_state_dict(state)
-    except (RuntimeError, KeyError, AttributeError, TypeError) as err:
-        raise ValueError(
-            f"{path} does not hold the expert state dict its sidecar describes ({str(err).splitlines()[0]})"
-        ) from None
-    return expert.eval(), {**info, "file": str(path), "sha256": sha256_file(path)}
+    expert = load_expert_file(path, *dims, hidden)
+    return expert, {**info, "file": str(path), "sha256": sha256_file(path)}

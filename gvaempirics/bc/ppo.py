@@ -5,17 +5,22 @@ One recipe per environment (:data:`RECIPES`, recorded in the run's manifest and 
 sidecar): 4 envs, ``VecNormalize`` on observations and rewards, tanh MLP policy and value nets,
 and the PPO settings of :class:`Recipe`. Hopper, Walker2d and HalfCheetah use SB3's defaults with
 64x64 nets and ``n_steps`` 512; Ant has its own (wider nets, longer rollouts, smaller initial
-action noise). Training writes SB3 checkpoints every
-50k env steps (``ppo_<N>_steps.zip`` + ``ppo_vecnormalize_<N>_steps.pkl``) and resumes from the
-newest. :mod:`gvaempirics.bc.experts` selects and exports the expert from them.
+action noise). Training writes a checkpoint every 50k env steps: SB3's own files
+(``ppo_<N>_steps.zip`` + ``ppo_vecnormalize_<N>_steps.pkl``), to resume from, and the policy it
+stands for as plain tensors (``expert_<N>_steps.pt``: the deterministic expert with the
+observation normalization folded in, :class:`~gvaempirics.bc.policy.ExpertMLP`), which
+:mod:`gvaempirics.bc.experts` selects and exports from.
 
-**Trust.** SB3's checkpoint formats are pickles: loading one runs whatever code it names. The
-run directory therefore holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
-only: the run's env id, sizes, seed and number of envs, and the SHA-256 of every checkpoint file
-it wrote. Resume and export load a checkpoint file only if it is listed there with the digest of
-its bytes, and load exactly the bytes they checked; anything else is refused with a
-``ValueError`` naming the file. (The manifest sits in the run directory: it tells the toolkit's
-own files from files added or changed beside them, not a forged run from a genuine one.)
+**Trust.** SB3's checkpoint formats are pickles: loading one runs whatever code it names. So
+export never loads them: it reads the plain-tensor files (``torch.load(weights_only=True)``) and
+the JSON manifest only. Resume has to load them, and does so only for a run this user's toolkit
+wrote: the run directory holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
+only (the run's env id, sizes, seed, number of envs and recipe, and the SHA-256 of every
+checkpoint file), signed with an HMAC under a key kept outside every run directory
+(:mod:`gvaempirics.signing`). A digest list beside the files proves nothing (whoever writes the
+files can write their digests); the signature cannot be forged by a copy of the directory.
+Resume checks it, then loads exactly the bytes whose digests it checked; ``trust=True`` (``gva
+expert train --trust-run``) skips the signature, for a run the user vouches for.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ from torch import nn
 from gvatheory._checks import check_int
 
 from ..rundir import atomic_write_bytes, atomic_write_json, check_creatable, sha256_bytes
+from ..signing import FIELD, check_signed, sign
 from .envs import check_env_id
+from .policy import fold
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "gva-expert-run/1"
 _CKPT = re.compile(r"^ppo_(\d+)_steps\.zip$")
-_CKPT_FILE = re.compile(r"^ppo_(vecnormalize_)?\d+_steps\.(zip|pkl)$")
+_CKPT_FILE = re.compile(r"^(ppo_(vecnormalize_)?\d+_steps\.(zip|pkl)|expert_\d+_steps\.pt)$")
+_EXPERT = re.compile(r"^expert_(\d+)_steps\.pt$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -112,6 +120,8 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         for name, digest in doc["files"].items():
             if not _CKPT_FILE.match(name) or not isinstance(digest, str) or not _SHA256.match(digest):
                 raise ValueError(f"bad entry {name!r}")
+        if not isinstance(doc.get(FIELD, ""), str):
+            raise ValueError(f"{FIELD} is not a string")
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a valid run manifest ({str(err).splitlines()[0]})") from None
     return doc
@@ -145,9 +155,14 @@ def _checkpoint_files(run_dir: Path) -> list[Path]:
     return sorted(p for p in Path(run_dir).iterdir() if _CKPT_FILE.match(p.name))
 
 
+def expert_path(run_dir: Path, steps: int) -> Path:
+    """The plain-tensor policy of the checkpoint at ``steps`` env steps."""
+    return Path(run_dir) / f"expert_{steps}_steps.pt"
+
+
 def checkpoints(run_dir: Path) -> list[tuple[int, Path, Path]]:
-    """``(env steps, model zip, VecNormalize pkl)`` of every complete checkpoint in ``run_dir``, oldest
-    first. Lists what is on disk; :func:`verified_checkpoints` also checks it against the manifest."""
+    """``(env steps, model zip, VecNormalize pkl)`` of every SB3 checkpoint in ``run_dir`` (what resume
+    loads), oldest first. Lists what is on disk; :func:`check_train_run` also checks it."""
     run_dir = Path(run_dir)
     found = []
     for p in run_dir.glob("ppo_*_steps.zip") if run_dir.is_dir() else []:
@@ -181,11 +196,13 @@ def check_run_identity(
             )
 
 
-def verified_checkpoints(env_id: str, run_dir: Path, *, min_steps: int = 0) -> list[tuple[int, Path, Path]]:
-    """The complete checkpoints of a run directory of ``env_id`` from ``min_steps`` env steps on,
-    after checking, loading nothing: the directory exists and holds checkpoints, its manifest is
-    the env's, and every checkpoint file in it is listed there with the SHA-256 of its bytes.
-    Every problem is a ``ValueError`` naming the directory or the file."""
+def verified_checkpoints(env_id: str, run_dir: Path, *, min_steps: int = 0) -> list[tuple[int, Path]]:
+    """``(env steps, plain-tensor policy file)`` of the checkpoints of a run directory of ``env_id``
+    from ``min_steps`` env steps on (what export reads), after checking, loading nothing: the
+    directory exists and holds policy files, its manifest is the env's, and every checkpoint file
+    in it is listed there with the SHA-256 of its bytes (which catches files damaged or changed
+    by mistake; no pickle is loaded on the strength of it). Every problem is a ``ValueError``
+    naming the directory or the file."""
     check_env_id(env_id)
     min_steps = check_int("min_steps", min_steps, 0)
     run_dir = Path(run_dir)
@@ -193,9 +210,12 @@ def verified_checkpoints(env_id: str, run_dir: Path, *, min_steps: int = 0) -> l
         raise ValueError(f"run={run_dir} does not exist: give a run directory written by `gva expert train`")
     if not run_dir.is_dir():
         raise ValueError(f"run={run_dir} is not a directory: give a run directory written by `gva expert train`")
-    ckpts = checkpoints(run_dir)
+    ckpts = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _EXPERT.match(p.name)))
     if not ckpts:
-        raise ValueError(f"run={run_dir} has no PPO checkpoints (ppo_<N>_steps.zip + ppo_vecnormalize_<N>_steps.pkl)")
+        raise ValueError(
+            f"run={run_dir} has no policy files (expert_<N>_steps.pt, written by `gva expert train` beside its SB3 "
+            "checkpoints; a run from before them gets them by `gva expert train --out RUN --trust-run`)"
+        )
     manifest = read_manifest(run_dir)
     check_run_identity(run_dir, manifest, env_id)
     for path in _checkpoint_files(run_dir):
@@ -215,10 +235,14 @@ def _make_venv(env_id: str, n_envs: int, seed: int):
     return make_vec_env(env_id, n_envs=n_envs, seed=seed)
 
 
-def check_train_run(env_id: str, out: Path, *, seed: int = 1, n_envs: int = 4) -> dict[str, Any] | None:
+def check_train_run(
+    env_id: str, out: Path, *, seed: int = 1, n_envs: int = 4, trust: bool = False
+) -> dict[str, Any] | None:
     """Check, creating nothing, that :func:`train` can start or continue ``out``; return its
-    manifest (``None`` for a new run). A run of another env, seed or number of envs is refused, so
-    is any checkpoint file in ``out`` that the manifest does not vouch for."""
+    manifest, unsigned (``None`` for a new run). Refused: a run of another env, seed or number of
+    envs; SB3 checkpoints under a manifest this user's toolkit did not sign (unless ``trust``),
+    since continuing would unpickle them; any checkpoint file the manifest does not list with
+    the digest of its bytes."""
     check_env_id(env_id)
     out = check_creatable(Path(out), "out", folder=True)
     if not out.is_dir():
@@ -228,9 +252,18 @@ def check_train_run(env_id: str, out: Path, *, seed: int = 1, n_envs: int = 4) -
         return None
     manifest = read_manifest(out)
     check_run_identity(out, manifest, env_id, what="out", seed=seed, n_envs=n_envs)
+    if checkpoints(out) and not trust:
+        try:
+            check_signed(manifest, out / MANIFEST, inside=out)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}; continuing the run would unpickle its SB3 checkpoints, which run code when loaded, so "
+                "only runs this user's toolkit signed are continued (`gva expert export` loads no pickle and "
+                "still works; pass --trust-run only if you trust every file in the run directory)"
+            ) from None
     for path in present:
         read_verified(path, manifest)
-    return manifest
+    return {k: v for k, v in manifest.items() if k != FIELD}
 
 
 def train(
@@ -242,21 +275,23 @@ def train(
     n_envs: int = 4,
     checkpoint_every: int = 50_000,
     quiet: bool = False,
+    trust: bool = False,
 ) -> int:
     """Train (or continue) PPO on ``env_id`` to ``steps`` env steps, checkpointing into ``out``.
 
-    Everything is checked before anything is created (:func:`check_train_run`). A run directory
-    with checkpoints is continued from its newest one (verified against the manifest, then
-    ``PPO.load`` + the ``VecNormalize`` statistics, learning continued with
-    ``reset_num_timesteps=False``; a continued run keeps the recipe it was started with, which its
-    checkpoint and manifest carry). A new run uses :func:`recipe_for` ``(env_id)``. Each checkpoint's digests go into ``out/manifest.json`` before
-    its files are written, each file through the atomic writer, so that a kill never leaves a
-    checkpoint file the manifest does not vouch for. Wall and CPU seconds accumulate in
-    ``out/train_time.json``. Returns the env steps reached.
+    Everything is checked before anything is created (:func:`check_train_run`; ``trust`` skips
+    its signature check). A run directory with checkpoints is continued from its newest one
+    (``PPO.load`` + the ``VecNormalize`` statistics from the verified bytes, learning continued
+    with ``reset_num_timesteps=False``; a continued run keeps the recipe it was started with, which
+    its checkpoint and manifest carry); its checkpoints that lack a policy file get one first. A
+    new run uses :func:`recipe_for` ``(env_id)``. Each checkpoint's digests go into the signed
+    ``out/manifest.json`` before its files are written (the policy file first), each file through
+    the atomic writer, so that a kill never leaves a checkpoint file the manifest does not vouch
+    for. Wall and CPU seconds accumulate in ``out/train_time.json``. Returns the env steps reached.
     """
     steps, seed, n_envs = check_int("steps", steps, 1), check_int("seed", seed, 0), check_int("n_envs", n_envs, 1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, n_envs)
-    manifest = check_train_run(env_id, out, seed=seed, n_envs=n_envs)
+    manifest = check_train_run(env_id, out, seed=seed, n_envs=n_envs, trust=trust)
 
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
@@ -280,16 +315,15 @@ def train(
             "recipe": recipe_for(env_id).record(),
             "files": {},
         }
-        atomic_write_json(out / MANIFEST, manifest)  # creates out
+        atomic_write_json(out / MANIFEST, sign(manifest))  # creates out
     venv = _make_venv(env_id, n_envs, seed)
+    for n, zip_path, pkl_path in ckpts:  # runs from before policy files: give each checkpoint its own
+        if not expert_path(out, n).is_file():
+            old, vn = _load_sb3(zip_path, pkl_path, manifest)
+            _write_checkpoint(out, manifest, {expert_path(out, n): _policy_bytes(env_id, old, vn)})
     if ckpts:
         _, zip_path, pkl_path = ckpts[-1]
-        zip_bytes, pkl_bytes = read_verified(zip_path, manifest), read_verified(pkl_path, manifest)
-        vn = pickle.loads(pkl_bytes)  # VecNormalize.load, from the verified bytes
-        vn.set_venv(venv)
-        venv = vn
-        venv.training = True
-        model = PPO.load(io.BytesIO(zip_bytes), env=venv, device="cpu")
+        model, venv = _load_sb3(zip_path, pkl_path, manifest, venv=venv)
     else:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
         recipe = recipe_for(env_id)
@@ -324,18 +358,15 @@ def train(
 
         def _on_step(self) -> bool:
             if self.n_calls % self.save_freq == 0:
-                zip_path = Path(self._checkpoint_path(extension="zip"))
-                pkl_path = Path(self._checkpoint_path("vecnormalize_", extension="pkl"))
                 buf = _KeepOpenBytes()
                 self.model.save(buf)
-                zip_bytes = buf.getvalue()
-                pkl_bytes = pickle.dumps(self.model.get_vec_normalize_env())  # what VecNormalize.save writes
-                manifest["files"].update(
-                    {zip_path.name: sha256_bytes(zip_bytes), pkl_path.name: sha256_bytes(pkl_bytes)}
-                )
-                atomic_write_json(out / MANIFEST, manifest)
-                atomic_write_bytes(zip_path, zip_bytes)
-                atomic_write_bytes(pkl_path, pkl_bytes)
+                vn = self.model.get_vec_normalize_env()
+                files = {  # the policy file first: a checkpoint resume can load always has one
+                    expert_path(out, self.num_timesteps): _policy_bytes(env_id, self.model, vn),
+                    Path(self._checkpoint_path(extension="zip")): buf.getvalue(),
+                    Path(self._checkpoint_path("vecnormalize_", extension="pkl")): pickle.dumps(vn),
+                }  # the pkl is what VecNormalize.save writes
+                _write_checkpoint(out, manifest, files)
             return True
 
     ckpt_cb = ManifestCheckpoint(save_freq=max(checkpoint_every // n_envs, 1), save_path=str(out), name_prefix="ppo")
@@ -349,6 +380,35 @@ def train(
     }
     atomic_write_json(times_path, times)
     return model.num_timesteps
+
+
+def _write_checkpoint(out: Path, manifest: dict[str, Any], files: dict[Path, bytes]) -> None:
+    """The digests of ``files`` into the signed manifest first, then each file atomically, in order."""
+    manifest["files"].update({path.name: sha256_bytes(data) for path, data in files.items()})
+    atomic_write_json(out / MANIFEST, sign(manifest))
+    for path, data in files.items():
+        atomic_write_bytes(path, data)
+
+
+def _load_sb3(zip_path: Path, pkl_path: Path, manifest: dict[str, Any], *, venv=None):
+    """``(PPO model, VecNormalize)`` unpickled from the bytes of a checkpoint pair that
+    :func:`check_train_run` authenticated (the bytes loaded are the bytes checked); with
+    ``venv``, training continues on it."""
+    from stable_baselines3 import PPO
+
+    zip_bytes, pkl_bytes = read_verified(zip_path, manifest), read_verified(pkl_path, manifest)
+    vn = pickle.loads(pkl_bytes)  # VecNormalize.load, from the verified bytes
+    if venv is not None:
+        vn.set_venv(venv)
+        vn.training = True
+    return PPO.load(io.BytesIO(zip_bytes), env=vn if venv is not None else None, device="cpu"), vn
+
+
+def _policy_bytes(env_id: str, model, vn) -> bytes:
+    """The plain-tensor policy file of a PPO model and its normalization (what export reads)."""
+    buf = io.BytesIO()
+    torch.save(fold(env_id, model.policy, vn).state_dict(), buf)
+    return buf.getvalue()
 
 
 class _KeepOpenBytes(io.BytesIO):

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # Command groups, in the order --help lists them.
 GROUPS = ("theory", "reproduce", "validate", "expert", "bc", "lm", "diagnose", "sweep")
+# The groups that simulate MuJoCo models (importing mujoco costs half a second: not for `gva theory`).
+MUJOCO_GROUPS = ("reproduce", "validate", "expert", "bc", "diagnose", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,12 +38,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _library_noise(command: str) -> None:
+    """Keep libraries' notes about themselves off stderr, where they would precede the one-line
+    error: torch's remark on a pickle protocol (a file it then refuses anyway) and MuJoCo's
+    deprecation notes on gymnasium's model files (``settotalmass``). MuJoCo's other warnings,
+    which report unstable simulations, still reach stderr."""
+    warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+    if command not in MUJOCO_GROUPS:
+        return
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def forward(message: str) -> None:
+        if "deprecated" not in message:
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(forward)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(None if argv is None else [str(a) for a in argv])
     except SystemExit as exit:  # --help, or a usage error already printed as one line
         return int(exit.code or 0)
+    with warnings.catch_warnings():
+        _library_noise(args.command)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError) as err:

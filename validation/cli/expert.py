@@ -57,6 +57,12 @@ class _PPOOptions(ExpertEnv):
     export: str = option(
         "", "after training, export the best checkpoint to this expert file (.pt); empty: no export", metavar="PATH"
     )
+    trust_run: bool = option(
+        False,
+        "continue a run whose manifest.json this user's key did not sign (copied from elsewhere, or from before "
+        "signatures): its SB3 pickles are loaded, and run any code they hold; only for a run directory whose every "
+        "file you trust",
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,10 @@ def register(subparsers) -> None:
         "train",
         help="train (or continue) a PPO expert",
         description="Train PPO with the recipe of gvaempirics.bc.ppo into a run directory; an "
-        "existing one (same env, seed and n_envs) is continued from its newest checkpoint. Only "
-        "checkpoints listed with their SHA-256 in the run's manifest.json are ever loaded.",
+        "existing one (same env, seed and n_envs) is continued from its newest checkpoint. SB3 checkpoints "
+        "are pickles, so they are loaded only from a run whose manifest.json is signed with this user's key "
+        "(kept outside run directories: $GVA_KEY_FILE, else ~/.config/gva/run-key) and lists their SHA-256; "
+        "--trust-run vouches for a run without that signature.",
     )
     add_quiet_argument(t)
     add_config_arguments(t, ExpertTrainConfig)
@@ -123,8 +131,9 @@ def register(subparsers) -> None:
         "export",
         help="select the best robust checkpoint of a run and export it",
         description="Evaluate every checkpoint of a run directory written by `gva expert train` and "
-        "export the best robust one as a state dict + JSON sidecar. Only checkpoints listed with their "
-        "SHA-256 in the run's manifest.json are loaded; any other checkpoint file is refused.",
+        "export the best robust one as a state dict + JSON sidecar. Export reads the plain-tensor policy "
+        "files (expert_<N>_steps.pt) and the JSON manifest only, never SB3's pickles; a checkpoint file not "
+        "listed with its SHA-256 in the run's manifest.json is refused.",
     )
     add_quiet_argument(x)
     add_config_arguments(x, ExpertExportConfig)
@@ -149,7 +158,7 @@ def command_line(subcommand: str, cfg: ExpertSelection, run: Path) -> str:
         paths["out"] = _relative(cfg.out, run) if cfg.out else ""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name == "env":
+        if f.name in ("env", "trust_run"):  # the trust given to one run is no part of the recipe
             continue
         if f.name in paths:
             value = paths[f.name]
@@ -198,7 +207,7 @@ def _train(args: argparse.Namespace) -> int:
     from gvaempirics.rundir import check_creatable
 
     run = cfg.run_dir
-    check_train_run(cfg.env, run, seed=cfg.seed, n_envs=cfg.n_envs)  # before anything is created
+    check_train_run(cfg.env, run, seed=cfg.seed, n_envs=cfg.n_envs, trust=cfg.trust_run)  # before anything is created
     if cfg.export:
         check_creatable(Path(cfg.export), "export")
     steps = train(
@@ -209,6 +218,7 @@ def _train(args: argparse.Namespace) -> int:
         n_envs=cfg.n_envs,
         checkpoint_every=cfg.checkpoint_every,
         quiet=args.quiet,
+        trust=cfg.trust_run,
     )
     print(f"{cfg.env}: {steps} env steps in {run}")
     if not cfg.export:
