@@ -101,15 +101,18 @@ def measure(sts: list[FloorSetting], outdir: Path, *, seed: int, quiet: bool, wo
         done = [_replicate_job(j) for j in jobs]
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        # the LM's replicates take longest: submitted first, so the workers finish together
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i][0].kind != "lm")
+        done = [None] * len(jobs)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_replicate_job, j) for j in jobs]
-            done = []
-            for (st, _, _, r), fut in zip(jobs, futures):
-                done.append(fut.result())
+            futures = {pool.submit(_replicate_job, jobs[i]): i for i in order}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                done[i] = fut.result()
                 if not quiet:
-                    print(f"[noise-floor] {st.key} replicate {r} done", flush=True)
+                    print(f"[noise-floor] {jobs[i][0].key} replicate {jobs[i][3]} done", flush=True)
     out, i = [], 0
     for st in sts:
         out.append(done[i : i + st.seeds])
