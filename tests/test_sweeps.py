@@ -263,7 +263,10 @@ def test_failing_run_is_recorded_and_the_others_finish(tmp_path, capsys):
     assert code == 1 and "1 run(s) failed: Hopper-v5__base__s2" in err
     rows = read_csv(out / "results.csv")
     assert [(r["run"], r["status"]) for r in rows] == [("Hopper-v5__base__s1", "finished"), (bad.run_id, "failed")]
-    assert rows[1]["error"].startswith("ValueError: ") and "corrupt" in rows[1]["error"]
+    assert (
+        rows[1]["error"].startswith("ValueError: ")
+        and "step_000000005.pt is not a plain tensor file" in rows[1]["error"]
+    )
     assert rows[1]["raw_oscillation"] == "nan" and rows[0]["raw_oscillation"] != "nan"
     (record,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert record["run"] == bad.run_id and record["error_type"] == "ValueError"
