@@ -271,3 +271,82 @@ def test_default_run_directory_is_named_by_the_settings_and_resumed(tmp_path, ca
     assert main([*argv, "--seed", "2"]) == 0
     names = sorted(p.name for p in (tmp_path / "runs" / "lm").iterdir())
     assert len(names) == 2 and any(n.startswith("teacher__tiny__s2__") for n in names)
+
+
+# ------------------------------------------------------------------ files that someone else wrote
+def _tree(folder: Path) -> list[tuple[str, bytes]]:
+    return sorted((str(p.relative_to(folder)), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+
+
+def _one_line(argv, capsys, *named: str) -> str:
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in named) and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_an_out_of_another_tool_or_in_use_is_refused_unchanged(tmp_path, capsys):
+    from gvaempirics.rundir import LOCK, hold_lock
+
+    foreign = tmp_path / "foreign"
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "config.json").write_text('{"model": "gpt2", "lr": 0.001}')
+    (foreign / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (foreign / "metrics.jsonl").write_text('{"loss": 1.0}\n')
+    before = _tree(foreign)
+    _one_line(["lm", "train", "--preset", "tiny", "--out", foreign, "--quiet"], capsys, f"out={foreign}")
+    assert _tree(foreign) == before
+    # a second writer of one run directory: refused while the first holds it
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with hold_lock(busy / LOCK, "held by this test"):
+        _one_line(["lm", "train", "--preset", "tiny", "--out", busy, "--quiet"], capsys, "another process is writing")
+    assert [p.name for p in busy.iterdir()] == [LOCK]
+
+
+@pytest.mark.parametrize("tamper", ["config width", "checkpoint shape", "negative step"])
+def test_tampered_run_files_are_refused_in_one_line_naming_them(tiny_run, tmp_path, capsys, tamper):
+    """An edited config.json (another width) or a checkpoint whose tensors or step counter were
+    changed: every command that loads the run refuses it in one line naming the file."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (ckpt,) = sorted((run / "checkpoints").glob("step_*.pt"))[-1:]
+    config = json.loads((run / "config.json").read_text())
+    named = str(ckpt)
+    if tamper == "config width":
+        config["n_embd"] *= 2
+        (run / "config.json").write_text(json.dumps(config))
+    else:
+        state = torch.load(ckpt, weights_only=True)
+        if tamper == "checkpoint shape":
+            key = next(k for k, v in state["model"].items() if v.dim() == 2)
+            state["model"][key] = torch.zeros(3, 5)
+        else:
+            state["step"] = -4
+        torch.save(state, ckpt)
+    (run / "settings.json").write_text(json.dumps(config))
+    before = _tree(run)
+    _one_line(["lm", "generate", run, "--prompts", "abc"], capsys, named)
+    _one_line(["lm", "posthoc", run], capsys, named)
+    _one_line(["lm", "train", "--config", run / "settings.json", "--out", run, "--quiet"], capsys, named)
+    assert _tree(run) == before
+
+
+def test_hours_of_generation_are_refused_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    line = _one_line(["lm", "train", "--H", 100_000_000, "--out", out], capsys, "H=100000000")
+    assert "2.54e+13 token positions" in line and "max_tokens=1e+12" in line and "--max-tokens" in line
+    # --max-tokens lifts the limit: the command is then announced, and stopped here by the corpus check
+    argv = ["lm", "train", "--preset", "tiny", "--H", 10**10, "--corpus-size", 100, "--out", out]
+    assert main([str(a) for a in [*argv, "--max-tokens", 1e14]]) == 2
+    announced, refused = capsys.readouterr().err.strip().splitlines()
+    assert (
+        announced.startswith("gva: training (steps=20) and evaluation (H=10000000000") and "block_size + 1" in refused
+    )
+    _one_line([*argv, "--max-tokens", 1e14, "--quiet"], capsys, "block_size + 1")  # quiet: the error alone
+    _one_line([*argv, "--max-tokens", "nan"], capsys, "--max-tokens")
+    assert not out.exists()

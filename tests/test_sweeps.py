@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from gvaempirics.bc.config import BCConfig
 from gvaempirics.bc.results import summarize
 from gvaempirics.sweeps import SweepSpec, prob_lower, run_sweep, summarize_sweep
 from gvaempirics.sweeps.plots import plot_summary
@@ -68,6 +69,7 @@ def grid(tmp_path_factory):
         ({"interventions": [[], ["width-9999"]]}, "width-9999"),
         ({"interventions": [["eta-1e-3", "eta-1e-4"]]}, "conflict"),
         ({"interventions": [["lr-cosine", "warmup-500"], ["warmup-500", "lr-cosine"]]}, "listed twice"),
+        ({"interventions": [["lr-cosine", "lr-cosine"]]}, "name 'lr-cosine' twice"),  # as bc train says it
         ({"interventions": ["lr-cosine"]}, "interventions"),
         ({"base": {**BASE, "widht": 3}}, "widht"),
         ({"base": {**BASE, "zoom_windows": [40]}}, "zoom_windows"),
@@ -83,6 +85,29 @@ def test_bad_spec_is_one_line_and_creates_nothing(refuses, tmp_path, changes, fi
     line = refuses(["sweep", str(spec), "--workers", "1"], field)
     if field == "width-9999":
         assert "lr-cosine" in line  # the valid ones are listed
+
+
+def test_a_grid_nobody_means_is_refused_before_its_runs_are_checked(refuses, tmp_path, capsys, monkeypatch):
+    """336,000 runs took 25 minutes of checking before a word was printed: the grid's size is
+    refused at once (--max-runs lifts it), the check builds one configuration per entry and env
+    (seeds change the seed alone), and building a large grid's runs shows progress."""
+    big = write_spec(tmp_path / "big.json", envs=["Hopper-v5", "Walker2d-v5"], seeds=list(range(84_000)))
+    line = refuses(["sweep", str(big)], "= 336000 runs is out of range: must be <= max_runs=10000")
+    assert "--max-runs" in line
+    built = []
+    entry = SweepSpec._entry_config
+    monkeypatch.setattr(SweepSpec, "_entry_config", lambda self, *a: built.append(a) or entry(self, *a))
+    spec = SweepSpec.from_file(big)
+    assert spec.size() == 336_000 and len(built) == 2 * 2  # envs x interventions
+    assert spec.varying_fields() == ["schedule"] and len(built) == 2 * 2 * 2
+    monkeypatch.undo()
+    small = SweepSpec.from_file(write_spec(tmp_path / "s.json", seeds=list(range(1000))))
+    runs = small.runs(progress=True)
+    assert len(runs) == 2000 and "sweep runs: 100%" in capsys.readouterr().err
+    assert small.runs() == runs  # built once
+    assert {r.config.seed for r in runs} == set(range(1000)) and runs[1].config == BCConfig(
+        **{**runs[0].config.__dict__, "seed": 1}
+    )
 
 
 def test_composed_runs_are_checked_and_named(tmp_path):

@@ -121,6 +121,16 @@ class LMConfig(TrainingOptions, CorpusOptions):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not valid: must be a multiple of n_head={self.n_head}")
 
+    def token_positions(self) -> tuple[int, int]:
+        """``(training, evaluation)``: the token positions the run's forward passes process, the
+        measure of its work. Each evaluated iterate, raw and averaged, reads the validation
+        windows and generates ``H`` tokens per prompt, each a forward pass over the context so far
+        (at most ``block_size``)."""
+        train = self.steps * self.grad_accum * self.batch_size * self.block_size
+        context = min(self.block_size, self.prompt_len + self.H)
+        per_eval = self.eval_windows * self.block_size + self.n_prompts * self.H * context
+        return train, 2 * len(self.eval_steps()) * per_eval
+
 
 _TEACHER = dict(
     corpus="teacher",

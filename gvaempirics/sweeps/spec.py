@@ -4,13 +4,15 @@ A spec file (TOML or JSON) holds ``preset`` and a ``[base]`` table of
 :class:`~gvaempirics.bc.config.BCConfig` overrides (the base configuration), and the grid:
 ``interventions`` (a list of composed lists of names from
 :data:`~gvaempirics.bc.interventions.INTERVENTIONS`; ``[]`` is the base itself), ``seeds`` and
-``envs``. :class:`SweepSpec` checks all of it on creation, every run's configuration included,
-so that a spec that exists can run to the end.
+``envs``. :class:`SweepSpec` checks all of it on creation, every run's configuration included
+(runs differ from their grid entry's only in the seed, so one configuration per entry and env
+checks them all), so that a spec that exists can run to the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +82,7 @@ class SweepSpec(Config):
                 )
             if not all(isinstance(name, str) for name in entry):
                 raise ValueError(f"interventions entry {list(entry)!r} is not valid: names must be strings")
-            if len(set(entry)) != len(entry):
-                raise ValueError(f"interventions entry {list(entry)!r} names an intervention twice")
+            apply_interventions({}, list(entry))  # names known, none twice, no conflict: the one rule
             if frozenset(entry) in {frozenset(g) for g in grid}:
                 raise ValueError(f"interventions entry {list(entry)!r} is listed twice (in some order)")
             grid.append(tuple(entry))
@@ -93,7 +94,25 @@ class SweepSpec(Config):
                 raise ValueError(f"{name}={list(values)} is not valid: a value is listed twice")
         if not self.seeds:
             raise ValueError("seeds=[] is not valid: give at least one seed")
-        self.runs()  # every run's configuration, checked now
+        for env in self.env_ids():  # every run's configuration, checked now
+            for names in self.interventions:
+                self._entry_config(env, names, self.seeds[0])
+
+    def _entry_config(self, env: str, names: tuple[str, ...], seed: int) -> BCConfig:
+        """The checked configuration of one run; errors name the run."""
+        values = apply_interventions({**self.base_values(), "env": env}, list(names))
+        for name in names:
+            taken = sorted({"env", "seed"} & set(INTERVENTIONS[name].changes))
+            if taken:
+                raise ValueError(f"intervention {name!r} sets {taken[0]}, which the sweep's {taken[0]}s set")
+        try:
+            return BCConfig(**{**values, "seed": seed})
+        except ValueError as err:
+            raise ValueError(f"run {env}__{label(names)}__s{seed}: {err}") from None
+
+    def size(self) -> int:
+        """The number of runs of the grid."""
+        return len(self.env_ids()) * len(self.interventions) * len(self.seeds)
 
     def base_values(self) -> dict[str, Any]:
         """The base configuration's field values (preset < ``[base]``)."""
@@ -107,30 +126,45 @@ class SweepSpec(Config):
     def env_ids(self) -> tuple[str, ...]:
         return self.envs or (self.base_config().env,)
 
-    def runs(self) -> list[SweepRun]:
-        """Every run, in grid order (env, then interventions, then seed), with its checked config."""
-        out = []
-        for env in self.env_ids():
-            for names in self.interventions:
-                values = apply_interventions({**self.base_values(), "env": env}, list(names))
-                for name in names:
-                    taken = sorted({"env", "seed"} & set(INTERVENTIONS[name].changes))
-                    if taken:
-                        raise ValueError(f"intervention {name!r} sets {taken[0]}, which the sweep's {taken[0]}s set")
-                for seed in self.seeds:
-                    run_id = f"{env}__{label(names)}__s{seed}"
-                    try:
-                        cfg = BCConfig(**{**values, "seed": seed})
-                    except ValueError as err:
-                        raise ValueError(f"run {run_id}: {err}") from None
-                    out.append(SweepRun(run_id, env, names, seed, cfg))
-        return out
+    def runs(self, *, progress: bool = False) -> list[SweepRun]:
+        """Every run, in grid order (env, then interventions, then seed), with its checked config;
+        built once per spec (``progress``: a bar while a large grid is built)."""
+        cached = self.__dict__.get("_runs")
+        if cached is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.size(), desc="sweep runs", unit="run", disable=not progress or self.size() < 2000)
+            cached = []
+            for env in self.env_ids():
+                for names in self.interventions:
+                    for seed in self.seeds:
+                        cfg = self._entry_config(env, names, seed)
+                        cached.append(SweepRun(f"{env}__{label(names)}__s{seed}", env, names, seed, cfg))
+                        bar.update(1)
+            bar.close()
+            object.__setattr__(self, "_runs", cached)  # frozen: the grid never changes
+        return list(cached)
 
     def varying_fields(self) -> list[str]:
         """The config fields in which some run differs from the base of its env and seed."""
+        # seeds change the seed field only, in a run and in its base alike: the first seed's runs say it all
         changed: set[str] = set()
-        bases: dict[tuple[str, int], BCConfig] = {}
-        for run in self.runs():
-            base = bases.setdefault((run.env, run.seed), self.base_config(run.env, run.seed))
-            changed |= {f for f in BCConfig.__dataclass_fields__ if getattr(run.config, f) != getattr(base, f)}
+        for env in self.env_ids():
+            base = self.base_config(env, self.seeds[0])
+            for names in self.interventions:
+                cfg = self._entry_config(env, names, self.seeds[0])
+                changed |= {f for f in BCConfig.__dataclass_fields__ if getattr(cfg, f) != getattr(base, f)}
         return [f for f in BCConfig.__dataclass_fields__ if f in changed]
+
+
+def grid_size(values: dict[str, Any]) -> int:
+    """The number of runs a spec's raw ``values`` ask for, before anything is checked (0 where
+    the grid's lists are malformed: the spec's own check names them), so that a grid nobody
+    means (a typo in ``seeds``) is refused before its runs are built."""
+    sizes = []
+    for key, default in (("envs", ()), ("interventions", ((),)), ("seeds", (1,))):
+        value = values.get(key, default)
+        if not isinstance(value, (list, tuple)):
+            return 0
+        sizes.append(max(len(value), 1) if key == "envs" else len(value))
+    return math.prod(sizes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,43 @@ def emit(
     print(format_table(rows))
     for key, value in (extra or {}).items():
         print(f"{key}: {_fmt(value)}")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_work(
+    amount: float,
+    *,
+    what: str,
+    unit: str,
+    limit: float,
+    flag: str,
+    rate: float | None = None,
+    announce: float,
+    quiet: bool = False,
+) -> None:
+    """Bound the work a command is about to start, before it starts.
+
+    ``amount`` is the work in ``unit`` (``what`` says how it was counted, naming the settings);
+    ``rate`` (units per second on one core of the reference machine) turns it into a time where
+    that is predictable. More than ``limit`` is refused with a ``ValueError`` (a size nobody means
+    by accident: ``flag`` lifts the limit); more than ``announce`` is printed to stderr, with its
+    time, unless ``quiet``, so that a long run never starts silently.
+    """
+    eta = f" (about {_duration(amount / rate)} at {rate:.2g} {unit} per second on one core)" if rate else ""
+    if amount > limit:
+        raise ValueError(
+            f"{what} = {_count(amount)} {unit}{eta} is out of range: must be <= "
+            f"{flag.lstrip('-').replace('-', '_')}={_count(limit)}; raise {flag} to run it anyway"
+        )
+    if amount > announce and not quiet:
+        print(f"gva: {what} = {_count(amount)} {unit}{eta}", file=sys.stderr)
+
+
+def _count(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e7 else f"{x:.3g}"

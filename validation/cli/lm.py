@@ -22,7 +22,7 @@ from gvatheory.config import Config, option, to_dict
 from validation.report import save_figure
 
 from ._args import add_config_arguments, config_from_args
-from ._common import add_quiet_argument, emit
+from ._common import add_quiet_argument, check_work, emit
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,14 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="run directory (default runs/lm/CORPUS__PRESET__sSEED__DIGEST: one per configuration)",
     )
+    t.add_argument(
+        "--max-tokens",
+        type=_positive,
+        default=1e12,
+        metavar="N",
+        help="refuse a run whose forward passes would process more token positions than this (training plus "
+        "evaluation; the paper-scale presets need < 1e10); default 1e12",
+    )
     add_quiet_argument(t)
     add_config_arguments(t, LMConfig)
     t.set_defaults(func=_train)
@@ -161,10 +169,27 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be a finite number > 0")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     from gvaempirics.lm.config import PRESETS, LMConfig
 
     cfg = config_from_args(LMConfig, args, PRESETS[args.preset] if args.preset else None)  # checked before any work
+    train, evals = cfg.token_positions()
+    check_work(  # on any device its own speed: an amount, not a time
+        float(train + evals),
+        what=f"training (steps={cfg.steps}) and evaluation (H={cfg.H}, {2 * len(cfg.eval_steps())} evaluations)",
+        unit="token positions",
+        limit=args.max_tokens,
+        flag="--max-tokens",
+        announce=1e10,
+        quiet=args.quiet,
+    )
     from gvaempirics.lm.train import train
     from gvaempirics.rundir import default_run_dir
 

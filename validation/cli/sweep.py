@@ -14,7 +14,7 @@ from pathlib import Path
 from gvatheory.config import Config, option
 
 from ._args import add_config_arguments, config_from_args
-from ._common import format_table
+from ._common import check_work, format_table
 
 BACKENDS = ("local", "ray")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
@@ -47,6 +47,9 @@ class SweepOptions(Config):
         -1,
         "training seed of the run drawn per grid entry in rewards.png and stabilized.png (-1: the spec's first)",
         low=-1,
+    )
+    max_runs: int = option(
+        10_000, "refuse a spec of more runs than this (envs x interventions x seeds), before checking them", low=1
     )
 
     def check(self) -> None:
@@ -87,7 +90,18 @@ def _run(args: argparse.Namespace) -> int:
     opts = config_from_args(SweepOptions, args)
     from gvaempirics.sweeps import SweepSpec, run_sweep
     from gvaempirics.sweeps.run import read_sweep
+    from gvaempirics.sweeps.spec import grid_size
+    from gvatheory.config import read_config_file
 
+    check_work(  # before the runs are checked: a grid of 1e5 runs takes minutes just for that
+        grid_size(read_config_file(Path(opts.spec))),
+        what=f"the grid of sweep spec {opts.spec} (envs x interventions x seeds)",
+        unit="runs",
+        limit=opts.max_runs,
+        flag="--max-runs",
+        announce=1000,
+        quiet=opts.quiet,
+    )
     spec = SweepSpec.from_file(Path(opts.spec))
     if opts.seed >= 0 and opts.seed not in spec.seeds:
         raise ValueError(f"seed={opts.seed} is not valid: the spec's seeds are {', '.join(map(str, spec.seeds))}")

@@ -9,6 +9,8 @@ from gvatheory.config import Config, option
 
 from .theory import add_command
 
+CHAIN_STEPS_PER_SECOND = 2.5e7  # the vector SGD + EMA kernels on one core of the reference 2-core machine
+
 #: The noise laws of :class:`gvatheory.averaging.QuadraticSGD` (``NOISE_KINDS`` there; kept here
 #: so that ``--help`` does not import numba; a test checks that the two agree).
 NOISE_KINDS = ("gaussian", "rademacher", "student-t", "minibatch")
@@ -32,6 +34,9 @@ class AveragingCommand(Config):
     n_data: int = option(64, "minibatch noise: dataset size (> d)", low=2)
     n_times: int = option(25, "geometrically spaced steps recorded for the plot", low=2)
     seed: int = option(0, "random seed", low=0)
+    max_chain_steps: float = option(
+        1e11, "refuse more Monte Carlo work than this (chains x steps x d x EMAs; ~2.5e7 per second per core)", low=1.0
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +58,18 @@ def _averaging(cfg: AveragingCommand, args: argparse.Namespace) -> int:
     from gvatheory.averaging import QuadraticSGD, compare
     from validation.report import save_figure
 
-    from ._common import emit
+    from ._common import check_work, emit
 
+    check_work(
+        float(cfg.chains) * cfg.steps * len(cfg.h) * len(cfg.gamma),
+        what=f"Monte Carlo of chains={cfg.chains} x steps={cfg.steps} x d={len(cfg.h)} x {len(cfg.gamma)} EMA(s)",
+        unit="chain-steps",
+        limit=cfg.max_chain_steps,
+        flag="--max-chain-steps",
+        rate=CHAIN_STEPS_PER_SECOND,
+        announce=10 * CHAIN_STEPS_PER_SECOND,
+        quiet=args.quiet,
+    )
     model = QuadraticSGD(
         Hs=cfg.h,
         mu=cfg.mu,

@@ -9,6 +9,8 @@ from gvatheory.config import Config, option
 
 from .theory import add_command
 
+CHAIN_STEPS_PER_SECOND = 1e8  # the scalar SGD + EMA kernel on one core of the reference 2-core machine
+
 
 @dataclass(frozen=True)
 class CliffCommand(Config):
@@ -25,6 +27,9 @@ class CliffCommand(Config):
     steps: int = option(2000, "SGD steps T", low=1)
     chains: int = option(20_000, "Monte Carlo chains", low=2)
     seed: int = option(0, "random seed", low=0)
+    max_chain_steps: float = option(
+        1e11, "refuse more Monte Carlo work than this (chains x steps x d; ~1e8 per second per core)", low=1.0
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,10 +52,20 @@ def _cliff(cfg: CliffCommand, args: argparse.Namespace) -> int:
     from gvatheory.cliff import CliffProblem, agreement_z, sgd_monte_carlo
     from validation.report import save_figure
 
-    from ._common import emit
+    from ._common import check_work, emit
 
     d, T = cfg.d, cfg.steps
     check_memory("d", d, 64)  # the problem's mu and start, one number per coordinate, as built below
+    check_work(
+        float(cfg.chains) * T * d,
+        what=f"Monte Carlo of chains={cfg.chains} x steps={T} x d={d}",
+        unit="chain-steps",
+        limit=cfg.max_chain_steps,
+        flag="--max-chain-steps",
+        rate=CHAIN_STEPS_PER_SECOND,
+        announce=10 * CHAIN_STEPS_PER_SECOND,
+        quiet=args.quiet,
+    )
     problem = CliffProblem(mu=cfg.mu if d == 1 else [cfg.mu] * d, eps=cfg.eps, C=cfg.C)
     theta0 = cfg.mu if cfg.theta0 is None else cfg.theta0
     theta0 = theta0 if d == 1 else [theta0] * d

@@ -9,6 +9,10 @@ from gvatheory.config import Config, option
 
 from .theory import add_command
 
+# each worst case optimizes over D with restarts, every evaluation a pass over the horizon:
+# measured on one core of the reference 2-core machine
+HORIZON_STEPS_PER_SECOND = 2e4
+
 
 @dataclass(frozen=True)
 class Prop31Command(Config):
@@ -22,6 +26,9 @@ class Prop31Command(Config):
     a: float = option(1.0, "plant a")
     b: float = option(1.0, "input gain b")
     k: float = option(0.0, "expert gain k (default 0: closed loop a + b k = 1)")
+    max_steps: float = option(
+        1e7, "refuse more work than this (sum of H x number of delta; ~2e4 per second per core)", low=1.0
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +51,18 @@ def _prop31(cfg: Prop31Command, args: argparse.Namespace) -> int:
     from gvatheory.prop31 import prop31_system, prop31_table
     from validation.report import save_figure
 
-    from ._common import emit
+    from ._common import check_work, emit
 
+    check_work(
+        float(sum(cfg.H)) * len(cfg.delta),
+        what=f"worst cases over sum(H)={sum(cfg.H)} x {len(cfg.delta)} delta(s)",
+        unit="horizon-steps",
+        limit=cfg.max_steps,
+        flag="--max-steps",
+        rate=HORIZON_STEPS_PER_SECOND,
+        announce=10 * HORIZON_STEPS_PER_SECOND,
+        quiet=args.quiet,
+    )
     system = prop31_system(x0=cfg.x0, s=cfg.s, a=cfg.a, b=cfg.b, k=cfg.k, x0_sd=cfg.x0_sd)
     table = prop31_table(system, cfg.H, cfg.delta)
     extra = {"worst case": "exact (scalar system)" if table.exact else "optimized lower bound"}
