@@ -103,3 +103,58 @@ def test_bc_eval_and_plot(refuses, tmp_path):
 )
 def test_reproduce(refuses, argv, named):
     refuses(["reproduce", "--quick", *argv], named)
+
+
+# ------------------------------------------------------------------ files that someone else wrote
+def test_bc_train_refuses_an_out_of_another_tool_or_in_use(refuses, tmp_path):
+    from gvaempirics.rundir import LOCK, hold_lock
+
+    foreign = tmp_path / "foreign"
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "config.json").write_text('{"policy": "diffusion", "lr": 0.0001}')
+    (foreign / "checkpoints" / "model_9.ckpt").write_bytes(b"weights")
+    (foreign / "metrics.jsonl").write_text('{"epoch": 9}\n')
+    before = {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
+    refuses(["bc", "train", "--preset", "tiny", "--out", foreign], f"out={foreign} is not a run directory")
+    assert {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()} == before
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with hold_lock(busy / LOCK, "held by this test"):  # a first `gva bc train --out busy` is running
+        refuses(["bc", "train", "--preset", "tiny", "--out", busy], f"out={busy}: another process is writing")
+
+
+def test_bc_train_names_an_intervention_given_twice(refuses, tmp_path):
+    argv = ["bc", "train", "--preset", "tiny", "--intervention", "eta-1e-4", "--intervention", "eta-1e-4"]
+    refuses([*argv, "--out", tmp_path / "run"], "name 'eta-1e-4' twice")
+
+
+@pytest.mark.parametrize("tamper", ["config width", "checkpoint shape", "negative step"])
+def test_tampered_bc_run_files_are_refused_in_one_line_naming_them(tiny_bc_run, refuses, tmp_path, tamper):
+    """An edited config.json (another width) or a checkpoint whose tensors or step counter were
+    changed: resuming, the landscape and post-hoc EMA refuse it in one line naming the file."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bc_run[0], run)
+    ckpt = sorted((run / "checkpoints").glob("step_*.pt"))[-1]
+    config = json.loads((run / "config.json").read_text())
+    if tamper == "config width":
+        config["width"] *= 2
+        (run / "config.json").write_text(json.dumps(config))
+    else:
+        state = torch.load(ckpt, weights_only=True)
+        if tamper == "checkpoint shape":
+            key = next(k for k, v in state["model"].items() if v.dim() == 2)
+            state["model"][key] = torch.zeros(3, 5)
+        else:
+            state["step"] = -4
+        torch.save(state, ckpt)
+    (tmp_path / "settings.json").write_text(json.dumps(config))
+    log = (run / "metrics.jsonl").read_bytes()
+    refuses(["bc", "train", "--config", tmp_path / "settings.json", "--out", run, "--quiet"], str(ckpt))
+    refuses(["bc", "landscape", run, "--step", "40", "--quiet"], str(ckpt))
+    (run / "config.json").write_text(json.dumps({**config, "stabilizer": "posthoc"}))
+    refuses(["bc", "posthoc", run, "--quiet"], str(ckpt))
+    assert (run / "metrics.jsonl").read_bytes() == log  # not even truncated to the checkpoint

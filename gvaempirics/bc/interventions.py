@@ -230,9 +230,10 @@ def apply_interventions(values: dict[str, Any], names: Sequence[str]) -> dict[st
     """``values`` (a :class:`BCConfig` field dict, e.g. a preset) updated by the named interventions.
 
     They are composed in order, and all are checked before anything is returned: an unknown name
-    raises ``ValueError`` listing the valid ones, and two interventions that set one field to
-    different values raise ``ValueError`` naming both and the field. ``values`` is not changed;
-    a single name may be given as a string.
+    raises ``ValueError`` listing the valid ones, a name given twice raises ``ValueError`` naming
+    it (the one rule of ``gva bc train --intervention`` and sweep specs), and two interventions
+    that set one field to different values raise ``ValueError`` naming both and the field.
+    ``values`` is not changed; a single name may be given as a string.
     """
     if isinstance(names, str):
         names = [names]
@@ -241,6 +242,8 @@ def apply_interventions(values: dict[str, Any], names: Sequence[str]) -> dict[st
         raise ValueError(
             f"unknown intervention {', '.join(map(repr, unknown))}: valid ones are {', '.join(INTERVENTIONS)}"
         )
+    if twice := sorted({n for n in names if list(names).count(n) > 1}):
+        raise ValueError(f"interventions {list(names)!r} name {twice[0]!r} twice: each intervention is applied once")
     setter: dict[str, str] = {}  # field -> the first intervention that set it
     merged: dict[str, Any] = {}
     for name in names:

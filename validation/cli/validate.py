@@ -23,7 +23,7 @@ def _studies() -> tuple[str, ...]:
 class ValidateOptions(Config):
     """What ``gva validate`` runs and where it writes."""
 
-    study: str = option("all", "a study name, or all", choices=("all",) + _studies(), positional=True)
+    study: str = option("", "a study name, or all (required)", choices=("all",) + _studies(), positional=True)
     budget: str = option(
         "quick",
         "quick: minutes per study on 2 CPU cores; full: the sizes a cluster or a GPU runs",
