@@ -49,9 +49,9 @@ def test_compose_in_order_without_touching_the_input():
     assert (out["width"], out["schedule"], out["eta"], out["stabilizer"]) == (512, "cosine", 1e-4, "polyak")
     assert out["depth"] == base["depth"]
     assert apply_interventions(base, []) == base
-    # two that agree on a shared field compose
-    both = apply_interventions(base, ["wd-1e-4", "wd-1e-4"])
-    assert both["optimizer"] == "adamw" and both["weight_decay"] == 1e-4
+    # a name given twice is refused, as a sweep spec's entry refuses it (the one rule)
+    with pytest.raises(ValueError, match=r"name 'wd-1e-4' twice"):
+        apply_interventions(base, ["wd-1e-4", "polyak", "wd-1e-4"])
 
 
 def test_unknown_name_lists_the_valid_ones():
