@@ -140,7 +140,10 @@ def hold_lock(path: Path, busy: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if missing) for the block; raise
     ``ValueError(busy)`` at once if another process holds it. The one lock of the toolkit (run
     directories, sweeps): the kernel drops it when its holder dies, so a kill leaves no stale lock."""
-    fh = open(path, "a")
+    try:
+        fh = open(path, "a")
+    except OSError as err:
+        raise ValueError(f"cannot lock {path} ({err.strerror})") from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
