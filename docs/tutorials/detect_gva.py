@@ -66,8 +66,8 @@ def main(work: Path) -> dict:
     # --8<-- [end:diagnose]
     # --8<-- [start:read]
     osc, flips = d["oscillation_index"], d["flip_rate"]
-    print(f"oscillation index {osc['value']:.3f} [{osc['low']:.3f}, {osc['high']:.3f}]")
-    print(f"flip rate {flips['value']:.2f} [{flips['low']:.2f}, {flips['high']:.2f}]")
+    print(f"oscillation index {osc['estimate']:.3f} [{osc['low']:.3f}, {osc['high']:.3f}]")
+    print(f"flip rate {flips['estimate']:.2f} [{flips['low']:.2f}, {flips['high']:.2f}]")
     # GVA: neighbouring checkpoints' mean returns differ, on average, by more than 5% of the
     # range of all returns, and that is resolved (the CI excludes 5%) with 20 initial conditions.
     assert osc["low"] > 0.05, osc
