@@ -31,7 +31,7 @@ SECTIONS: dict[str, str] = {
     "reward-law": "validation.studies.reward_law",
 }
 # Opt-in studies: run only when named in ``--only`` (one shared sweep of 21 behavior-cloning runs,
-# about 8 minutes on 2 CPU cores with --quick, hours without), after the default ones.
+# about 15 CPU-minutes with --quick, hours without), after the default ones.
 OPT_IN_SECTIONS: dict[str, str] = {
     "algorithmic": "validation.studies.algorithmic",
     "landscape": "validation.studies.landscape",
