@@ -59,7 +59,13 @@ def render(pages: Path, *, link_prefix: str = "results/") -> str:
         link = f"[{v['outcome']}]({link_prefix}{v['page']})"
         lines.append(f"| `{key}` | {r.claim} | {region} | {link} | {_interval(v)} |")
     tally = ", ".join(f"{n} {k}" for k, n in counts.items())
-    return "\n".join([f"{len(RULES)} registered rules: {tally}.", "", *lines])
+    amended = [
+        f"- `{key}`, {a.date}: was {a.was}, which gave {a.outcome}; {a.reason}."
+        for key, r in RULES.items()
+        for a in r.amendments
+    ]
+    notes = ["", "Amendments (rules that replaced one whose outcome had been seen):", "", *amended] if amended else []
+    return "\n".join([f"{len(RULES)} registered rules: {tally}.", "", *lines, *notes])
 
 
 def update(doc: Path, pages: Path) -> bool:
