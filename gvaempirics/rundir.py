@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -54,6 +55,21 @@ def check_creatable(path: Path, what: str = "out", *, folder: bool = False) -> P
     return path
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by writers that were killed mid-write (their
+    process is gone); a live writer's file is left alone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass  # alive under another user, or not a pid: not ours to remove
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """The one writer of the toolkit: ``write(fh)`` into a temporary file beside ``path``, flush
     and fsync it, rename it over ``path``, and fsync the folder, so that ``path`` holds either the
@@ -77,6 +93,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(path)
     fd = os.open(parent, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,11 +119,14 @@ def test_interrupted_collection_leaves_no_cache(tmp_path, expert, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         dm.load_or_make(path, expert, env_id=ENV, n=2, horizon=5, seed=0, expert_info=INFO)
     assert not path.exists()
-    # A kill during the write leaves at most the temporary file, which the next save overwrites.
-    (tmp_path / ".d.npz.tmp").write_bytes(b"half")
+    # A kill during the write leaves at most a temporary file (named by the dead writer's pid),
+    # which the next save removes; a live writer's temporary file stays.
+    stale, live = tmp_path / ".d.npz.999999999.ab.tmp", tmp_path / f".d.npz.{os.getpid()}.cd.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
     monkeypatch.setattr(dm, "collect", real)
     d = dm.load_or_make(path, expert, env_id=ENV, n=2, horizon=5, seed=0, expert_info=INFO)
-    assert dm.Demonstrations.load(path).meta == d.meta and not (tmp_path / ".d.npz.tmp").exists()
+    assert dm.Demonstrations.load(path).meta == d.meta and not stale.exists() and live.exists()
 
 
 def test_fresh_data_rounds(demos, expert):
