@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 # references (arXiv 2310.11428, Prop. 3.1, Sec. 4.3, Eq. 4.2) are not results
 NUMBER = re.compile(
-    r"(?<!arXiv )(?<!Prop\. )(?<!Sec\. )(?<!Eq\. )(?<![\w.])-?\d+\.\d+(?![\w.])(?!\s*(?:CPU-)?(?:minutes|min|s\b|seconds))"
+    r"(?<!/)(?<!arXiv )(?<!Prop\. )(?<!Sec\. )(?<!Eq\. )(?<![\w.])-?\d+\.\d+(?![\w.])(?!\s*(?:CPU-)?(?:minutes|min|s\b|seconds))"
 )
 
 
