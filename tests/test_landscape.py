@@ -12,6 +12,7 @@ from gvaempirics.bc.plots import plot_landscape
 from gvaempirics.bc.roughness import (
     fractal_dimension,
     jump_fraction,
+    local_quadratic,
     quadratic_fit,
     roughness,
     total_variation,
@@ -40,6 +41,23 @@ def test_quadratic_fit_roughness_is_zero_for_every_smooth_quadratic():
     for z in (a**2 + b**2, 3000 - 4 * a**2 - b**2 + 3 * a * b + 7 * a, 0.01 + 1e-4 * (a + 20) ** 2, a * b - a):
         assert quadratic_fit(z) == pytest.approx(0.0, abs=1e-9)
     assert total_variation(a**2 + b**2) > 1.9
+
+
+def test_local_quadratic_roughness_by_hand():
+    """On a 3x3 grid the one patch is the whole grid: the local measure is the whole-grid fit. On
+    a 4x3 grid it is the mean of the two patches' fits, each over the whole surface's range."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((3, 3))
+    assert local_quadratic(z) == pytest.approx(quadratic_fit(z), rel=1e-12)
+    z = rng.standard_normal((4, 3))
+    span = np.ptp(z)
+    by_hand = np.mean([quadratic_fit(z[i : i + 3]) * np.ptp(z[i : i + 3]) / span for i in (0, 1)])
+    assert local_quadratic(z) == pytest.approx(by_hand, rel=1e-12)
+    g = np.linspace(-5, 5, 7)
+    a, b = np.meshgrid(g, g, indexing="ij")
+    assert local_quadratic(np.tanh(a)) < 1e-12 < 0.1 < local_quadratic(rng.standard_normal((7, 7)))
+    with pytest.raises(ValueError, match="3x3 patch"):
+        local_quadratic(np.zeros((2, 5)))
 
 
 def test_quadratic_fit_roughness_by_hand():
@@ -86,7 +104,14 @@ def test_brownian_slices_have_dimension_one_and_a_half():
 
 def test_constant_and_non_finite_surfaces():
     m = roughness(np.full((5, 5), 2.0))
-    assert (m.quadratic_fit, m.tv, m.jump_fraction, m.fractal_dimension, m.range) == (0.0, 1.0, 0.0, 1.0, 0.0)
+    assert (m.local_quadratic, m.quadratic_fit, m.tv, m.jump_fraction, m.fractal_dimension, m.range) == (
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+        1.0,
+        0.0,
+    )
     z = np.zeros((3, 3))
     z[1, 1] = np.inf
     assert all(math.isnan(v) for v in vars(roughness(z)).values())

@@ -151,6 +151,28 @@ def test_landscape_negative_control_smooth_reward_over_smooth_loss():
     assert outcomes == ["contradicts", "contradicts"]
 
 
+SMOOTH_NOT_QUADRATIC = {
+    "tanh ridge": np.tanh(AA),
+    "Gaussian bump": np.exp(-(AA**2 + BB**2) / 8),
+    "sin(a/2)": np.sin(AA / 2),
+    "cubic": (AA / 5) ** 3 + 0.3 * BB,
+    "logistic step": 1 / (1 + np.exp(-2 * AA)),
+    "tanh((a+b)/2)": np.tanh((AA + BB) / 2),
+}
+
+
+@pytest.mark.parametrize("name", list(SMOOTH_NOT_QUADRATIC))
+def test_landscape_negative_control_smooth_surfaces_that_are_not_quadratics(name):
+    """Smooth rewards that no quadratic follows over the whole grid (the whole-grid quadratic fit,
+    the first registered measure, scores them like noise) do not pass the local measure."""
+    rough = []
+    for k in range(4):
+        reward = 3000 * SMOOTH_NOT_QUADRATIC[name] * (1 + 0.1 * k)
+        loss = 0.01 + 1e-4 * (k + 1) * (AA**2 + BB**2)
+        rough.append(landscape.roughness_row(f"run{k}", _measures(reward, loss), ("raw", "ema")))
+    assert all(v.outcome != "supports" for v, _ in landscape.decide(rough))
+
+
 def test_landscape_positive_control_plateaus_over_a_bowl():
     """Reward on plateaus with cliffs between them (the rollout falls or not) over a smooth loss: supports."""
     rng = np.random.default_rng(2)
@@ -299,7 +321,9 @@ def test_three_studies_end_to_end_on_a_tiny_sweep(tmp_path, monkeypatch):
         "landscape/raw-reward-rougher",
         "landscape/ema-reward-rougher",
     ]
-    assert "over 2 runs" in by["landscape"].verdicts[0].detail and "optimizer step" in by["landscape"].body
+    assert (
+        "over 1 runs" in by["landscape"].verdicts[0].detail and "optimizer step" in by["landscape"].body
+    )  # base runs only: one per seed
     assert "of 2 runs" in by["ema-never-hurts"].verdicts[0].detail
     sweep = tmp_path / "rep" / "sweep"  # one sweep, shared by the three studies
     assert (sweep / "results.csv").is_file()

@@ -3,19 +3,22 @@
 Prediction: around a checkpoint, on a grid of a few optimizer steps along two minibatch-gradient
 directions, the rollout reward turns back and forth (a rough surface) while the BC loss is a
 smooth bowl. Decided by the pre-registered rules ``landscape/raw-reward-rougher`` and
-``landscape/ema-reward-rougher`` (``validation.registry``): per run, the quadratic-fit roughness
+``landscape/ema-reward-rougher`` (``validation.registry``): per run, the local quadratic roughness
 of the reward surface minus that of the loss surface
-(:func:`gvaempirics.bc.roughness.quadratic_fit`: the RMS residual of a full 2-D quadratic fit over
-the grid, divided by the surface's range; 0 for any smooth bowl, dome or plane, so a smooth
-surface cannot pass), at the raw weights and at the EMA weights; the verdict is a paired t
+(:func:`gvaempirics.bc.roughness.local_quadratic`: the RMS residual of full quadratic fits on the
+3x3 patches of neighbouring grid points, over the surface's range; at most 0.03 for smooth ridges,
+bumps and waves, 0.11 for white noise), at the raw weights and at the EMA weights; the verdict is a paired t
 interval over runs (:func:`gvatheory.inference.paired_interval` of reward against loss), which
 supports if it lies in ``[0.05, inf)``. Total variation, jump fraction and fractal dimension are
-shown as descriptive columns.
+shown as descriptive columns, with the quadratic fit over the whole grid (amended 2026-12-03: that
+was the first registered measure, and smooth surfaces that are not quadratics on the grid's scale
+pass it; see the registry).
 
 The grid is +-5 of each run's own optimizer steps (``step_unit="auto"`` of
 :func:`gvaempirics.bc.landscape.compute_landscape`: Adam-preconditioned for Adam and AdamW runs).
-Measured at the last checkpoint of runs of the sweep shared with ``algorithmic``
-(``<report>/sweep``): the base runs first, then the others in grid order. A run whose learning
+Measured at the last checkpoint of the base runs of the sweep shared with ``algorithmic``
+(``<report>/sweep``), one per training seed: other interventions of a seed share its
+initialisation, demonstrations and initial conditions, so they are not independent units. A run whose learning
 rate has decayed to zero (a decay schedule at its last step) gives no scale for the grid and is
 skipped. Landscapes are saved under this study's folder and reused when present.
 """
@@ -37,7 +40,7 @@ from .algorithmic import finished_rows, shared_sweep
 
 STEP_UNIT = "auto"  # each run's own optimizer step, as the rules say
 EXTENT = 5.0  # +- 5 optimizer steps
-DESCRIPTIVE = ("tv", "jump_fraction", "fractal_dimension")
+DESCRIPTIVE = ("quadratic_fit", "tv", "jump_fraction", "fractal_dimension")
 RULES = (("raw", "landscape/raw-reward-rougher"), ("stab", "landscape/ema-reward-rougher"))
 
 
@@ -49,14 +52,14 @@ def grid_size(quick: bool) -> tuple[int, int]:
 def roughness_row(run_id: str, measures: dict[str, dict[str, Any]], weights: Sequence[str]) -> dict[str, Any]:
     """One table row from a landscape's ``measures`` (``measures[w]["reward" | "loss"]``, each a
     :class:`gvaempirics.bc.roughness.Roughness`) for ``weights = (raw, stabilizer)``: the
-    quadratic-fit roughness of each surface (``<raw|stab>_reward_q``, ``_loss_q``), their
+    local quadratic roughness of each surface (``<raw|stab>_reward_lq``, ``_loss_lq``), their
     difference (``_diff``), and the descriptive measures."""
     row: dict[str, Any] = {"run": run_id}
     for w, name in zip(weights, ("raw", "stab")):
         reward, loss = measures[w]["reward"], measures[w]["loss"]
-        row[f"{name}_reward_q"] = float(reward.quadratic_fit)
-        row[f"{name}_loss_q"] = float(loss.quadratic_fit)
-        row[f"{name}_diff"] = row[f"{name}_reward_q"] - row[f"{name}_loss_q"]
+        row[f"{name}_reward_lq"] = float(reward.local_quadratic)
+        row[f"{name}_loss_lq"] = float(loss.local_quadratic)
+        row[f"{name}_diff"] = row[f"{name}_reward_lq"] - row[f"{name}_loss_lq"]
         for k in DESCRIPTIVE:
             row[f"{name}_reward_{k}"] = float(getattr(reward, k))
             row[f"{name}_loss_{k}"] = float(getattr(loss, k))
@@ -72,9 +75,9 @@ def decide(rough: Sequence[dict[str, Any]]) -> list[tuple[Verdict, dict[str, flo
     out = []
     for name, key in RULES:
         pairs = [
-            (r[f"{name}_reward_q"], r[f"{name}_loss_q"])
+            (r[f"{name}_reward_lq"], r[f"{name}_loss_lq"])
             for r in rough
-            if math.isfinite(r[f"{name}_reward_q"]) and math.isfinite(r[f"{name}_loss_q"])
+            if math.isfinite(r[f"{name}_reward_lq"]) and math.isfinite(r[f"{name}_loss_lq"])
         ]
         reward = [p[0] for p in pairs]
         loss = [p[1] for p in pairs]
@@ -108,7 +111,7 @@ def compute(
 
     points, most = grid_size(quick)
     rows = finished_rows(rows)
-    rows = sorted(rows, key=lambda r: (r["interventions"] != "base",))  # stable: base first, then grid order
+    rows = [r for r in rows if r["interventions"] == "base"]  # one run per independent training seed
     out, skipped, lands = [], [], []
     for r in rows:
         if len(out) >= most:
@@ -148,22 +151,22 @@ def _f(v: float) -> str:
 
 
 def plot(rough: list[dict]):
-    """Loss against reward quadratic-fit roughness, one dot per run and weights, with the rules'
+    """Loss against reward local quadratic roughness, one dot per run and weights, with the rules'
     edge (reward = loss + 0.05)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     for name, color in (("raw", "tab:red"), ("stab", "tab:blue")):
-        x = [r[f"{name}_loss_q"] for r in rough]
-        y = [r[f"{name}_reward_q"] for r in rough]
+        x = [r[f"{name}_loss_lq"] for r in rough]
+        y = [r[f"{name}_reward_lq"] for r in rough]
         ax.scatter(x, y, color=color, label="raw iterate" if name == "raw" else "EMA")
-    hi = max([0.1] + [max(r["raw_reward_q"], r["stab_reward_q"], r["raw_loss_q"], r["stab_loss_q"]) for r in rough])
+    hi = max([0.1] + [max(r["raw_reward_lq"], r["stab_reward_lq"], r["raw_loss_lq"], r["stab_loss_lq"]) for r in rough])
     hi *= 1.1
     ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="equal roughness")
     ax.plot([0, hi], [0.05, hi + 0.05], "k:", lw=0.8, label="rule's edge: reward = loss + 0.05")
     ax.set_xlim(0, hi)
     ax.set_ylim(0, hi + 0.05)
-    ax.set_xlabel("loss roughness (RMS residual of a quadratic fit / range)")
+    ax.set_xlabel("loss roughness (RMS residual of local quadratic fits / range)")
     ax.set_ylabel("reward roughness (same measure)")
     ax.set_title("landscapes at the last checkpoint, one dot per run")
     ax.legend(fontsize=7)
@@ -191,7 +194,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
             )
         )
     points, _ = grid_size(quick)
-    cols = ["run", "raw_reward_q", "raw_loss_q", "raw_diff", "stab_reward_q", "stab_loss_q", "stab_diff"]
+    cols = ["run", "raw_reward_lq", "raw_loss_lq", "raw_diff", "stab_reward_lq", "stab_loss_lq", "stab_diff"]
     cols += ["raw_reward_tv", "raw_loss_tv", "raw_reward_fractal_dimension", "raw_loss_fractal_dimension"]
     cols += ["raw_reward_jump_fraction", "raw_loss_jump_fraction", "reward_range"]
     table = markdown_table([{c: r[c] for c in cols} for r in rough]) if rough else "(no landscape computed)"
@@ -207,10 +210,14 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         "(`gvaempirics.bc.landscape.compute_landscape`), the run's initial conditions and horizon. "
         f"**Grid unit: the run's own optimizer step** (`step_unit={STEP_UNIT!r}`): "
         f"{', '.join(units) or 'none'} here (Adam steps are eta g / (sqrt(v_hat) + eps) with the checkpoint's "
-        "second moments). Roughness of each surface relative to its own range: `q` = RMS residual of a full "
-        "quadratic fit (1, a, b, a^2, ab, b^2) over the grid / the surface's range, 0 for any smooth bowl, dome "
-        "or plane; `diff` = reward q - loss q per run, the rules' measure (paired t over runs; rule below). "
-        "Descriptive only: TV = total variation / range along rows and columns (1 for a monotone slice, up to 2 "
+        "second moments). One base run per training seed (other interventions share a seed's data and "
+        "initialisation). Roughness of each surface relative to its own range: `lq` = mean over the 3x3 patches "
+        "of neighbouring grid points of the RMS residual of a full quadratic fit (1, a, b, a^2, ab, b^2) on the "
+        "patch / the surface's range (a smooth surface is locally quadratic: at most 0.03 for smooth ridges, "
+        "bumps and waves on this grid, 0.11 for white noise); `diff` = reward lq - loss lq per run, the rules' "
+        "measure (paired t over runs; rule below). "
+        "Descriptive only: the quadratic fit over the whole grid (0 for any quadratic, but a smooth tanh ridge "
+        "scores 0.16), TV = total variation / range along rows and columns (1 for a monotone slice, up to 2 "
         "for a bowl), fractal dimension (1 smooth, 2 white noise), jump fraction (neighbours differing by > 10% "
         "of the range; a smooth bowl on a 7-point grid has many).\n\n"
         f"**Power** (80%, from the run-to-run sd of `diff`): {power}.\n\n"
