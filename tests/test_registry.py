@@ -78,3 +78,15 @@ def test_the_verdict_table_in_the_docs_is_current():
     text = (ROOT / "docs" / "validation.md").read_text()
     table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert table == render(ROOT / "docs" / "results").strip(), "run: python -m validation.verdict_table"
+
+
+def test_every_results_page_prints_each_rule_as_the_registry_states_it():
+    import json
+
+    for js in sorted((ROOT / "docs" / "results").glob("*.json")):
+        page = js.with_suffix(".md").read_text()
+        for v in json.loads(js.read_text())["verdicts"]:
+            if v.get("rule"):
+                text = RULES[v["rule"]].describe()
+                assert v.get("rule_text") == text, f"{js.name}: {v['rule']} (run python -m validation.verdict_table)"
+                assert text.replace("][", "]\\[") in page, f"{js.name}: {v['rule']} not printed on the page"

@@ -65,7 +65,7 @@ class Verdict:
         if self.outcome == "inconclusive":
             d["outcome"] = self.outcome
         if self.rule:
-            d.update(rule=self.rule, outcome=self.outcome, intervals=list(self.intervals))
+            d.update(rule=self.rule, rule_text=self.rule_text, outcome=self.outcome, intervals=list(self.intervals))
         return d
 
 

@@ -4,7 +4,8 @@ Every rule of :mod:`validation.registry` gets one row: its outcome and interval 
 results pages (``docs/results/<study>.json``, written by ``--pages``) recorded them, or "not run"
 where no page holds it yet. Nothing in the table is typed by hand:
 
-    python -m validation.verdict_table            # rewrite the table in docs/validation.md
+    python -m validation.verdict_table            # rewrite the table in docs/validation.md and the
+                                                  # rule texts of the pages in docs/results
     python -m validation.verdict_table --check    # exit 1 if the doc's table is stale
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -68,6 +70,38 @@ def render(pages: Path, *, link_prefix: str = "results/") -> str:
     return "\n".join([f"{len(RULES)} registered rules: {tally}.", "", *lines, *notes])
 
 
+_RULE_CELL = re.compile(r"\| `(?P<key>[\w\-/]+)`: .* \|$")
+
+
+def refresh_rules(pages: Path) -> list[Path]:
+    """Print each verdict's rule as the registry states it now (amendments and all) in the results
+    pages of ``pages`` and their JSON records; the numbers are left as measured. Returns the files
+    that changed."""
+    changed = []
+    for md in sorted(Path(pages).glob("*.md")):
+        lines = md.read_text().split("\n")
+        new = [
+            _RULE_CELL.sub(lambda m: f"| `{m['key']}`: " + RULES[m["key"]].describe().replace("][", "]\\[") + " |", ln)
+            if _RULE_CELL.search(ln) and _RULE_CELL.search(ln)["key"] in RULES
+            else ln
+            for ln in lines
+        ]
+        if new != lines:
+            md.write_text("\n".join(new))
+            changed.append(md)
+        js = md.with_suffix(".json")
+        if js.is_file():
+            record = json.loads(js.read_text())
+            for v in record.get("verdicts", []):
+                if v.get("rule") in RULES:
+                    v["rule_text"] = RULES[v["rule"]].describe()
+            text = json.dumps(record, indent=2)
+            if text != js.read_text():
+                js.write_text(text)
+                changed.append(js)
+    return changed
+
+
 def update(doc: Path, pages: Path) -> bool:
     """Rewrite the table between the markers of ``doc``; True if the text changed."""
     text = Path(doc).read_text()
@@ -94,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.doc}: verdict table {'stale' if stale else 'up to date'}")
             return int(stale)
         changed = update(Path(args.doc), Path(args.pages))
+        pages = refresh_rules(Path(args.pages))
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.doc}: verdict table {'rewritten' if changed else 'unchanged'}")
+    print(f"{args.doc}: verdict table {'rewritten' if changed else 'unchanged'}; rules refreshed in {len(pages)} files")
     return 0
 
 

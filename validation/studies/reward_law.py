@@ -31,7 +31,7 @@ Their factor 2 was in this study's code before its first run (2026-12-01). What 
 were seen: (1) the delta method's verdict was first computed with a 1-sd secant, which at H=500
 gave 0.97 [0.63, 1.55] (the breakdown claim contradicted); it was then moved to a 0.1-sd derivative
 (3.95 [1.90, 7.32], inconclusive), in the code before its first commit (2c6070f, 2026-12-01). The
-registry records that as an amendment (dated 2026-12-02) and replaces it, on 2026-12-03, with a rule
+registry records that as an amendment (dated 2026-12-01, the commit that made the switch) and replaces it, on 2026-12-03, with a rule
 that picks no step: the same outcome at h = 0.03, 0.1, 0.3 and 1 sd. (2) The unit: the first results
 bootstrapped 30 (window, IC) pairs that share 5 ICs as if independent; the registry (2026-12-03)
 fixed it to chains, with ICs as a second level. :data:`EARLIER` keeps what the first results gave.
