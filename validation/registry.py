@@ -136,7 +136,8 @@ def _rules() -> tuple[Rule, ...]:
         # ---------------------------------------------------------------- ema-never-hurts (R4)
         R(
             "ema-never-hurts/no-loss",
-            "the EMA's zoom-mean return is not below the raw iterate's by more than the seed-to-seed spread",
+            "on average over runs, the EMA's zoom-mean return is not below the raw iterate's by more than the "
+            "seed-to-seed spread (a mean, not every run: single runs can fall below)",
             "paper Figs. 2-3: the EMA helps or is neutral under every intervention",
             "(EMA - raw) zoom-mean return / expert return, per run, on runs off the ceiling (raw below 98% of "
             "the expert); margin m = sd over the base runs' seeds of raw zoom-mean return / expert",
