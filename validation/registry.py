@@ -245,7 +245,7 @@ def _rules() -> tuple[Rule, ...]:
                 "gvatheory.moments.stationary_cov of the fitted linear-Gaussian recursion (Hessian, gradient noise, "
                 "momentum, frozen preconditioner)",
                 "measured / predicted variance of the subspace coordinates after the burn-in, per chain",
-                "continuation chains",
+                "continuation chains from one checkpoint of one run (the verdict is about that checkpoint)",
                 "t on log ratio (geometric)",
                 _factor(2.0),
             )
@@ -260,7 +260,7 @@ def _rules() -> tuple[Rule, ...]:
                 "real one within a factor 2",
                 "the local model's Gaussian law of consecutive iterates, rolled out with the batched evaluator",
                 "measured / predicted sd of J_H (long horizon) within windows of consecutive iterates",
-                "continuation chains (ICs within a chain: second level)",
+                "continuation chains from one checkpoint of one run (ICs within a chain: second level)",
                 "t over chains on log ratio",
                 _factor(2.0),
             )
@@ -272,7 +272,7 @@ def _rules() -> tuple[Rule, ...]:
             "within a factor 2",
             "the local model's law, rolled out",
             "measured / predicted flip rate (|Delta J_H| > 0.1 x expert, long horizon)",
-            "continuation chains (ICs within a chain: second level)",
+            "continuation chains from one checkpoint of one run (ICs within a chain: second level)",
             "t over chains on log ratio",
             _factor(2.0),
         ),
@@ -283,7 +283,8 @@ def _rules() -> tuple[Rule, ...]:
             "linear-GVA toy (docs/linear_gva.md): the delta method holds at short horizons",
             "delta-method sd / sampled sd, mean over ICs, at each step h in (0.03, 0.1, 0.3, 1) predicted sds; "
             "the verdict is the same at every h or inconclusive",
-            "initial conditions",
+            "initial conditions (the law's draws are shared by all ICs, so their Monte Carlo error is not in "
+            "the interval)",
             "geometric t over ICs",
             _factor(2.0),
         ),
@@ -292,7 +293,8 @@ def _rules() -> tuple[Rule, ...]:
             "at a long horizon the delta method is off by more than a factor 2, at every finite-difference step",
             "linear-GVA toy: the delta method breaks down at long horizons",
             "the same ratio at the long horizon, at each step h in (0.03, 0.1, 0.3, 1) predicted sds",
-            "initial conditions",
+            "initial conditions (the law's draws are shared by all ICs, so their Monte Carlo error is not in "
+            "the interval)",
             "geometric t over ICs",
             _factor(2.0),
             outside=True,
