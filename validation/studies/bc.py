@@ -39,12 +39,13 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
             f"amplification {amp:.3g}, flip rate {raw['zoom_flip_rate']:.2f}",
         ),
         Verdict(
-            f"the {cfg.stabilizer} removes most of the reward oscillation: its index < 0.5 x the raw one",
+            f"in this one run (one seed: a demonstration, not a verdict over seeds; see `algorithmic/averaging`) the "
+            f"{cfg.stabilizer} removes most of the reward oscillation: its index < 0.5 x the raw one",
             ratio < 0.5,
             f"{cfg.stabilizer} {avg['zoom_reward_oscillation']:.3g} vs raw {raw['zoom_reward_oscillation']:.3g} (ratio {ratio:.2f})",
         ),
         Verdict(
-            f"the {cfg.stabilizer} costs no reward: its mean return over the zoom iterates >= the raw one's",
+            f"in this one run the {cfg.stabilizer} costs no reward: its mean return over the zoom iterates >= the raw one's",
             avg["zoom_mean_return"] >= raw["zoom_mean_return"],
             f"{cfg.stabilizer} {avg['zoom_mean_return']:.0f} vs raw {raw['zoom_mean_return']:.0f}; expert {summary['expert_return']:.0f}",
         ),
