@@ -23,7 +23,7 @@ def numbers(text: str) -> set[str]:
 
 def results_text() -> str:
     pages = DOCS / "results"
-    return "".join(p.read_text() for p in sorted(pages.glob("*.md")) + sorted(pages.glob("*.json")))
+    return "".join(p.read_text() for p in sorted(pages.rglob("*.md")) + sorted(pages.rglob("*.json")))
 
 
 def test_sweeps_results_quote_only_committed_results():
