@@ -22,7 +22,7 @@ from gvatheory.inference import Interval, Region, decide
 
 from .report import Verdict
 
-FIXED = "2026-12-03"  # the rules of this registry's first version, written before the runs below
+FIXED = "2026-12-03"  # this registry's first version; a rule's `seen` says what data it was written after
 
 
 @dataclass(frozen=True)
