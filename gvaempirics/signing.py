@@ -6,7 +6,7 @@ per-user secret key kept *outside* every run directory (``$GVA_KEY_FILE``, else
 ``$XDG_CONFIG_HOME/gva/run-key``, else ``~/.config/gva/run-key``; created on first use, mode
 0600). A directory copied from elsewhere, or edited, fails the check unless its author holds the
 same key. The toolkit loads pickles (stable-baselines3 checkpoints) only from a manifest whose
-signature checks (:mod:`gvaempirics.bc.ppo`).
+signature checks (:mod:`gvaempirics.bc.expert_runs`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from gvaempirics.bc import expert_runs as ppo
 from gvaempirics.bc import experts as ex
-from gvaempirics.bc import ppo
 from gvaempirics.bc.envs import ENV_IDS, initial_conditions_from_seeds, reset_seeds
 from gvaempirics.bc.rollout import run_episodes
 from gvaempirics.rundir import sha256_file
@@ -562,3 +562,33 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(run_dir, tmp_path, 
     assert code == 2, (args, err)
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in err, (args, err)
     assert _tree(tmp_path, run_dir[0]) == before, f"{args} created or changed files"
+
+
+def test_sac_run_trains_resumes_folds_and_exports(tmp_path, monkeypatch):
+    """SAC through the same run directory, manifest, policy files and export as PPO. A tiny warm-up
+    so that updates happen; the resume refills the (uncheckpointed) replay buffer before updating."""
+    from stable_baselines3 import SAC
+
+    monkeypatch.setitem(ppo.RECIPES, ("sac", "default"), ppo.SACRecipe(learning_starts=100, batch_size=32))
+    out = tmp_path / "sac"
+    assert ppo.train(ENV, out, steps=300, checkpoint_every=150, quiet=True, algorithm="sac") == 300
+    manifest = ppo.read_manifest(out)
+    assert manifest["algorithm"] == "stable-baselines3 SAC" and manifest["n_envs"] == 1
+    assert manifest["recipe"]["learning_starts"] == 100 and manifest["recipe"]["activation"] == "relu"
+    assert [c[0] for c in ppo.checkpoints(out)] == [150, 300]
+    model = SAC.load(str(out / "sac_300_steps.zip"), device="cpu")
+    assert model.actor.optimizer.state  # updates happened
+    obs = np.random.default_rng(1).normal(size=(100, 11)) * 3
+    want = model.predict(obs, deterministic=True)[0]
+    got = _policy_file(out, 300)(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)  # tanh-squashed mean, unscaled to the bounds
+    with pytest.raises(ValueError, match="is a sac run.*not a run of algo=ppo"):
+        ppo.train(ENV, out, steps=600, checkpoint_every=150, quiet=True)
+    assert ppo.train(ENV, out, steps=450, checkpoint_every=150, quiet=True, algorithm="sac") == 450
+    assert [c[0] for c in ppo.checkpoints(out)] == [150, 300, 450]
+    resumed = SAC.load(str(out / "sac_450_steps.zip"), device="cpu")
+    assert resumed.num_timesteps == 450 and resumed.learning_starts == 400  # 300 + the warm-up of 100
+    info = ex.export(ENV, out, tmp_path / "sac.pt", ics=2, H=20, quiet=True)
+    expert, loaded = ex.load_expert(ENV, tmp_path / "sac.pt")
+    assert (expert.activation, expert.output) == ("relu", "squash") and loaded["algorithm"].endswith("SAC")
+    assert info["architecture"]["hidden"] == [256, 256]

@@ -2,7 +2,7 @@
 
 The imitators of the paper clone a fixed deterministic expert :math:`\\pi^\\star(s)`. Here the
 expert is a stable-baselines3 PPO policy trained with its environment's recipe
-(:data:`gvaempirics.bc.ppo.RECIPES`: ``VecNormalize`` on observations and rewards, tanh nets), and
+(:data:`gvaempirics.bc.expert_runs.RECIPES`: ``VecNormalize`` on observations and rewards, tanh nets), and
 exported as a plain torch MLP that acts with the Gaussian mean,
 
 .. math::
@@ -12,13 +12,13 @@ exported as a plain torch MLP that acts with the Gaussian mean,
 
 with the ``VecNormalize`` statistics :math:`(m, v, \\epsilon, c)` folded in and the final clip to
 the action bounds that SB3's ``predict`` applies. Training and its checkpoints are in
-:mod:`gvaempirics.bc.ppo`. PPO is noisy between checkpoints, so the shipped expert is *selected*: every checkpoint is
+:mod:`gvaempirics.bc.expert_runs`. PPO is noisy between checkpoints, so the shipped expert is *selected*: every checkpoint is
 evaluated deterministically over 20 seeded initial conditions at H=1000, and the best robust one
 (no episode terminated early) with the highest mean return is exported.
 
 Export reads only plain tensors and JSON: each checkpoint's policy as training folded it
 (``expert_<N>_steps.pt``, loaded with ``weights_only=True``) and the run's manifest, never SB3's
-pickles (:mod:`gvaempirics.bc.ppo`). Every expert file is checked to fit its declared
+pickles (:mod:`gvaempirics.bc.expert_runs`). Every expert file is checked to fit its declared
 architecture and to hold finite weights before it acts.
 """
 
@@ -36,8 +36,8 @@ from gvatheory._checks import check_int
 
 from ..rundir import atomic_torch_save, atomic_write_bytes, check_creatable, sha256_file
 from .envs import check_env_id
+from .expert_runs import MANIFEST, RECIPES, read_manifest, read_times, verified_checkpoints
 from .policy import ExpertMLP, fold, load_expert_file  # noqa: F401 (importable from here, as before)
-from .ppo import MANIFEST, RECIPES, read_manifest, read_times, verified_checkpoints
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")
 
@@ -84,8 +84,10 @@ def evaluate(env_id: str, expert: nn.Module, *, ics: int = 20, H: int = 1000, ic
 
 def run_expert(manifest: dict[str, Any], path: Path) -> ExpertMLP:
     """The policy file ``path`` of a run, in the architecture its manifest records."""
-    hidden = tuple(int(h) for h in _recipe_of(manifest)["hidden"])
-    return load_expert_file(path, manifest["obs_dim"], manifest["act_dim"], hidden)
+    recipe = _recipe_of(manifest)
+    hidden = tuple(int(h) for h in recipe["hidden"])
+    kind = dict(activation=recipe.get("activation", "tanh"), output=recipe.get("output", "clip"))
+    return load_expert_file(path, manifest["obs_dim"], manifest["act_dim"], hidden, **kind)
 
 
 @dataclass(frozen=True)
@@ -171,11 +173,11 @@ def export(
         "act_dim": expert.act_dim,
         "architecture": {
             "hidden": list(expert.hidden),
-            "activation": "tanh",
+            "activation": expert.activation,
             "input": "VecNormalize obs normalization folded in (clip included)",
-            "output": "Gaussian mean clipped to the action bounds",
+            "output": _OUTPUT_TEXT[expert.output],
         },
-        "algorithm": "stable-baselines3 PPO",
+        "algorithm": manifest.get("algorithm", "stable-baselines3 PPO"),
         "recipe": {**_recipe_of(manifest), "n_envs": manifest["n_envs"]},
         "command": command,
         "seed": manifest["seed"] if train_seed is None else train_seed,
@@ -210,10 +212,16 @@ def export(
     return info
 
 
+_OUTPUT_TEXT = {
+    "clip": "Gaussian mean clipped to the action bounds",
+    "squash": "tanh of the Gaussian mean, mapped affinely onto the action bounds",
+}
+
+
 def _recipe_of(manifest: dict[str, Any]) -> dict[str, Any]:
     """The run's recipe as its manifest records it (runs from before per-env recipes: the default)."""
     recipe = manifest.get("recipe")
-    return dict(recipe) if isinstance(recipe, dict) else RECIPES["default"].record()
+    return dict(recipe) if isinstance(recipe, dict) else RECIPES[("ppo", "default")].record()
 
 
 def save_expert(expert: ExpertMLP, info: dict[str, Any], dest: Path) -> None:
@@ -247,6 +255,11 @@ def load_expert(env_id: str, path: Path | None = None) -> tuple[ExpertMLP, dict[
         if not isinstance(info, dict):
             raise ValueError("not a JSON object")
         hidden = tuple(int(h) for h in info["architecture"]["hidden"])
+        said = info["architecture"].get("output", _OUTPUT_TEXT["clip"])  # sidecars from before SAC: PPO's
+        output = next((k for k, text in _OUTPUT_TEXT.items() if text == said), None)
+        if output is None:
+            raise ValueError(f"architecture output {said!r} is not known")
+        kind = dict(activation=str(info["architecture"].get("activation", "tanh")), output=output)
         dims = int(info["obs_dim"]), int(info["act_dim"])
     except (ValueError, KeyError, TypeError) as err:
         what = f"missing {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
@@ -256,5 +269,10 @@ def load_expert(env_id: str, path: Path | None = None) -> tuple[ExpertMLP, dict[
     want = obs_dim(env_id), act_dim(env_id)
     if dims != want:
         raise ValueError(f"{side} declares obs_dim, act_dim = {dims}, but {env_id} has {want}")
-    expert = load_expert_file(path, *dims, hidden)
+    try:
+        expert = load_expert_file(path, *dims, hidden, **kind)
+    except ValueError as err:
+        if "activation=" not in str(err):
+            raise
+        raise ValueError(f"expert sidecar {side} is not valid ({err})") from None
     return expert, {**info, "file": str(path), "sha256": sha256_file(path)}

@@ -1,7 +1,8 @@
 """``gva expert``: train, select and export, and evaluate the experts of the BC experiments.
 
-* ``gva expert train ENV``   PPO (the recipe of ``gvaempirics.bc.experts``) into a run directory
-  (default ``runs/experts/ENV__ppo__sSEED``; rerunning the same command continues it); with
+* ``gva expert train ENV``   PPO or SAC (``--algo``; the recipes of ``gvaempirics.bc.expert_runs``)
+  into a run directory (default ``runs/experts/ENV__ALGO__sSEED``; rerunning the same command
+  continues it); with
   ``--export PATH`` the best checkpoint is then exported;
 * ``gva expert export ENV --run DIR``  evaluate every checkpoint of a run and export the best robust one;
 * ``gva expert eval ENV``    deterministic returns per initial condition and their mean ± sd.
@@ -46,13 +47,14 @@ class ExpertSelection(ExpertEnv):
 
 
 @dataclass(frozen=True)
-class _PPOOptions(ExpertEnv):
+class _TrainOptions(ExpertEnv):
+    algo: str = option("ppo", "training algorithm (stable-baselines3)", choices=("ppo", "sac"))
     steps: int = option(1_000_000, "total env steps to reach", low=1)
     seed: int = option(1, "training seed", low=0)
-    n_envs: int = option(4, "parallel envs (the recipe's: 4)", low=1)
+    n_envs: int | None = option(None, "parallel envs; none: the recipe's (ppo 4, sac 1)", low=1)
     checkpoint_every: int = option(50_000, "env steps between checkpoints (at least n_envs)", low=1)
     out: str = option(
-        "", "run directory; empty: runs/experts/ENV__ppo__sSEED. An existing one is continued", metavar="DIR"
+        "", "run directory; empty: runs/experts/ENV__ALGO__sSEED. An existing one is continued", metavar="DIR"
     )
     export: str = option(
         "", "after training, export the best checkpoint to this expert file (.pt); empty: no export", metavar="PATH"
@@ -66,19 +68,24 @@ class _PPOOptions(ExpertEnv):
 
 
 @dataclass(frozen=True)
-class ExpertTrainConfig(ExpertSelection, _PPOOptions):
-    """``gva expert train``: PPO with the recipe of :mod:`gvaempirics.bc.experts`, then optionally
-    the selection and export of ``gva expert export``."""
+class ExpertTrainConfig(ExpertSelection, _TrainOptions):
+    """``gva expert train``: PPO or SAC with the recipes of :mod:`gvaempirics.bc.expert_runs`, then
+    optionally the selection and export of ``gva expert export``."""
 
     def check(self) -> None:
-        if self.checkpoint_every < self.n_envs:
+        if self.checkpoint_every < self.envs:
             raise ValueError(
-                f"checkpoint_every={self.checkpoint_every} is out of range: must be >= n_envs={self.n_envs}"
+                f"checkpoint_every={self.checkpoint_every} is out of range: must be >= n_envs={self.envs}"
             )
 
     @property
+    def envs(self) -> int:
+        """``n_envs``, or the recipe's when it is not given."""
+        return self.n_envs if self.n_envs is not None else (4 if self.algo == "ppo" else 1)
+
+    @property
     def run_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs/experts") / f"{self.env}__ppo__s{self.seed}"
+        return Path(self.out) if self.out else Path("runs/experts") / f"{self.env}__{self.algo}__s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,9 @@ def register(subparsers) -> None:
 
     t = sub.add_parser(
         "train",
-        help="train (or continue) a PPO expert",
-        description="Train PPO with the recipe of gvaempirics.bc.ppo into a run directory; an "
-        "existing one (same env, seed and n_envs) is continued from its newest checkpoint. SB3 checkpoints "
+        help="train (or continue) a PPO or SAC expert",
+        description="Train PPO or SAC with the recipes of gvaempirics.bc.expert_runs into a run directory; an "
+        "existing one (same env, algorithm, seed and n_envs) is continued from its newest checkpoint. SB3 checkpoints "
         "are pickles, so they are loaded only from a run whose manifest.json is signed with this user's key "
         "(kept outside run directories: $GVA_KEY_FILE, else ~/.config/gva/run-key) and lists their SHA-256; "
         "--trust-run vouches for a run without that signature.",
@@ -203,11 +210,13 @@ def _do_export(cfg: ExpertSelection, run: Path, dest: Path, command: str, seed: 
 
 def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(ExpertTrainConfig, args)
-    from gvaempirics.bc.ppo import check_train_run, train
+    from gvaempirics.bc.expert_runs import check_train_run, train
     from gvaempirics.rundir import check_creatable
 
     run = cfg.run_dir
-    check_train_run(cfg.env, run, seed=cfg.seed, n_envs=cfg.n_envs, trust=cfg.trust_run)  # before anything is created
+    check_train_run(  # before anything is created
+        cfg.env, run, seed=cfg.seed, n_envs=cfg.envs, trust=cfg.trust_run, algorithm=cfg.algo
+    )
     if cfg.export:
         check_creatable(Path(cfg.export), "export")
     steps = train(
@@ -215,10 +224,11 @@ def _train(args: argparse.Namespace) -> int:
         run,
         steps=cfg.steps,
         seed=cfg.seed,
-        n_envs=cfg.n_envs,
+        n_envs=cfg.envs,
         checkpoint_every=cfg.checkpoint_every,
         quiet=args.quiet,
         trust=cfg.trust_run,
+        algorithm=cfg.algo,
     )
     print(f"{cfg.env}: {steps} env steps in {run}")
     if not cfg.export:
@@ -228,8 +238,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     cfg = config_from_args(ExpertExportConfig, args)
+    from gvaempirics.bc.expert_runs import verified_checkpoints
     from gvaempirics.bc.experts import SHIPPED_DIR
-    from gvaempirics.bc.ppo import verified_checkpoints
     from gvaempirics.rundir import check_creatable
 
     run = Path(cfg.run)

@@ -1,12 +1,15 @@
-"""PPO experts for the behavior-cloning experiments: training with stable-baselines3, and the
-run manifest that makes its pickled checkpoints safe to load.
+"""Expert runs for the behavior-cloning experiments: PPO or SAC training with stable-baselines3,
+and the run manifest that makes its pickled checkpoints safe to load.
 
-One recipe per environment (:data:`RECIPES`, recorded in the run's manifest and the expert's
-sidecar): 4 envs, ``VecNormalize`` on observations and rewards, tanh MLP policy and value nets,
-and the PPO settings of :class:`Recipe`. Hopper, Walker2d and HalfCheetah use SB3's defaults with
+One recipe per algorithm and environment (:data:`RECIPES`, recorded in the run's manifest and the
+expert's sidecar). **PPO** (the shipped experts): 4 envs, ``VecNormalize`` on observations and
+rewards, tanh MLP policy and value nets; Hopper, Walker2d and HalfCheetah use SB3's defaults with
 64x64 nets and ``n_steps`` 512; Ant has its own (wider nets, longer rollouts, smaller initial
-action noise). Training writes a checkpoint every 50k env steps: SB3's own files
-(``ppo_<N>_steps.zip`` + ``ppo_vecnormalize_<N>_steps.pkl``), to resume from, and the policy it
+action noise). **SAC** (the paper's expert algorithm): SB3's defaults (ReLU 256x256 actor and
+twin critics, replay buffer 1M, batch 256) with 10k random warm-up steps, one env, and a
+``VecNormalize`` that normalizes nothing (it only keeps both algorithms' checkpoints alike).
+Training writes a checkpoint every 50k env steps: SB3's own files
+(``<algo>_<N>_steps.zip`` + ``<algo>_vecnormalize_<N>_steps.pkl``), to resume from, and the policy it
 stands for as plain tensors (``expert_<N>_steps.pt``: the deterministic expert with the
 observation normalization folded in, :class:`~gvaempirics.bc.policy.ExpertMLP`), which
 :mod:`gvaempirics.bc.experts` selects and exports from.
@@ -14,7 +17,9 @@ observation normalization folded in, :class:`~gvaempirics.bc.policy.ExpertMLP`),
 **Trust.** SB3's checkpoint formats are pickles: loading one runs whatever code it names. So
 export never loads them: it reads the plain-tensor files (``torch.load(weights_only=True)``) and
 the JSON manifest only. Resume has to load them, and does so only for a run this user's toolkit
-wrote: the run directory holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
+wrote (a resumed SAC run starts from an empty replay buffer, which is never checkpointed: it
+refills it with the recipe's warm-up before updating again, so it differs from an uninterrupted
+run, as a resumed PPO run does by restarting its episodes): the run directory holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
 only (the run's env id, sizes, seed, number of envs and recipe, and the SHA-256 of every
 checkpoint file), signed with an HMAC under a key kept outside every run directory
 (:mod:`gvaempirics.signing`). A digest list beside the files proves nothing (whoever writes the
@@ -46,8 +51,9 @@ from .policy import fold
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "gva-expert-run/1"
-_CKPT = re.compile(r"^ppo_(\d+)_steps\.zip$")
-_CKPT_FILE = re.compile(r"^(ppo_(vecnormalize_)?\d+_steps\.(zip|pkl)|expert_\d+_steps\.pt)$")
+ALGORITHMS = ("ppo", "sac")
+_CKPT = re.compile(r"^(ppo|sac)_(\d+)_steps\.zip$")
+_CKPT_FILE = re.compile(r"^((ppo|sac)_(vecnormalize_)?\d+_steps\.(zip|pkl)|expert_\d+_steps\.pt)$")
 _EXPERT = re.compile(r"^expert_(\d+)_steps\.pt$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -62,8 +68,12 @@ class Recipe:
     learning_rate: float = 3e-4
     hidden: tuple[int, ...] = (64, 64)  # tanh policy and value nets
     log_std_init: float = 0.0  # initial log standard deviation of the Gaussian actions
+    n_envs: int = 4
 
-    def ppo_kwargs(self) -> dict[str, Any]:
+    algorithm = "ppo"
+    activation, output, vecnormalize = "tanh", "clip", "obs+reward"
+
+    def algo_kwargs(self) -> dict[str, Any]:
         return dict(
             n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs, learning_rate=self.learning_rate
         )
@@ -73,21 +83,64 @@ class Recipe:
         return dict(net_arch=dict(pi=net, vf=net), activation_fn=nn.Tanh, log_std_init=self.log_std_init)
 
     def record(self) -> dict[str, Any]:
-        """What the manifest and the sidecar store."""
-        return {**asdict(self), "hidden": list(self.hidden), "activation": "tanh", "vecnormalize": "obs+reward"}
+        """What the manifest and the sidecar store (the manifest keeps ``n_envs`` itself)."""
+        rec = {k: v for k, v in asdict(self).items() if k != "n_envs"}
+        rec.update(hidden=list(self.hidden), activation=self.activation, vecnormalize=self.vecnormalize)
+        if self.algorithm != "ppo":  # PPO records keep the fields they always had
+            rec.update(algorithm=self.algorithm, output=self.output)
+        return rec
 
 
-# Close to SB3's defaults: locomotes on Hopper, Walker2d and HalfCheetah on CPU. Ant flips over with
-# it (docs/mujoco.md), so Ant gets wider nets, 4x longer rollouts and smaller initial action noise.
-RECIPES: dict[str, Recipe] = {
-    "default": Recipe(),
-    "Ant-v5": Recipe(n_steps=1024, batch_size=256, learning_rate=1e-4, hidden=(256, 256), log_std_init=-1.0),
+@dataclass(frozen=True)
+class SACRecipe(Recipe):
+    """SAC settings of one environment's expert (SB3's defaults, the rl-zoo's warm-up)."""
+
+    batch_size: int = 256
+    hidden: tuple[int, ...] = (256, 256)  # ReLU actor and twin critics
+    buffer_size: int = 1_000_000
+    learning_starts: int = 10_000  # uniform random actions before the first update
+    n_envs: int = 1
+
+    algorithm = "sac"
+    activation, output, vecnormalize = "relu", "squash", "none"
+
+    def algo_kwargs(self) -> dict[str, Any]:
+        return dict(
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            buffer_size=self.buffer_size,
+            learning_starts=self.learning_starts,
+        )
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        return dict(net_arch=list(self.hidden))
+
+    def record(self) -> dict[str, Any]:
+        rec = super().record()
+        for unused in ("n_steps", "n_epochs", "log_std_init"):  # PPO's fields, not SAC's
+            rec.pop(unused)
+        return rec
+
+
+# PPO close to SB3's defaults: locomotes on Hopper, Walker2d and HalfCheetah on CPU. Ant flips over
+# with it (docs/mujoco.md), so Ant gets wider nets, 4x longer rollouts and smaller initial action noise.
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("ppo", "default"): Recipe(),
+    ("ppo", "Ant-v5"): Recipe(n_steps=1024, batch_size=256, learning_rate=1e-4, hidden=(256, 256), log_std_init=-1.0),
+    ("sac", "default"): SACRecipe(),
 }
 
 
-def recipe_for(env_id: str) -> Recipe:
-    """The recipe a new run of ``env_id`` is trained with."""
-    return RECIPES.get(env_id, RECIPES["default"])
+def recipe_for(env_id: str, algorithm: str = "ppo") -> Recipe:
+    """The recipe a new ``algorithm`` run of ``env_id`` is trained with."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r} is not valid: must be one of {', '.join(ALGORITHMS)}")
+    return RECIPES.get((algorithm, env_id), RECIPES[(algorithm, "default")])
+
+
+def run_algorithm(manifest: dict[str, Any]) -> str:
+    """``"ppo"`` or ``"sac"``: the algorithm a run's manifest records (runs from before SAC: PPO)."""
+    return "sac" if "SAC" in str(manifest.get("algorithm", "")) else "ppo"
 
 
 # ------------------------------------------------------------------ the run manifest
@@ -165,11 +218,11 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path, Path]]:
     loads), oldest first. Lists what is on disk; :func:`check_train_run` also checks it."""
     run_dir = Path(run_dir)
     found = []
-    for p in run_dir.glob("ppo_*_steps.zip") if run_dir.is_dir() else []:
+    for p in run_dir.glob("*_steps.zip") if run_dir.is_dir() else []:
         m = _CKPT.match(p.name)
-        pkl = run_dir / f"ppo_vecnormalize_{m.group(1)}_steps.pkl" if m else None
+        pkl = run_dir / f"{m.group(1)}_vecnormalize_{m.group(2)}_steps.pkl" if m else None
         if m and pkl.is_file():
-            found.append((int(m.group(1)), p, pkl))
+            found.append((int(m.group(2)), p, pkl))
     return sorted(found)
 
 
@@ -228,7 +281,7 @@ def verified_checkpoints(env_id: str, run_dir: Path, *, min_steps: int = 0) -> l
     return kept
 
 
-# ------------------------------------------------------------------ training (SB3 PPO)
+# ------------------------------------------------------------------ training (SB3 PPO or SAC)
 def _make_venv(env_id: str, n_envs: int, seed: int):
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -236,7 +289,7 @@ def _make_venv(env_id: str, n_envs: int, seed: int):
 
 
 def check_train_run(
-    env_id: str, out: Path, *, seed: int = 1, n_envs: int = 4, trust: bool = False
+    env_id: str, out: Path, *, seed: int = 1, n_envs: int = 4, trust: bool = False, algorithm: str = "ppo"
 ) -> dict[str, Any] | None:
     """Check, creating nothing, that :func:`train` can start or continue ``out``; return its
     manifest, unsigned (``None`` for a new run). Refused: a run of another env, seed or number of
@@ -251,6 +304,11 @@ def check_train_run(
     if not (out / MANIFEST).exists() and not present:
         return None
     manifest = read_manifest(out)
+    if run_algorithm(manifest) != algorithm:
+        raise ValueError(
+            f"out={out} is a {run_algorithm(manifest)} run (see its {MANIFEST}), not a run of algo={algorithm}: "
+            "continue it with its own algorithm, or choose another out"
+        )
     check_run_identity(out, manifest, env_id, what="out", seed=seed, n_envs=n_envs)
     if checkpoints(out) and not trust:
         try:
@@ -272,35 +330,38 @@ def train(
     *,
     steps: int,
     seed: int = 1,
-    n_envs: int = 4,
+    n_envs: int | None = None,
     checkpoint_every: int = 50_000,
     quiet: bool = False,
     trust: bool = False,
+    algorithm: str = "ppo",
 ) -> int:
-    """Train (or continue) PPO on ``env_id`` to ``steps`` env steps, checkpointing into ``out``.
+    """Train (or continue) ``algorithm`` (``"ppo"`` or ``"sac"``) on ``env_id`` to ``steps`` env
+    steps, checkpointing into ``out``; ``n_envs`` ``None`` is the recipe's (PPO 4, SAC 1).
 
     Everything is checked before anything is created (:func:`check_train_run`; ``trust`` skips
     its signature check). A run directory with checkpoints is continued from its newest one
-    (``PPO.load`` + the ``VecNormalize`` statistics from the verified bytes, learning continued
-    with ``reset_num_timesteps=False``; a continued run keeps the recipe it was started with, which
+    (``PPO.load`` or ``SAC.load`` + the ``VecNormalize`` statistics from the verified bytes, learning
+    continued with ``reset_num_timesteps=False``; SAC refills its replay buffer first; a continued run keeps the recipe it was started with, which
     its checkpoint and manifest carry); its checkpoints that lack a policy file get one first. A
     new run uses :func:`recipe_for` ``(env_id)``. Each checkpoint's digests go into the signed
     ``out/manifest.json`` before its files are written (the policy file first), each file through
     the atomic writer, so that a kill never leaves a checkpoint file the manifest does not vouch
     for. Wall and CPU seconds accumulate in ``out/train_time.json``. Returns the env steps reached.
     """
+    recipe = recipe_for(env_id, algorithm)
+    n_envs = recipe.n_envs if n_envs is None else n_envs
     steps, seed, n_envs = check_int("steps", steps, 1), check_int("seed", seed, 0), check_int("n_envs", n_envs, 1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, n_envs)
-    manifest = check_train_run(env_id, out, seed=seed, n_envs=n_envs, trust=trust)
+    manifest = check_train_run(env_id, out, seed=seed, n_envs=n_envs, trust=trust, algorithm=algorithm)
 
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
     from stable_baselines3.common.vec_env import VecNormalize
     from tqdm.auto import tqdm
 
     from .envs import act_dim, obs_dim
 
-    torch.set_num_threads(1)  # the machine is shared; PPO's small nets gain nothing from threads
+    torch.set_num_threads(1)  # the machine is shared; these small nets gain little from threads
     out = Path(out)
     ckpts = checkpoints(out)
     if manifest is None:
@@ -311,8 +372,8 @@ def train(
             "act_dim": act_dim(env_id),
             "seed": seed,
             "n_envs": n_envs,
-            "algorithm": "stable-baselines3 PPO",
-            "recipe": recipe_for(env_id).record(),
+            "algorithm": f"stable-baselines3 {algorithm.upper()}",
+            "recipe": recipe.record(),
             "files": {},
         }
         atomic_write_json(out / MANIFEST, sign(manifest))  # creates out
@@ -324,16 +385,18 @@ def train(
     if ckpts:
         _, zip_path, pkl_path = ckpts[-1]
         model, venv = _load_sb3(zip_path, pkl_path, manifest, venv=venv)
+        if algorithm == "sac":  # the replay buffer is not checkpointed: refill it before updating again
+            model.learning_starts = model.num_timesteps + int(manifest["recipe"]["learning_starts"])
     else:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
-        recipe = recipe_for(env_id)
-        model = PPO(
+        normalize = recipe.vecnormalize == "obs+reward"
+        venv = VecNormalize(venv, norm_obs=normalize, norm_reward=normalize)
+        model = _sb3_class(algorithm)(
             "MlpPolicy",
             venv,
             seed=seed,
             verbose=0,
             device="cpu",
-            **recipe.ppo_kwargs(),
+            **recipe.algo_kwargs(),
             policy_kwargs=recipe.policy_kwargs(),
         )
     remaining = steps - model.num_timesteps
@@ -343,7 +406,7 @@ def train(
     class Progress(BaseCallback):
         def _on_training_start(self) -> None:
             self.bar = tqdm(
-                total=steps, initial=self.model.num_timesteps, desc=f"PPO {env_id}", unit="step", disable=quiet
+                total=steps, initial=self.model.num_timesteps, desc=f"{algorithm.upper()} {env_id}", unit="step", disable=quiet
             )
 
         def _on_step(self) -> bool:
@@ -369,7 +432,9 @@ def train(
                 _write_checkpoint(out, manifest, files)
             return True
 
-    ckpt_cb = ManifestCheckpoint(save_freq=max(checkpoint_every // n_envs, 1), save_path=str(out), name_prefix="ppo")
+    ckpt_cb = ManifestCheckpoint(
+        save_freq=max(checkpoint_every // n_envs, 1), save_path=str(out), name_prefix=algorithm
+    )
     wall, cpu = time.time(), time.process_time()
     model.learn(total_timesteps=remaining, callback=[ckpt_cb, Progress()], reset_num_timesteps=False)
     times_path = out / "train_time.json"
@@ -390,22 +455,27 @@ def _write_checkpoint(out: Path, manifest: dict[str, Any], files: dict[Path, byt
         atomic_write_bytes(path, data)
 
 
+def _sb3_class(algorithm: str):
+    from stable_baselines3 import PPO, SAC
+
+    return {"ppo": PPO, "sac": SAC}[algorithm]
+
+
 def _load_sb3(zip_path: Path, pkl_path: Path, manifest: dict[str, Any], *, venv=None):
-    """``(PPO model, VecNormalize)`` unpickled from the bytes of a checkpoint pair that
+    """``(PPO or SAC model, VecNormalize)`` unpickled from the bytes of a checkpoint pair that
     :func:`check_train_run` authenticated (the bytes loaded are the bytes checked); with
     ``venv``, training continues on it."""
-    from stable_baselines3 import PPO
-
     zip_bytes, pkl_bytes = read_verified(zip_path, manifest), read_verified(pkl_path, manifest)
     vn = pickle.loads(pkl_bytes)  # VecNormalize.load, from the verified bytes
     if venv is not None:
         vn.set_venv(venv)
         vn.training = True
-    return PPO.load(io.BytesIO(zip_bytes), env=vn if venv is not None else None, device="cpu"), vn
+    cls = _sb3_class(run_algorithm(manifest))
+    return cls.load(io.BytesIO(zip_bytes), env=vn if venv is not None else None, device="cpu"), vn
 
 
 def _policy_bytes(env_id: str, model, vn) -> bytes:
-    """The plain-tensor policy file of a PPO model and its normalization (what export reads)."""
+    """The plain-tensor policy file of a PPO or SAC model and its normalization (what export reads)."""
     buf = io.BytesIO()
     torch.save(fold(env_id, model.policy, vn).state_dict(), buf)
     return buf.getvalue()
