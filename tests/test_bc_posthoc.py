@@ -90,6 +90,28 @@ def test_untracked_width_equals_a_plain_reference_synthesis_and_rollout(posthoc_
     np.testing.assert_allclose(sweep.returns[1][2], returns[0], rtol=1e-4)
 
 
+def test_movement_is_the_distance_between_consecutive_averages(posthoc_run, sweep):
+    """Width 0.2 between steps 32 and 33: the plainly synthesized weights' Euclidean distance;
+    NaN at the window's first iterate; saved and loaded with the sweep."""
+    from gvaempirics.bc.posthoc import save_posthoc
+    from gvaempirics.stabilizers import PostHocEMA
+
+    run, cfg = posthoc_run
+    state = load_torch_file(RunDir(run).checkpoints()[-1].path)
+    d_in, d_act = state["model"]["in_mean"].numel(), state["model"]["net.2.bias"].numel()
+    from gvaempirics.bc.imitators import make_imitator
+
+    model = make_imitator(cfg.imitator_spec(d_in, d_act))
+    ema = PostHocEMA(model, TRACKED, snapshot_every=10)
+    ema.load_state_dict(state["stabilizer"])
+    a, b = (ema.averaged_parameters(0.2, count=c, max_residual=None) for c in (33, 34))
+    by_hand = float(sum(((b[k].double() - a[k].double()) ** 2).sum() for k in a)) ** 0.5
+    assert sweep.movement.shape == (2, 5) and np.isnan(sweep.movement[:, 0]).all()
+    assert sweep.movement[1, 3] == pytest.approx(by_hand, rel=1e-5)
+    assert np.all(sweep.movement[:, 1:] > 0)
+    np.testing.assert_array_equal(load_posthoc(save_posthoc(sweep, run.parent / "m")).movement, sweep.movement)
+
+
 def test_fit_error_matches_quadrature_of_the_profiles(posthoc_run, sweep):
     """The closed-form L2 fit error against the profiles p(tau) = (g+1) tau^g / n^(g+1) on a fine grid."""
     run, _ = posthoc_run

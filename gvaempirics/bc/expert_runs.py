@@ -406,7 +406,11 @@ def train(
     class Progress(BaseCallback):
         def _on_training_start(self) -> None:
             self.bar = tqdm(
-                total=steps, initial=self.model.num_timesteps, desc=f"{algorithm.upper()} {env_id}", unit="step", disable=quiet
+                total=steps,
+                initial=self.model.num_timesteps,
+                desc=f"{algorithm.upper()} {env_id}",
+                unit="step",
+                disable=quiet,
             )
 
         def _on_step(self) -> bool:

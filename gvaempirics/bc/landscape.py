@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gvatheory._checks import check_choice, check_int, check_positive
 
-from ..rundir import RunDir, atomic_write, atomic_write_json, load_checked
+from ..rundir import RunDir, atomic_write, atomic_write_json
 from .roughness import Roughness, roughness
 
 # ---------------------------------------------------------------------------- the landscape
@@ -193,40 +193,6 @@ def load_landscape(path: Path) -> Landscape:
         )
 
 
-def _gradient(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, seed: int) -> dict[str, Tensor]:
-    """Gradient of the mean squared action error on ``(x, y)`` at ``params``, in training mode
-    (dropout masks from ``seed``, the global RNG left as it was)."""
-    p = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-    was = model.training
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        loss = ((torch.func.functional_call(model, p, (x,)) - y) ** 2).mean()
-        grads = torch.autograd.grad(loss, list(p.values()))
-    model.train(was)
-    return {k: g.detach() for k, g in zip(p, grads)}
-
-
-def _adam_preconditioner(cfg, model: nn.Module, state: dict[str, Any]) -> dict[str, Tensor]:
-    """``1 / (sqrt(v_hat) + eps)`` per parameter from the checkpoint's Adam/AdamW state."""
-    from ..training import make_optimizer
-
-    opt = make_optimizer(cfg, model)
-    opt.load_state_dict(state["optimizer"])
-    names = {id(p): n for n, p in model.named_parameters()}
-    out = {}
-    for group in opt.param_groups:
-        beta2, eps = group["betas"][1], group["eps"]
-        for p in group["params"]:
-            st = opt.state.get(p, {})
-            if "exp_avg_sq" not in st:
-                raise ValueError(f"the checkpoint's optimizer state has no second moments for {names[id(p)]}")
-            t = float(st["step"])
-            v_hat = st["exp_avg_sq"] / (1.0 - beta2**t)
-            out[names[id(p)]] = 1.0 / (v_hat.sqrt() + eps)
-    return out
-
-
 STEP_UNITS = ("auto", "plain", "preconditioned")
 
 
@@ -276,42 +242,23 @@ def compute_landscape(
     quiet : bool
         Hide the progress bar.
     """
-    from gvatheory.config import build_config
-
-    from ..stabilizers import make_stabilizer, swapped
-    from .config import BCConfig
-    from .data import BCData, Demonstrations
+    from ..stabilizers import swapped
     from .envs import initial_conditions
-    from .imitators import make_imitator
+    from .run import adam_preconditioner, minibatch_gradient, open_run
     from .train import bc_loss, imitator_rollout
 
     start = time.perf_counter()
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
     check_positive("extent", extent)
     points = check_int("points", points, 3, 1001)
     if points % 2 == 0:
         raise ValueError(f"points={points} is not valid: must be odd, so that the centre is the checkpoint itself")
     check_int("seed", seed, 0)
-    check_int("threads", threads, 0)
     check_int("memory_budget", memory_budget, 1)
-    cfg = build_config(BCConfig, run.read_config(), source=f"{run.config_path}")
-    if threads:
-        cfg = cfg.replace(threads=threads)
+    check_choice("step_unit", step_unit, STEP_UNITS)
+    opened = open_run(run, step, threads=threads)
+    run, cfg, state, step, data, model = opened.run, opened.cfg, opened.state, opened.step, opened.data, opened.model
+    stabilizer = opened.stabilizer
     preconditioned = preconditioned_unit(step_unit, cfg.optimizer)
-    state = run.load_step(step)
-    step = int(state["step"])  # -1 resolved to the newest
-    torch.set_num_threads(cfg.threads)
-
-    if state.get("data") is not None:  # fresh-data runs: the training set in use at that step
-        data = BCData(**state["data"])
-    else:
-        demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
-        data = Demonstrations.load(demos).bc_data(cfg.history)
-    model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
-    source = f"{run.checkpoint_dir}/step_{step:09d}.pt"
-    load_checked(model, state.get("model"), source=source)
-    stabilizer = make_stabilizer(cfg, model)
-    load_checked(stabilizer, state.get("stabilizer"), source=source, what="the stabilizer", params=model)
     weights = ("raw", cfg.stabilizer)
     at = {
         "raw": {k: v.detach().clone() for k, v in model.named_parameters()},
@@ -331,12 +278,12 @@ def compute_landscape(
         if cfg.obs_noise > 0:
             x = x + cfg.obs_noise * torch.randn(x.shape, generator=gen)
         batches.append((x, data.train_y[idx]))
-    scale = _adam_preconditioner(cfg, model, state) if preconditioned else None
+    scale = adam_preconditioner(cfg, model, state) if preconditioned else None
     directions = {}
     for w in weights:
         ds = []
         for k, (x, y) in enumerate(batches):
-            g = _gradient(model, at[w], x, y, seed + k)
+            g = minibatch_gradient(model, at[w], x, y, seed + k)
             ds.append({name: eta * (g[name] * scale[name] if scale else g[name]) for name in g})
         directions[w] = ds
     norms = {w: tuple(float(torch.sqrt(sum((v**2).sum() for v in d.values()))) for d in directions[w]) for w in weights}

@@ -15,6 +15,7 @@ import numpy as np
 from .results import BCResult
 
 if TYPE_CHECKING:
+    from .flips import FlipCurve
     from .landscape import Landscape
     from .posthoc import PosthocSweep
 
@@ -168,4 +169,36 @@ def plot_posthoc(res: PosthocSweep, *, title: str | None = None):
         bx.set_ylim(bottom=0)
         bx.legend(fontsize=7)
     bx.set(xscale="log", xlabel="relative EMA width sigma_rel (dash-dot: tracked)", ylabel="flip rate")
+    return fig
+
+
+def plot_flips(curve: FlipCurve, *, title: str | None = None):
+    """Flip rate against distance (log-log), per kind of direction, with its fitted power law; below,
+    mean |delta J| / expert return. A vertical line marks one optimizer step. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.5, 6.0), sharex=True, constrained_layout=True)
+    r = curve.distances
+    fine = np.geomspace(r.min(), r.max(), 200)
+    for kind, color in zip(curve.returns, ("tab:red", "tab:gray")):
+        k, n = curve.flips(kind)
+        rate = k / n
+        shown = rate > 0  # a rate of 0 has no place on a log axis: its upper 95% bound 3/n instead
+        ax.plot(r[shown], rate[shown], "o", color=color, label=f"{kind} directions")
+        ax.plot(r[~shown], 3.0 / n[~shown], "v", mfc="white", color=color)
+        law = curve.fit(kind)
+        if law.c > 0:
+            ax.plot(fine, law(fine), "-", color=color, lw=1, label=f"min({law.c:.2g} r^{law.beta:.2f}, 1)")
+        bx.plot(r, curve.mean_abs_change(kind), "o-", color=color, label=kind)
+    for axis in (ax, bx):
+        axis.axvline(1.0, color="k", lw=0.8, ls=":")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+    ax.set(
+        ylabel="flip rate (|dJ| > 0.1 J*)",
+        title=title or f"{Path(curve.run).name}: flips around step {curve.step} (open: none, at 3/n)",
+    )
+    bx.set(xlabel="distance r (optimizer steps)", ylabel="mean |dJ| / J*")
+    ax.legend(fontsize=7)
+    bx.legend(fontsize=7)
     return fig

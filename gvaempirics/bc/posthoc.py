@@ -59,7 +59,9 @@ class PosthocSweep:
     each of ``steps``; ``fit_error[k]`` ``(n_steps,)`` its profile fit's relative error.
     ``windows``: index arrays into ``steps`` of consecutive iterates (the zoom windows, or all
     snapshot times as one). ``raw_returns``: the raw iterate's logged returns at ``steps``
-    (``None`` where the run did not evaluate them all).
+    (``None`` where the run did not evaluate them all). ``movement[k]`` ``(n_steps,)``: the
+    Euclidean distance in weight space from the width's average at the window's previous iterate
+    (NaN at each window's first), what the flip-distance law reads (:mod:`gvaempirics.bc.flips`).
     """
 
     run: str
@@ -76,6 +78,7 @@ class PosthocSweep:
     expert_return: float
     H: int
     seconds: float = float("nan")
+    movement: np.ndarray | None = None
 
     def indices(self, returns: np.ndarray) -> dict[str, float]:
         """Mean return, return sd (reward units), reward oscillation, spread and flip rate of
@@ -133,6 +136,7 @@ class PosthocSweep:
                 "returns": self.returns.tolist(),
                 "lengths": self.lengths.tolist(),
                 "fit_error": self.fit_error.tolist(),
+                "movement": None if self.movement is None else self.movement.tolist(),
                 "raw_returns": None if self.raw_returns is None else self.raw_returns.tolist(),
                 "raw_lengths": None if self.raw_lengths is None else self.raw_lengths.tolist(),
                 "seconds": float(self.seconds),
@@ -175,6 +179,7 @@ def load_posthoc(path: Path) -> PosthocSweep:
         expert_return=num(d["expert_return"]),
         H=int(d["H"]),
         seconds=num(d["seconds"]),
+        movement=None if d.get("movement") is None else np.array([[num(x) for x in row] for row in d["movement"]]),
     )
 
 
@@ -309,6 +314,8 @@ def posthoc_sweep(
     per_step = S * 2 * 4 * sum(p.numel() for p in model.parameters())  # the list and its stack, float32
     chunk = max(1, min(len(steps), memory_budget // per_step))
     returns, lengths = [], []
+    first = {int(w[0]) for w in windows}  # a window's first iterate has no predecessor in it
+    movement, previous = np.full((S, len(steps)), np.nan), [None] * S
     errors = np.array([[fit_error(stabilizer.snapshots, s, int(t) + 1) for t in steps] for s in sigma_rels])
     with tqdm(
         total=len(steps) * S, desc=f"posthoc {rd.path.name}", unit="policy", disable=quiet, dynamic_ncols=True
@@ -320,6 +327,12 @@ def posthoc_sweep(
                 for t in steps[i : i + chunk]
                 for s in sigma_rels
             ]
+            for j, p in enumerate(params):
+                i_step, k = i + j // S, j % S
+                flat = torch.cat([v.reshape(-1) for v in p.values()])
+                if i_step not in first:
+                    movement[k, i_step] = float((flat - previous[k]).norm())
+                previous[k] = flat
             r, n = rollout(model, params)
             returns.append(r)
             lengths.append(n)
@@ -342,4 +355,5 @@ def posthoc_sweep(
         expert_return=res.expert_return,
         H=cfg.H,
         seconds=time.perf_counter() - start,
+        movement=movement,
     )

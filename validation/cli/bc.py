@@ -7,7 +7,8 @@
 * ``gva bc interventions``  the registry of named interventions (paper Figures 2 and 3);
 * ``gva bc landscape RUN --step N``  reward and loss landscape around a checkpoint (Figure 1 right);
 * ``gva bc posthoc RUN``  rollout reward of post-hoc EMAs against their width, for runs trained with
-  ``--stabilizer posthoc``.
+  ``--stabilizer posthoc``;
+* ``gva bc flips RUN``  flip rate against distance in weight space around a checkpoint, and its power law.
 
 Every command is generated from a frozen dataclass; a preset, its interventions, a ``--config``
 file and flags combine as preset < interventions < file < flags, and everything is checked before
@@ -100,6 +101,28 @@ class PosthocInput(RunInput):
         super().check()
         if not self.sigma_rels:
             raise ValueError("sigma_rels=() is not valid: give at least one relative width")
+
+
+@dataclass(frozen=True)
+class FlipsInput(RunInput):
+    """A checkpoint of a run directory and the points of its flip-distance curve."""
+
+    step: int = option(-1, "checkpointed step (-1: the newest at or before the first zoom window)", low=-1)
+    distances: tuple[float, ...] = option(
+        (1e-4, 3.16e-4, 1e-3, 3.16e-3, 0.01, 0.0316, 0.1, 0.316, 1.0, 3.16, 10.0),
+        "distances in optimizer steps (the length of the step that produced the checkpoint)",
+        low=0.0,
+        low_open=True,
+    )  # gvaempirics.bc.flips.DEFAULT_DISTANCES, rounded, without importing torch
+    directions: int = option(8, "directions of each kind (minibatch noise, random)", low=1, high=10_000)
+    seed: int = option(0, "seed of the directions", low=0)
+    threads: int = option(0, "torch and MuJoCo threads (0: the run's own)", low=0)
+    out: str = option("", "folder for flips_step_N.json and .png (default RUN)")
+
+    def check(self) -> None:
+        super().check()
+        if len(self.distances) < 2:
+            raise ValueError(f"distances={list(self.distances)} is not valid: give at least 2 distances")
 
 
 def _preset_argument(p: argparse.ArgumentParser) -> None:
@@ -197,6 +220,19 @@ def register(subparsers) -> None:
     add_config_arguments(ph, PosthocInput)
     add_quiet_argument(ph)
     ph.set_defaults(func=_posthoc)
+
+    fl = sub.add_parser(
+        "flips",
+        help="flip rate against distance in weight space around a checkpoint, and its power law",
+        description="Roll out the imitator at theta + r s u around a checkpoint (s: the length of the optimizer step "
+        "that produced it; u: unit minibatch-noise and random directions; r: --distances), all points in one batched "
+        "evaluator call; report the fraction of (direction, initial condition) whose return moved by more than 0.1 x "
+        "the expert's, its mean |delta J|, and the binomial maximum-likelihood power law min(c r^beta, 1); save "
+        "flips_step_N.json and a figure into the run directory (or --out).",
+    )
+    add_config_arguments(fl, FlipsInput)
+    add_quiet_argument(fl)
+    fl.set_defaults(func=_flips)
 
 
 def _demos(args: argparse.Namespace) -> int:
@@ -386,5 +422,47 @@ def _posthoc(args: argparse.Namespace) -> int:
         title=f"{inp.run}: post-hoc EMA at {len(res.steps)} {res.iterates} iterates (steps {res.steps[0]}-"
         f"{res.steps[-1]}), expert return {res.expert_return:.1f}",
         extra={"saved": " ".join(str(p) for p in paths)},
+    )
+    return 0
+
+
+def _flips(args: argparse.Namespace) -> int:
+    from gvaempirics.bc.flips import compute_flip_curve, flips_path, save_flip_curve
+    from gvaempirics.bc.plots import plot_flips
+    from gvaempirics.rundir import RunDir, check_creatable
+    from validation.report import save_figure
+
+    inp = config_from_args(FlipsInput, args)
+    run = RunDir(Path(inp.run))
+    run.read_config()  # names a missing run directory
+    out = check_creatable(Path(inp.out) if inp.out else run.path, "out", folder=True)
+    curve = compute_flip_curve(
+        run,
+        None if inp.step == -1 else inp.step,
+        distances=inp.distances,
+        n_directions=inp.directions,
+        seed=inp.seed,
+        threads=inp.threads,
+        quiet=args.quiet,
+    )
+    paths = (
+        save_flip_curve(curve, out),
+        save_figure(plot_flips(curve), flips_path(out, curve.step).with_suffix(".png")),
+    )
+    rows = [
+        {"kind": k, "r (steps)": float(r), "flip rate": float(f), "mean |dJ|/J*": float(m)}
+        for k in curve.returns
+        for r, f, m in zip(curve.distances, curve.rate(k), curve.mean_abs_change(k))
+    ]
+    fits = {k: curve.fit(k) for k in curve.returns}
+    emit(
+        rows,
+        as_json=inp.json,
+        title=f"{run.path}: flip rate against distance at step {curve.step} (step length {curve.step_length:.3g})",
+        extra={
+            **{f"fit ({k})": f"min({f.c:.3g} r^{f.beta:.3g}, 1)" for k, f in fits.items()},
+            "seconds": curve.seconds,
+            "saved": " ".join(str(p) for p in paths),
+        },
     )
     return 0

@@ -74,9 +74,7 @@ class ExpertTrainConfig(ExpertSelection, _TrainOptions):
 
     def check(self) -> None:
         if self.checkpoint_every < self.envs:
-            raise ValueError(
-                f"checkpoint_every={self.checkpoint_every} is out of range: must be >= n_envs={self.envs}"
-            )
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} is out of range: must be >= n_envs={self.envs}")
 
     @property
     def envs(self) -> int:
