@@ -293,9 +293,9 @@ def test_reproduce_reports_every_outcome_and_exits_0(tmp_path, monkeypatch, caps
 def test_opt_in_sections_run_only_when_named():
     from validation.reproduce import OPT_IN_SECTIONS, SECTIONS, select_sections
 
-    assert set(OPT_IN_SECTIONS) == {"algorithmic", "landscape", "ema-never-hurts"}
+    assert set(OPT_IN_SECTIONS) == {"algorithmic", "landscape", "ema-never-hurts", "ema-calms"}
     assert not set(select_sections(None, None)) & set(OPT_IN_SECTIONS)
-    assert select_sections(["ema-never-hurts", "algorithmic", "landscape"], None) == list(OPT_IN_SECTIONS)
+    assert select_sections(["ema-calms", "ema-never-hurts", "algorithmic", "landscape"], None) == list(OPT_IN_SECTIONS)
     assert select_sections(["landscape", list(SECTIONS)[0]], None) == [list(SECTIONS)[0], "landscape"]
 
 

@@ -30,12 +30,14 @@ SECTIONS: dict[str, str] = {
     "local-model": "validation.studies.local_model",
     "reward-law": "validation.studies.reward_law",
 }
-# Opt-in studies: run only when named in ``--only`` (one shared sweep of 21 behavior-cloning runs,
-# about 15 CPU-minutes with --quick, hours without), after the default ones.
+# Opt-in studies: run only when named in ``--only``, after the default ones. The first three share
+# one sweep of 21 behavior-cloning runs (about 15 CPU-minutes with --quick, hours without);
+# ema-calms has its own of 20 quick runs with post-hoc EMA and flip curves (about an hour).
 OPT_IN_SECTIONS: dict[str, str] = {
     "algorithmic": "validation.studies.algorithmic",
     "landscape": "validation.studies.landscape",
     "ema-never-hurts": "validation.studies.ema_never_hurts",
+    "ema-calms": "validation.studies.ema_calms",
 }
 ALL_SECTIONS: dict[str, str] = {**SECTIONS, **OPT_IN_SECTIONS}
 # The studies that check a prediction of the theory against MuJoCo and LM runs, numbered as in
@@ -48,6 +50,7 @@ VALIDATION_STUDIES: tuple[str, ...] = (
     "landscape",
     "ema-never-hurts",
     "lm",
+    "ema-calms",
 )
 
 

@@ -1,0 +1,114 @@
+"""The averaging study (``validation.studies.ema_calms``): its rules on synthetic runs built to
+support and to contradict, its gates, its spec against the committed one, and one tiny run
+measured end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gvaempirics.bc.flips import PowerLaw
+from validation.studies import ema_calms as ec
+
+ROOT = Path(__file__).resolve().parent.parent
+K = len(ec.WIDTHS)
+
+
+def _run(env, seed, rng, *, ratio, law_off=1.0, walks=None, fit=0.0):
+    """A synthetic measured run: raw oscillation ~0.1, averages at ``ratio`` x raw (noisy), flips
+    as the law predicts times ``law_off``."""
+    raw = 0.1 * np.exp(rng.normal(0, 0.1))
+    law = PowerLaw(0.3, 0.8)
+    movement = np.geomspace(0.05, 0.5, K)
+    pairs = 290
+    flips = np.array([rng.poisson(pairs * law_off * float(law(m))) for m in movement])
+    walks = np.ones(10, bool) if walks is None else walks
+    return dict(
+        run=f"{env}__base__s{seed}", env=env, seed=seed, scale=1000.0, walks=walks, law=law,
+        raw_osc=raw, osc=raw * ratio * np.exp(rng.normal(0, 0.1, K)), fit_error=np.full(K, fit),
+        movement=movement, raw_flips=rng.poisson(pairs * float(law(1.0))), pairs=pairs, flips=flips,
+        raw_osc_walked=raw, osc_walked=raw * ratio * np.exp(rng.normal(0, 0.1, K)),
+    )  # fmt: skip
+
+
+def _runs(seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    return [_run(env, s, rng, **kw) for env in ec.ENVS for s in range(1, 6)]
+
+
+def _outcomes(verdicts):
+    return {v.rule: v.outcome for v in verdicts}
+
+
+def test_averages_that_remove_most_support_and_the_law_that_holds_supports():
+    falls = np.array([True] * 8 + [False] * 2)
+    out = _outcomes(ec.decide(_runs(ratio=0.2, walks=falls)))
+    for env in ec.ENVS:
+        assert out[f"ema-calms/window/{env}-quick"] == "supports"
+        assert out[f"ema-calms/flip-law/{env}-quick"] == "supports"
+    assert out["ema-calms/flip-law/pooled-quick"] == "supports"
+    assert out["ema-calms/expert-ics/Walker2d-v5-quick"] == "supports"
+
+
+def test_averages_that_remove_little_and_a_law_4x_off_contradict():
+    out = _outcomes(ec.decide(_runs(ratio=0.9, law_off=4.0, walks=np.array([True] * 8 + [False] * 2))))
+    for env in ec.ENVS:
+        assert out[f"ema-calms/window/{env}-quick"] == "contradicts"
+    assert out["ema-calms/flip-law/pooled-quick"] == "contradicts"
+    assert out["ema-calms/expert-ics/Hopper-v5-quick"] == "contradicts"
+
+
+def test_one_width_that_halves_is_enough_and_a_poorly_fitted_width_is_left_out():
+    runs = _runs(ratio=0.9)
+    for r in runs:
+        r["osc"][2] = r["raw_osc"] * 0.2
+    assert _outcomes(ec.decide(runs))["ema-calms/window/Hopper-v5-quick"] == "supports"
+    for r in runs:
+        r["fit_error"][2] = 0.5  # the snapshots cannot give that width: it leaves the family
+    v = next(v for v in ec.decide(runs) if v.rule == "ema-calms/window/Hopper-v5-quick")
+    assert v.outcome == "contradicts" and "5 widths in the family" in v.detail
+
+
+def test_gates_an_expert_that_never_falls_and_too_few_runs():
+    out = _outcomes(ec.decide(_runs(ratio=0.2)))  # the expert walks every IC: the restriction cannot separate
+    assert out["ema-calms/expert-ics/Walker2d-v5-quick"] == "inconclusive"
+    few = [r for r in _runs(ratio=0.2) if r["seed"] <= 2]
+    assert _outcomes(ec.decide(few))["ema-calms/window/Ant-v5-quick"] == "inconclusive"  # min_n 3
+
+
+def test_the_law_ratio_by_hand():
+    r = _run("Hopper-v5", 1, np.random.default_rng(1), ratio=0.5)
+    predicted = sum(290 * min(0.3 * m**0.8, 1.0) for m in r["movement"])
+    assert ec._law_ratio(r) == pytest.approx((r["flips"].sum() + 1) / (predicted + 1))
+    assert ec._law_ratio(r, raw=True) == pytest.approx((r["raw_flips"] + 1) / (290 * 0.3 + 1))
+
+
+def test_flip_counts_by_hand():
+    returns = np.array([[100.0, 0.0], [150.0, 0.0], [151.0, 300.0]])
+    assert ec._flip_counts(returns, [np.arange(3)], 1000.0) == (1, 4)  # one move over 100 of 4 pairs
+    assert ec._flip_counts(returns, [np.arange(2), np.arange(1, 3)], 100.0, ics=np.array([True, False])) == (
+        1,
+        2,
+    )  # IC 0: 100 -> 150 moves over 10
+
+
+def test_the_spec_is_the_committed_one():
+    from gvaempirics.sweeps import SweepSpec
+
+    assert SweepSpec.from_file(ROOT / "docs" / "sweeps" / "ema-calms-quick.toml") == ec.sweep_spec("quick")
+
+
+def test_a_tiny_posthoc_run_measured_end_to_end(tmp_path, tiny_bc):
+    from gvaempirics.bc.config import BCConfig
+    from gvaempirics.bc.train import train_bc
+
+    run = tmp_path / "run"
+    train_bc(BCConfig(**{**tiny_bc, "stabilizer": "posthoc", "posthoc_every": 10}), run, quiet=True)
+    m = ec.measure_run(run)
+    assert m["osc"].shape == (K,) and m["movement"].shape == (K,) and m["pairs"] == 4 * 3
+    assert (run / "posthoc.json").is_file() and (run / "flips_step_30.json").is_file()
+    again = ec.measure_run(run)  # from the cached files: the same numbers
+    np.testing.assert_array_equal(again["osc"], m["osc"])
+    assert again["law"] == m["law"]
