@@ -43,8 +43,8 @@ from gvatheory._checks import check_choice, check_int, check_range
 from gvatheory.stabilizers import posthoc_coefficients, power_profile_inner
 
 from ..metrics import zoom_indices
-from ..rundir import RunDir, atomic_write_json, load_checked
-from ..stabilizers import PostHocEMA, Snapshot
+from ..rundir import RunDir, atomic_write_json
+from ..stabilizers import Snapshot
 
 DEFAULT_SIGMA_RELS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # as `gva lm posthoc`
 SIGMA_REL_MAX = 12**-0.5  # the uniform average: the widest power-function profile
@@ -255,9 +255,9 @@ def posthoc_sweep(
     """
     from tqdm.auto import tqdm
 
-    from .envs import act_dim, initial_conditions, obs_dim
-    from .imitators import make_imitator
+    from .envs import initial_conditions
     from .results import load_result
+    from .run import open_run
     from .train import imitator_rollout
 
     start = time.perf_counter()
@@ -270,17 +270,9 @@ def posthoc_sweep(
     check_int("threads", threads, 0)
     check_int("memory_budget", memory_budget, 1)
     rd = run if isinstance(run, RunDir) else RunDir(Path(run))
-    cfg = check_run(rd)
-    if threads:
-        cfg = cfg.replace(threads=threads)
-    torch.set_num_threads(cfg.threads)
-
-    state, source = rd.load_step(-1), rd.checkpoints()[-1].path
-    d_act = act_dim(cfg.env)
-    model = make_imitator(cfg.imitator_spec(obs_dim(cfg.env) + d_act, d_act))
-    load_checked(model, state.get("model"), source=source)
-    stabilizer = PostHocEMA(model, cfg.posthoc_sigma_rels, snapshot_every=cfg.posthoc_every)
-    load_checked(stabilizer, state.get("stabilizer"), source=source, what="the stabilizer", params=model)
+    check_run(rd)
+    opened = open_run(rd, -1, threads=threads)
+    cfg, model, stabilizer = opened.cfg, opened.model, opened.stabilizer
     counts = sorted({s.count for s in stabilizer.snapshots})
     snapshotted = set(counts)
     if iterates == "zoom":
