@@ -21,14 +21,13 @@ alone. Rollouts of all members' queued checkpoints go to the batched evaluator i
 
 Exactness: a member's numbers equal its single run's up to float32 rounding: the vmapped matmuls
 may round differently from the single model's, and the optimizers step with torch's fused CPU
-kernel (``fused=True``, 3x faster here than the per-tensor loop a single run uses); ``fused=False``
-steps with exactly that loop, the reference, and then the members of the tiny preset reproduce
-their single runs bit for bit (measured on this machine; ``tests/test_ensemble.py`` states the
-tolerances it asks for). The update is deliberately not written as one broadcast over the stacked
-``(K, ...)`` tensors with per-member hyperparameter tensors: measured on the 4x256 imitator, that
-form costs 1.2 ms per member-step against 0.2 ms for the fused kernel on each member's rows
-(0.65 ms for torch's per-tensor loop), because the stacked state falls out of cache and one
-member's does not.
+kernel (``fused=True``, faster than the per-tensor loop a single run uses; ``benchmarks/bench_ensemble.py``);
+``fused=False`` steps with exactly that loop, the reference, and then the members of the tiny
+preset reproduce their single runs bit for bit (``tests/test_ensemble.py`` states the tolerances
+it asks for). The update is deliberately not written as one broadcast over the stacked
+``(K, ...)`` tensors with per-member hyperparameter tensors: on the 4x256 imitator that form is
+slower than the fused kernel on each member's rows, because the stacked state falls out of cache
+and one member's does not.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ RolloutFn = Callable[[nn.Module, Sequence[dict[str, Tensor]]], tuple[np.ndarray,
 
 
 # The training loss is logged at every evaluated iterate, raw and averaged; beyond this many pairs
-# it is estimated on evenly spaced ones (N = H = 1000 demonstrations: 1M pairs, 8 s per iterate on
-# 2 cores for the exact value, more than the rollouts). The validation loss is always exact.
+# it is estimated on evenly spaced ones (N = H = 1000 demonstrations give 1M pairs, whose exact
+# loss at every iterate would cost more than the rollouts). The validation loss is always exact.
 TRAIN_LOSS_PAIRS = 65536
 
 
