@@ -21,7 +21,7 @@ alone. Rollouts of all members' queued checkpoints go to the batched evaluator i
 
 Exactness: a member's numbers equal its single run's up to float32 rounding: the vmapped matmuls
 may round differently from the single model's, and the optimizers step with torch's fused CPU
-kernel (``fused=True``, faster than the per-tensor loop a single run uses; ``benchmarks/bench_ensemble.py``);
+kernel (``fused=True``, faster than the per-tensor loop a single run uses);
 ``fused=False`` steps with exactly that loop, the reference, and then the members of the tiny
 preset reproduce their single runs bit for bit (``tests/test_ensemble.py`` states the tolerances
 it asks for). The update is deliberately not written as one broadcast over the stacked
