@@ -29,7 +29,7 @@ def _run(env, seed, rng, *, ratio, law_off=1.0, walks=None, fit=0.0):
         run=f"{env}__base__s{seed}", env=env, seed=seed, scale=1000.0, walks=walks, law=law,
         raw_osc=raw, osc=raw * ratio * np.exp(rng.normal(0, 0.1, K)), fit_error=np.full(K, fit),
         movement=movement, raw_flips=rng.poisson(pairs * float(law(1.0))), pairs=pairs, flips=flips,
-        raw_osc_walked=raw, osc_walked=raw * ratio * np.exp(rng.normal(0, 0.1, K)),
+        raw_osc_walked=raw, osc_walked=raw * ratio * np.exp(rng.normal(0, 0.1, K)), raw_mean=0.8, mean=np.full(K, 0.85),
     )  # fmt: skip
 
 
@@ -67,6 +67,10 @@ def test_one_width_that_halves_is_enough_and_a_poorly_fitted_width_is_left_out()
     assert _outcomes(ec.decide(runs))["ema-calms/window/Hopper-v5-quick"] == "supports"
     for r in runs:
         r["fit_error"][2] = 0.5  # the snapshots cannot give that width: it leaves the family
+    v = next(v for v in ec.decide(runs) if v.rule == "ema-calms/window/Hopper-v5-quick")
+    assert v.outcome == "contradicts" and "5 widths in the family" in v.detail
+    for r in runs:
+        r["fit_error"][2], r["mean"][2] = 0.0, r["raw_mean"] - 0.3  # calm, but by falling: also left out
     v = next(v for v in ec.decide(runs) if v.rule == "ema-calms/window/Hopper-v5-quick")
     assert v.outcome == "contradicts" and "5 widths in the family" in v.detail
 

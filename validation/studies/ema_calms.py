@@ -11,7 +11,8 @@ uniform average of all of it (:func:`gvaempirics.bc.posthoc.posthoc_sweep`, at e
 The ``full`` budget adds Walker2d at the paper's size, 3 seeds.
 
 **Hypothesis 1 (the window).** Per environment, for each width whose profile the snapshots fit
-within 0.1: the paired ratio averaged / raw zoom oscillation index over seeds, t on log ratio at
+within 0.1 and whose mean return is not below the raw iterate's by more than 0.1 of the expert's
+(a width calm because it falls everywhere does not count): the paired ratio averaged / raw zoom oscillation index over seeds, t on log ratio at
 level 1 - 0.05/6 (Bonferroni over the widths). *Supports* if some width's interval lies in
 [0, 0.5] (removes at least half), *contradicts* if every width's lies above 0.5.
 
@@ -44,6 +45,7 @@ from validation.report import Section, Verdict, markdown_table
 ENVS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
 WIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, 12**-0.5)  # the last: the uniform average (gvaempirics.bc.posthoc)
 FIT_LIMIT = 0.1  # widths whose profile fit error exceeds it leave H1's family (as registered)
+RETURN_LOSS = 0.1  # x expert: widths whose mean return falls further below the raw's leave it too
 LEVEL = 1 - 0.05 / len(WIDTHS)  # Bonferroni over the widths
 FLIP = 0.1  # x expert return, as gvaempirics.metrics.flip_rate
 EXPERT_ICS_ENVS = ("Hopper-v5", "Walker2d-v5")
@@ -129,6 +131,8 @@ def measure_run(path: Path, *, quiet: bool = True) -> dict[str, Any]:
         osc=np.array([r["reward_oscillation"] for r in rows[1:]]),
         fit_error=ph.fit_error.max(axis=1),
         movement=np.nanmean(ph.movement, axis=1) / curve.step_length,
+        raw_mean=rows[0]["mean_return"] / scale,
+        mean=np.array([r["mean_return"] for r in rows[1:]]) / scale,
     )
     out["raw_flips"], out["pairs"] = _flip_counts(ph.raw_returns, ph.windows, scale)
     out["flips"] = np.array([_flip_counts(ph.returns[k], ph.windows, scale)[0] for k in range(len(WIDTHS))])
@@ -145,8 +149,9 @@ def _nan(n: int, method: str) -> Interval:
 
 
 def window_intervals(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> tuple[list[Interval], str]:
-    """Per width in the family (fit error within :data:`FIT_LIMIT` in every run): the paired
-    ratio interval averaged / raw oscillation over runs at :data:`LEVEL`; and a gate (why not)."""
+    """Per width in the family (fit error within :data:`FIT_LIMIT` in every run, mean return over
+    runs not below the raw's by more than :data:`RETURN_LOSS`): the paired ratio interval
+    averaged / raw oscillation over runs at :data:`LEVEL`; and a gate (why not)."""
     raw_key, key = ("raw_osc_walked", "osc_walked") if walked else ("raw_osc", "osc")
     runs = [r for r in runs if key in r]
     if not runs:
@@ -155,12 +160,14 @@ def window_intervals(runs: Sequence[dict[str, Any]], *, walked: bool = False) ->
     for k in range(len(WIDTHS)):
         if max(r["fit_error"][k] for r in runs) > FIT_LIMIT:
             continue
+        if np.mean([r["mean"][k] - r["raw_mean"] for r in runs]) < -RETURN_LOSS:
+            continue
         x, y = [r[key][k] for r in runs], [r[raw_key] for r in runs]
         if min(x + y) <= 0:
             out.append(_nan(len(runs), "paired t, log ratio"))
             continue
         out.append(paired_interval(x, y, scale="ratio", level=LEVEL))
-    gate = "" if out else f"no width's profile fits within {FIT_LIMIT} in every run"
+    gate = "" if out else f"no width both fits within {FIT_LIMIT} and keeps the raw iterate's return"
     if any(not i.finite for i in out):
         gate = "an oscillation index is 0 (no log ratio)"
     return out, gate
