@@ -1,0 +1,183 @@
+"""The local model on ``gva bc train`` run directories: load a checkpoint, fit, continue, roll out.
+
+:func:`load_checkpoint` rebuilds a run's model and optimizer at a checkpoint with the learning
+rate of that step; :func:`fit_bc` and :func:`continue_bc` apply :func:`fit_local_model` and
+:func:`continue_training` to its training pairs; :func:`rollout_vectors` evaluates parameter
+vectors (e.g. :meth:`LocalModel.parameters_of` of sampled coordinates) with the batched evaluator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gvatheory._checks import check_int
+
+from ...rundir import RunDir, load_checked
+from .autodiff import _shapes, unflatten
+from .continuation import Continuation, continue_training
+from .model import LocalModel, fit_local_model
+
+# ---------------------------------------------------------------------------- behavior-cloning runs
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint of a ``gva bc train`` run, ready to fit and continue: ``model`` and
+    ``optimizer`` in the checkpoint's state with the learning rate of step ``step`` (held constant
+    from here), ``data`` the training pairs in use, ``expert_return`` from the run's log."""
+
+    run: Path
+    step: int
+    cfg: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: Any
+    eta: float
+    expert_return: float
+
+    @property
+    def batch_size(self) -> int:
+        """Pairs per optimizer step (``batch_size * grad_accum``: accumulated minibatches average)."""
+        return self.cfg.batch_size * self.cfg.grad_accum
+
+    def run_gamma(self) -> float:
+        """The run's EMA weight at this step (power or constant EMA); ``gamma_min`` for other stabilizers."""
+        from gvatheory.schedules import PowerEMA
+
+        cfg = self.cfg
+        if cfg.stabilizer == "ema":
+            return float(PowerEMA(cfg.alpha, cfg.gamma_min, cfg.burn_in)(self.step))
+        return float(cfg.gamma_min)
+
+
+def load_checkpoint(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> LoadedCheckpoint:
+    """Load checkpoint ``step`` (``-1``: the newest) of a BC run directory. Settings outside the
+    local model (gradient clipping, input noise, dropout, weight decay) raise ``ValueError``."""
+    from gvatheory.config import build_config
+
+    from ...training import make_optimizer
+    from ..config import BCConfig
+    from ..data import BCData, Demonstrations
+    from ..imitators import make_imitator
+
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    check_int("threads", threads, 0)
+    if not run.config_path.is_file():
+        raise ValueError(f"run={run.path} is not a run directory: it has no config.json")
+    cfg = build_config(BCConfig, run.read_config(), source=f"{run.config_path}")
+    if threads:
+        cfg = cfg.replace(threads=threads)
+    for name, bad in (
+        ("grad_clip", cfg.grad_clip > 0),
+        ("obs_noise", cfg.obs_noise > 0),
+        ("dropout", cfg.dropout > 0),
+        ("weight_decay", cfg.weight_decay > 0),
+    ):
+        if bad:
+            raise ValueError(f"{name}={getattr(cfg, name)} is out of range for the local model: it needs {name}=0")
+    state = run.load_step(step)
+    step = int(state["step"])  # -1 resolved to the newest
+    torch.set_num_threads(cfg.threads)
+    if state.get("data") is not None:
+        data = BCData(**state["data"])
+    else:
+        demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
+        data = Demonstrations.load(demos).bc_data(cfg.history)
+    model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
+    source = f"{run.checkpoint_dir}/step_{step:09d}.pt"
+    load_checked(model, state.get("model"), source=source)
+    model.train()
+    optimizer = make_optimizer(cfg, model)
+    load_checked(optimizer, state.get("optimizer"), source=source, what="the optimizer")
+    eta = float(cfg.lr_schedule()(step))
+    if eta <= 0:
+        raise ValueError(f"step={step}: the learning rate there is {eta}; the local model needs a positive one")
+    for g in optimizer.param_groups:
+        g["lr"] = eta
+    meta = next(run.metrics("meta"), {})
+    return LoadedCheckpoint(
+        run.path, step, cfg, model, optimizer, data, eta, float(meta.get("expert_return", float("nan")))
+    )
+
+
+def fit_bc(
+    ck: LoadedCheckpoint, *, k: int, gamma: float | None = None, noise_samples: int = 0, seed: int = 0
+) -> LocalModel:
+    """:func:`fit_local_model` on a loaded BC checkpoint (training pairs, the run's batch size,
+    ``gamma`` by default the run's EMA weight at that step)."""
+    gamma = ck.run_gamma() if gamma is None else gamma
+    d = ck.data
+    return fit_local_model(
+        ck.model,
+        ck.optimizer,
+        d.train_x,
+        d.train_y,
+        batch_size=ck.batch_size,
+        k=k,
+        gamma=gamma,
+        noise_samples=noise_samples,
+        seed=seed,
+    )
+
+
+def continue_bc(
+    ck: LoadedCheckpoint,
+    local: LocalModel,
+    *,
+    steps: int,
+    chains: int = 1,
+    seed: int = 0,
+    keep: Sequence[int] = (),
+    quiet: bool = True,
+) -> Continuation:
+    """:func:`continue_training` on a loaded BC checkpoint's training pairs."""
+    return continue_training(
+        ck.model,
+        ck.optimizer,
+        ck.data.train_x,
+        ck.data.train_y,
+        local,
+        steps=steps,
+        chains=chains,
+        seed=seed,
+        keep=keep,
+        quiet=quiet,
+    )
+
+
+def rollout_vectors(
+    ck: LoadedCheckpoint, vectors: np.ndarray, ics, horizons: Sequence[int], *, chunk: int = 256
+) -> dict[int, np.ndarray]:
+    """Rollout returns of the policies with flat parameter vectors ``vectors`` (P, d) from ``ics``,
+    truncated at each horizon: ``{H: (P, n_ic)}``. One batched evaluator call (up to ``chunk``
+    policies) for the longest horizon; shorter ones are partial sums of its per-step rewards."""
+    from ..envs import action_bounds
+    from ..rollout import rollout, stacked_policy
+    from ..train import AugmentedPolicy
+
+    cfg = ck.cfg
+    horizons = sorted({check_int("horizon", int(h), 1) for h in horizons})
+    shapes = _shapes(ck.model)
+    low, high = action_bounds(cfg.env)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    out: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
+    was = ck.model.training
+    ck.model.eval()
+    try:
+        for i in range(0, len(vectors), chunk):
+            plist = [unflatten(torch.from_numpy(v.copy()), shapes) for v in vectors[i : i + chunk]]
+            policy = AugmentedPolicy(stacked_policy(ck.model, plist), cfg.history, low, high)
+            res = rollout(cfg.env, ics, horizons[-1], policy, len(plist), record=True, threads=cfg.threads)
+            cum = np.cumsum(res.rewards, axis=-1)  # (P, I, H)
+            for h in horizons:
+                out[h].append(cum[..., h - 1])
+    finally:
+        ck.model.train(was)
+    return {h: np.concatenate(v) for h, v in out.items()}
