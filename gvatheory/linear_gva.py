@@ -36,6 +36,7 @@ from ._checks import check_int, check_matrix, check_memory, check_range
 from ._linear_bc import Cost, LinearBC, double_integrator
 from .moments import sgd_ema_path, sgd_ema_stationary
 from .schedules import Schedule, as_schedule
+from .stabilizers import ema_update
 from .stats import SeedLike, chain_keys
 
 __all__ = [
@@ -292,7 +293,7 @@ def run_sgd(
                 t = start + i
                 resid = np.einsum("smn,sbn->sbm", K, X[i]) - U[i]
                 K = K - etas[t] * (2.0 / batch_size) * np.einsum("sbm,sbn->smn", resid, X[i])
-                ema = (1 - gammas[t]) * ema + gammas[t] * K
+                ema = ema_update(ema, K, gammas[t])
                 if r < len(rec) and rec[r] == t + 1:
                     out_K[:, r], out_E[:, r] = K, ema
                     r += 1
@@ -326,7 +327,7 @@ def sgd_reference(
             for x, u in zip(X[i], U[i]):
                 grad += 2.0 * np.outer(K @ x - u, x) / batch_size
             K = K - eta_s(t) * grad
-            ema = (1 - gamma_s(t + 1)) * ema + gamma_s(t + 1) * K
+            ema = ema_update(ema, K, gamma_s(t + 1))
     return K, ema
 
 

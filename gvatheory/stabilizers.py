@@ -67,6 +67,17 @@ def _check_shapes(name: str, reference: Params, params: Params) -> None:
     _map(check, reference, params)
 
 
+def ema_update(average: Params, params: Params, gamma: float) -> Params:
+    r"""One EMA step, leafwise: :math:`(1-\gamma)\,\bar\theta + \gamma\,\theta`.
+
+    The update of :class:`EMA` and :class:`BEMA`, and of every numpy loop that carries an EMA
+    beside its iterates (:mod:`gvatheory.linear_gva`, the local model's continuation); the numba
+    kernels of :mod:`gvatheory.averaging` keep their own, tested against this one. ``gamma`` is a
+    number (or an array that broadcasts against the leaves).
+    """
+    return _map(lambda m, p: (1.0 - gamma) * m + gamma * p, average, params)
+
+
 # ---------------------------------------------------------------- EMA (and Polyak)
 
 
@@ -133,8 +144,7 @@ class EMA:
         if state.count % self.every:
             return EMAState(count=state.count + 1, average=state.average)
         g = float(self.schedule.gamma) if self.debias else self.schedule(state.count)
-        average = _map(lambda m, p: (1.0 - g) * m + g * p, state.average, params)
-        return EMAState(count=state.count + 1, average=average)
+        return EMAState(count=state.count + 1, average=ema_update(state.average, params, g))
 
     def value(self, state: EMAState) -> Params:
         _check_count(state.count)
@@ -218,7 +228,7 @@ class BEMA:
         if t % self.every:
             return BEMAState(count=t + 1, ema=state.ema, anchor=state.anchor, last=state.last)
         g = self.schedule(t)
-        ema = _map(lambda m, p: (1.0 - g) * m + g * p, state.ema, params)
+        ema = ema_update(state.ema, params, g)
         copy = _map(np.array, params)
         anchor = copy if t <= self.schedule.burn_in else state.anchor
         return BEMAState(count=t + 1, ema=ema, anchor=anchor, last=copy)

@@ -19,6 +19,7 @@ from gvatheory.averaging import (
     variance_estimate,
 )
 from gvatheory.schedules import BEMASchedule, InverseTimeLR, PolyakEMA, PowerEMA
+from gvatheory.stabilizers import ema_update
 from gvatheory.stats import chain_keys, estimate
 
 # ---------------------------------------------------------------- hand expansions
@@ -239,7 +240,8 @@ def test_scalar_kernel_equals_general_kernel_sample_for_sample():
 
 
 def _reference_chain(model: QuadraticSGD, key: int, T: int) -> np.ndarray:
-    """Plain Python twin of the numba kernel for one chain (Gaussian, Rademacher or minibatch noise)."""
+    """Plain Python twin of the numba kernel for one chain (Gaussian, Rademacher or minibatch noise);
+    its EMAs are the numpy stabilizers' update (:func:`gvatheory.stabilizers.ema_update`)."""
     rng = _rng.XoshiroPy(key)
     H, mu, L, atoms = model._H, model._mu, model._Sigma_half, model._atoms
     etas, gam, _ = model._schedule_arrays(T)
@@ -257,7 +259,7 @@ def _reference_chain(model: QuadraticSGD, key: int, T: int) -> np.ndarray:
                 u = np.array([1.0 if rng.next_u64() >> 63 else -1.0 for _ in range(d)])
             xi = L @ u
         theta = theta - etas[t] * (H @ (theta - mu) + xi)
-        emas = [(1 - gam[k, t + 1]) * e + gam[k, t + 1] * theta for k, e in enumerate(emas)]
+        emas = [ema_update(e, theta, gam[k, t + 1]) for k, e in enumerate(emas)]
     return np.array([theta, *emas])
 
 
