@@ -9,6 +9,7 @@ A subclass redeclares a field to change its default. Imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from gvatheory.config import Config, option
@@ -16,6 +17,7 @@ from gvatheory.schedules import LR_SCHEDULES, TrainingLR
 
 STABILIZERS = ("ema", "constant-ema", "polyak", "bema", "posthoc")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+_LR = {f.name: f.default for f in dataclasses.fields(TrainingLR)}  # the schedule's defaults, declared once
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,20 @@ class TrainingOptions(StabilizerOptions):
     optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
     eta: float = option(3e-4, "peak learning rate eta", low=0.0, low_open=True)
     schedule: str = option(
-        "constant",
+        _LR["kind"],
         "learning-rate schedule after warmup (cosine and wsd decay to zero at the last step)",
         choices=LR_SCHEDULES,
     )
-    warmup: int = option(0, "linear warmup steps", low=0)
-    t0: float = option(1000.0, "inverse schedule: eta / (1 + t/t0)", low=0.0, low_open=True)
-    drop: float = option(0.1, "step schedule: factor of each drop", low=0.0, high=1.0, low_open=True)
-    drop_every: int = option(10000, "step schedule: steps between drops", low=1)
+    warmup: int = option(_LR["warmup"], "linear warmup steps", low=0)
+    t0: float = option(_LR["t0"], "inverse schedule: eta / (1 + t/t0)", low=0.0, low_open=True)
+    drop: float = option(_LR["drop"], "step schedule: factor of each drop", low=0.0, high=1.0, low_open=True)
+    drop_every: int = option(_LR["every"], "step schedule: steps between drops", low=1)
     decay_fraction: float = option(
-        0.2, "wsd schedule: final fraction of the steps decayed linearly to zero", low=0.0, high=1.0, low_open=True
+        _LR["decay_fraction"],
+        "wsd schedule: final fraction of the steps decayed linearly to zero",
+        low=0.0,
+        high=1.0,
+        low_open=True,
     )
     momentum: float = option(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
     beta1: float = option(0.9, "Adam/AdamW beta1", low=0.0, high=1.0, high_open=True)

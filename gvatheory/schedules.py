@@ -56,6 +56,23 @@ class Schedule(Protocol):
 
 # ---------------------------------------------------------------- step sizes eta_t
 
+# The decay formulas, once for the theory schedules (numpy arrays) and TrainingLR (Python
+# floats); each caller keeps its own clock ``s`` (steps since the start of the decay).
+
+
+def _inverse_time(eta0, s, t0):
+    return eta0 / (1.0 + s / t0)
+
+
+def _step_decay(eta0, drop, drops):
+    return eta0 * drop**drops
+
+
+def _half_cosine(eta0, eta_min, cos_angle):
+    r"""From ``eta0`` (``cos_angle = 1``) down to ``eta_min`` (``cos_angle = -1``); the caller takes
+    the cosine of :math:`\pi` times its progress, with numpy or ``math``."""
+    return eta_min + 0.5 * (eta0 - eta_min) * (1.0 + cos_angle)
+
 
 @dataclass(frozen=True)
 class ConstantLR:
@@ -83,7 +100,7 @@ class InverseTimeLR:
 
     def __call__(self, t):
         s = _steps(t)
-        return _out(t, self.eta0 / (1.0 + s / self.t0))
+        return _out(t, _inverse_time(self.eta0, s, self.t0))
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class CosineLR:
 
     def __call__(self, t):
         s = np.minimum(_steps(t), self.T)
-        return _out(t, self.eta_min + 0.5 * (self.eta0 - self.eta_min) * (1.0 + np.cos(np.pi * s / self.T)))
+        return _out(t, _half_cosine(self.eta0, self.eta_min, np.cos(np.pi * s / self.T)))
 
 
 @dataclass(frozen=True)
@@ -120,7 +137,7 @@ class StepDecayLR:
 
     def __call__(self, t):
         s = _steps(t)
-        return _out(t, self.eta0 * self.drop ** np.floor(s / self.every))
+        return _out(t, _step_decay(self.eta0, self.drop, np.floor(s / self.every)))
 
 
 # ---------------------------------------------------------------- EMA weights gamma_t
@@ -375,11 +392,11 @@ class TrainingLR:
             return eta
         if self.kind == "cosine":
             progress = min(1.0, (t - w) / max(1, self.steps - w))
-            return eta * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return _half_cosine(eta, 0.0, math.cos(math.pi * progress))
         if self.kind == "inverse":
-            return eta / (1.0 + (t - w) / self.t0)
+            return _inverse_time(eta, t - w, self.t0)
         if self.kind == "step":
-            return eta * self.drop ** ((t - w) // self.every)
+            return _step_decay(eta, self.drop, (t - w) // self.every)
         decay_start = self.steps - int(round(self.decay_fraction * self.steps))
         if t < decay_start:
             return eta
