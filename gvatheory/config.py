@@ -65,6 +65,20 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def redefault(cls: type, name: str, default: Any, **changes: Any) -> Any:
+    """Field ``name`` of the config class ``cls`` with another ``default``: a subclass changes a
+    default without restating the help line, choices and range (``changes``: any of those that
+    differ, by the keyword names of :func:`option`)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ValueError(f"name={name!r} is not a field of {cls.__name__}")
+    meta = dict(fields[name].metadata)
+    unknown = sorted(set(changes) - set(meta))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} are not settings of option(): valid ones are {', '.join(meta)}")
+    return dataclasses.field(default=default, metadata={**meta, **changes})
+
+
 def field_types(cls: type) -> dict[str, Any]:
     """Resolved annotations of a config class (postponed annotations included)."""
     return dict(_field_types(cls))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gvaempirics.rundir import RunDir, load_torch_file
-from gvatheory.config import Config, build_config, option, read_config_file, to_dict
+from gvatheory.config import Config, build_config, option, read_config_file, redefault, to_dict
 from validation.cli._args import add_config_arguments, config_from_args
 
 
@@ -65,6 +65,26 @@ def test_config_types_choices_and_ranges_are_checked_in_the_dataclass(values, me
 def test_config_normalizes_values():
     cfg = Toy(lr=1, sizes=[2, 3], cap=2)
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.sizes == (2, 3) and cfg.cap == 2.0
+
+
+def test_redefault_keeps_help_choices_and_range_and_changes_what_it_is_told():
+    @dataclasses.dataclass(frozen=True)
+    class Wider(Toy):
+        width: int = redefault(Toy, "width", 64)
+        opt: str = redefault(Toy, "opt", "adam", help="the optimizer")
+
+    fields = {f.name: f for f in dataclasses.fields(Wider)}
+    base = {f.name: f for f in dataclasses.fields(Toy)}
+    assert Wider().width == 64 and Wider().opt == "adam"
+    assert fields["width"].metadata == base["width"].metadata
+    assert dict(fields["opt"].metadata) == {**base["opt"].metadata, "help": "the optimizer"}
+    assert list(fields) == list(base)  # a redeclared field keeps its place (flags, saved configs)
+    with pytest.raises(ValueError, match="width=0 is out of range"):
+        Wider(width=0)
+    with pytest.raises(ValueError, match="hight are not settings of option"):
+        redefault(Toy, "width", 3, hight=4)
+    with pytest.raises(ValueError, match="name='depth' is not a field of Toy"):
+        redefault(Toy, "depth", 3)
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gvatheory._checks import check_choice, check_int
-from gvatheory.config import Config, option
+from gvatheory.config import Config, option, redefault
 
-from ..config import OPTIMIZERS, TrainingOptions
+from ..config import TrainingOptions
 
 CORPORA = ("shakespeare", "tinystories", "teacher", "flipflop")
 TEXT_CORPORA = ("shakespeare", "tinystories")
@@ -77,25 +77,22 @@ class CorpusOptions(Config):
 class LMConfig(TrainingOptions, CorpusOptions):
     """A language-model run. Every field is a ``gva lm train`` flag and a config-file key (the
     optimizer, schedule, evaluation and stabilizer fields come from
-    :class:`~gvaempirics.config.TrainingOptions`, redeclared here where the LM default differs)."""
+    :class:`~gvaempirics.config.TrainingOptions`, given the LM's default here by
+    :func:`gvatheory.config.redefault` where it differs)."""
 
     # shared fields with the LM's defaults
-    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
-    eta: float = option(1e-3, "peak learning rate eta", low=0.0, low_open=True)
-    warmup: int = option(100, "linear warmup steps (all schedules)", low=0)
-    weight_decay: float = option(
-        0.1, "weight decay (of matrices; biases, norms and embeddings' 1-d parameters are not decayed)", low=0.0
-    )
-    beta2: float = option(0.99, "Adam/AdamW beta2", low=0.0, high=1.0, high_open=True)
-    grad_clip: float = option(1.0, "gradient norm clip (0: none)", low=0.0)
-    batch_size: int = option(32, "sequences per minibatch", low=1)
-    steps: int = option(3000, "optimizer steps", low=1)
-    eval_every: int = option(100, "evaluate raw and stabilized weights every this many steps", low=1)
-    zoom_length: int = option(20, "consecutive steps in each zoom window", low=1)
-    checkpoint_every: int = option(500, "steps between checkpoints (always at the end)", low=1)
-    gamma_min: float = option(
-        0.01, "power EMA floor gamma_min; the constant EMA's gamma; BEMA's EMA floor", low=0.0, high=1.0, low_open=True
-    )
+    optimizer: str = redefault(TrainingOptions, "optimizer", "adamw")
+    eta: float = redefault(TrainingOptions, "eta", 1e-3)
+    warmup: int = redefault(TrainingOptions, "warmup", 100, help="linear warmup steps (all schedules)")
+    weight_decay: float = redefault(TrainingOptions, "weight_decay", 0.1)
+    beta2: float = redefault(TrainingOptions, "beta2", 0.99)
+    grad_clip: float = redefault(TrainingOptions, "grad_clip", 1.0)
+    batch_size: int = redefault(TrainingOptions, "batch_size", 32, help="sequences per minibatch")
+    steps: int = redefault(TrainingOptions, "steps", 3000, high=None)  # LM runs have never had the 10**9 ceiling
+    eval_every: int = redefault(TrainingOptions, "eval_every", 100)
+    zoom_length: int = redefault(TrainingOptions, "zoom_length", 20)
+    checkpoint_every: int = redefault(TrainingOptions, "checkpoint_every", 500)
+    gamma_min: float = redefault(TrainingOptions, "gamma_min", 0.01)
     # the model
     n_layer: int = option(4, "transformer blocks", low=1)
     n_head: int = option(4, "attention heads", low=1)
