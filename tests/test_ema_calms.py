@@ -22,14 +22,15 @@ def _run(env, seed, rng, *, ratio, law_off=1.0, walks=None, fit=0.0):
     raw = 0.1 * np.exp(rng.normal(0, 0.1))
     law = PowerLaw(0.3, 0.8)
     movement = np.geomspace(0.05, 0.5, K)
+    moves = [m * np.exp(rng.normal(0, 0.3, 29)) for m in movement]  # 29 consecutive pairs per width
     pairs = 290
-    flips = np.array([rng.poisson(pairs * law_off * float(law(m))) for m in movement])
+    flips = np.array([rng.poisson(10 * law_off * float(law(m).sum())) for m in moves])
     walks = np.ones(10, bool) if walks is None else walks
     return dict(
         run=f"{env}__base__s{seed}", env=env, seed=seed, scale=1000.0, walks=walks, law=law,
         raw_osc=raw, osc=raw * ratio * np.exp(rng.normal(0, 0.1, K)), fit_error=np.full(K, fit),
-        movement=movement, raw_flips=rng.poisson(pairs * float(law(1.0))), pairs=pairs, flips=flips,
-        raw_osc_walked=raw, osc_walked=raw * ratio * np.exp(rng.normal(0, 0.1, K)), raw_mean=0.8, mean=np.full(K, 0.85),
+        movement=movement, moves=moves, n_ics=10, raw_flips=rng.poisson(pairs * float(law(1.0))), pairs=pairs, flips=flips,
+        raw_osc_walked=raw, osc_walked=raw * ratio * np.exp(rng.normal(0, 0.1, K)), raw_mean=0.8, mean=np.full(K, 0.85), raw_mean_walked=0.9, mean_walked=np.full(K, 0.9),
     )  # fmt: skip
 
 
@@ -84,7 +85,7 @@ def test_gates_an_expert_that_never_falls_and_too_few_runs():
 
 def test_the_law_ratio_by_hand():
     r = _run("Hopper-v5", 1, np.random.default_rng(1), ratio=0.5)
-    predicted = sum(290 * min(0.3 * m**0.8, 1.0) for m in r["movement"])
+    predicted = sum(10 * min(0.3 * m**0.8, 1.0) for ms in r["moves"] for m in ms)  # the law at each pair
     assert ec._law_ratio(r) == pytest.approx((r["flips"].sum() + 1) / (predicted + 1))
     assert ec._law_ratio(r, raw=True) == pytest.approx((r["raw_flips"] + 1) / (290 * 0.3 + 1))
 
@@ -116,3 +117,29 @@ def test_a_tiny_posthoc_run_measured_end_to_end(tmp_path, tiny_bc):
     again = ec.measure_run(run)  # from the cached files: the same numbers
     np.testing.assert_array_equal(again["osc"], m["osc"])
     assert again["law"] == m["law"]
+
+
+def test_runs_that_cannot_test_the_law_are_left_out_and_the_raw_check_can_fail():
+    runs = _runs(ratio=0.2)
+    for r in runs:
+        if r["env"] in ("HalfCheetah-v5", "Ant-v5"):  # calm envs: hardly a raw flip, hardly a predicted one
+            r["raw_flips"], r["flips"] = 3, np.zeros(K, int)
+    v = {v.rule: v for v in ec.decide(runs)}
+    assert v["ema-calms/flip-law/Ant-v5-quick"].outcome == "inconclusive"
+    assert "0 of 5 runs can test the law" in v["ema-calms/flip-law/Ant-v5-quick"].detail
+    assert "over 10 of 20 runs" in v["ema-calms/flip-law/pooled-quick"].detail
+    assert v["ema-calms/flip-law/pooled-quick"].outcome == "supports"
+    for r in runs:
+        r["raw_flips"] = 200  # raw flips far above the curve at one step (0.3 x 290 = 87)... 2.3x
+        r["law"] = PowerLaw(0.1, 0.8)  # ...and with a flatter curve, 6.9x: the consistency check fails
+    assert _outcomes(ec.decide(runs))["ema-calms/flip-law/raw-quick"] == "contradicts"
+
+
+def test_a_per_environment_law_can_fail_while_others_hold():
+    runs = _runs(ratio=0.5)
+    for r in runs:
+        if r["env"] == "Walker2d-v5":
+            r["flips"] = r["flips"] * 0 + 0  # the averages never flip where the law predicts ~40
+    out = _outcomes(ec.decide(runs))
+    assert out["ema-calms/flip-law/Walker2d-v5-quick"] == "contradicts"
+    assert out["ema-calms/flip-law/Hopper-v5-quick"] == "supports"

@@ -112,13 +112,14 @@ def measure_run(path: Path, *, quiet: bool = True) -> dict[str, Any]:
     step = zoom_checkpoint(cfg, rd)
     fp = flips_path(path, step)
     curve = load_flip_curve(fp) if fp.is_file() else None
-    if curve is None:
+    if curve is None or not _registered(curve):
         curve = compute_flip_curve(rd, step, quiet=quiet)
         save_flip_curve(curve, path)
     scale = ph.expert_return
     rows = ph.rows()
-    law = curve.fit("noise")
+    law = fit_law(curve)
     walks = expert_walks(cfg)
+    moves = [row[np.isfinite(row)] / curve.step_length for row in ph.movement]
     out = dict(
         run=path.name,
         env=cfg.env,
@@ -130,17 +131,43 @@ def measure_run(path: Path, *, quiet: bool = True) -> dict[str, Any]:
         raw_osc=rows[0]["reward_oscillation"],
         osc=np.array([r["reward_oscillation"] for r in rows[1:]]),
         fit_error=ph.fit_error.max(axis=1),
-        movement=np.nanmean(ph.movement, axis=1) / curve.step_length,
+        movement=np.array([m.mean() for m in moves]),
+        moves=moves,
+        n_ics=ph.returns.shape[-1],
         raw_mean=rows[0]["mean_return"] / scale,
         mean=np.array([r["mean_return"] for r in rows[1:]]) / scale,
     )
     out["raw_flips"], out["pairs"] = _flip_counts(ph.raw_returns, ph.windows, scale)
     out["flips"] = np.array([_flip_counts(ph.returns[k], ph.windows, scale)[0] for k in range(len(WIDTHS))])
     if walks.sum() >= 2:
-        sub = lambda r: ph.indices(r[:, walks])["reward_oscillation"]  # noqa: E731
-        out["raw_osc_walked"] = sub(ph.raw_returns)
-        out["osc_walked"] = np.array([sub(ph.returns[k]) for k in range(len(WIDTHS))])
+        sub = lambda r, key: ph.indices(r[:, walks])[key]  # noqa: E731
+        out["raw_osc_walked"] = sub(ph.raw_returns, "reward_oscillation")
+        out["osc_walked"] = np.array([sub(ph.returns[k], "reward_oscillation") for k in range(len(WIDTHS))])
+        out["raw_mean_walked"] = sub(ph.raw_returns, "mean_return") / scale
+        out["mean_walked"] = np.array([sub(ph.returns[k], "mean_return") for k in range(len(WIDTHS))]) / scale
     return out
+
+
+def _registered(curve) -> bool:
+    """A cached curve is used only if it has the registered design (distances, 8 directions, seed 0)."""
+    from gvaempirics.bc.flips import DEFAULT_DISTANCES
+
+    d = curve.distances
+    return (
+        len(d) == len(DEFAULT_DISTANCES)
+        and np.allclose(d, DEFAULT_DISTANCES)
+        and curve.returns["noise"].shape[0] == 8
+        and curve.seed == 0
+    )
+
+
+def fit_law(curve):
+    """The registered law: the binomial fit over the curve's distances up to one step (noise directions)."""
+    from gvaempirics.bc.flips import fit_power_law
+
+    k, n = curve.flips("noise")
+    near = curve.distances <= 1.0 + 1e-9
+    return fit_power_law(curve.distances[near], k[near], n[near])
 
 
 # ------------------------------------------------------------------------------ decide
@@ -149,35 +176,49 @@ def _nan(n: int, method: str) -> Interval:
 
 
 def window_intervals(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> tuple[list[Interval], str]:
-    """Per width in the family (fit error within :data:`FIT_LIMIT` in every run, mean return over
-    runs not below the raw's by more than :data:`RETURN_LOSS`): the paired ratio interval
-    averaged / raw oscillation over runs at :data:`LEVEL`; and a gate (why not)."""
+    """Per width of the family (:func:`family`): the paired ratio interval averaged / raw
+    oscillation over runs at :data:`LEVEL`; and a gate (why not)."""
     raw_key, key = ("raw_osc_walked", "osc_walked") if walked else ("raw_osc", "osc")
     runs = [r for r in runs if key in r]
     if not runs:
         return [], "no run to decide on"
-    out = []
-    for k in range(len(WIDTHS)):
-        if max(r["fit_error"][k] for r in runs) > FIT_LIMIT:
-            continue
-        if np.mean([r["mean"][k] - r["raw_mean"] for r in runs]) < -RETURN_LOSS:
-            continue
-        x, y = [r[key][k] for r in runs], [r[raw_key] for r in runs]
-        if min(x + y) <= 0:
-            out.append(_nan(len(runs), "paired t, log ratio"))
-            continue
-        out.append(paired_interval(x, y, scale="ratio", level=LEVEL))
-    gate = "" if out else f"no width both fits within {FIT_LIMIT} and keeps the raw iterate's return"
-    if any(not i.finite for i in out):
-        gate = "an oscillation index is 0 (no log ratio)"
+    if min(r[raw_key] for r in runs) <= 0:
+        return [], "a raw oscillation index is 0 (no log ratio)"
+    out = [
+        paired_interval([r[key][k] for r in runs], [r[raw_key] for r in runs], scale="ratio", level=LEVEL)
+        for k in family(runs, walked=walked)
+    ]
+    gate = "" if out else f"no width fits within {FIT_LIMIT}, keeps the raw iterate's return and has a positive index"
     return out, gate
+
+
+def family(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> list[int]:
+    """The widths the window rules read (as registered): profile fit error within
+    :data:`FIT_LIMIT` in every run, a positive oscillation index in every run, and a mean return
+    over runs not below the raw's by more than :data:`RETURN_LOSS` x the expert's."""
+    key, mean, raw_mean = ("osc_walked", "mean_walked", "raw_mean_walked") if walked else ("osc", "mean", "raw_mean")
+    return [
+        k
+        for k in range(len(WIDTHS))
+        if max(r["fit_error"][k] for r in runs) <= FIT_LIMIT
+        and min(r[key][k] for r in runs) > 0
+        and np.mean([r[mean][k] - r[raw_mean] for r in runs]) >= -RETURN_LOSS
+    ]
+
+
+MIN_RAW_FLIPS = 10  # a run whose raw iterate flips less often cannot test the law (as registered)
+
+
+def testable(r: dict[str, Any]) -> bool:
+    """Whether a run can test the flip law: enough raw flips, and a fitted law that predicts some."""
+    return r["raw_flips"] >= MIN_RAW_FLIPS and r["law"].c > 0
 
 
 def _law_ratio(r: dict[str, Any], raw: bool = False) -> float:
     law, pairs = r["law"], r["pairs"]
     if raw:
         return (r["raw_flips"] + 1) / (pairs * float(law(1.0)) + 1)
-    predicted = sum(pairs * float(law(m)) for m in r["movement"])
+    predicted = sum(r["n_ics"] * float(law(m).sum()) for m in r["moves"])  # the law at each pair's movement
     return (float(r["flips"].sum()) + 1) / (predicted + 1)
 
 
@@ -198,14 +239,18 @@ def decide(runs: Sequence[dict[str, Any]]) -> list[Verdict]:
             gate = "the expert walks fewer than 2 of the run's initial conditions"
         extra = f"the expert falls on initial conditions {falls or 'none'}"
         verdicts.append(_window_verdict(f"ema-calms/expert-ics/{env}-quick", ints, gate, len(mine), extra))
-    for key, chosen in [("pooled", runs)] + [(env, [r for r in runs if r["env"] == env]) for env in ENVS]:
-        ratios = [_law_ratio(r) for r in chosen]
+    groups = [("pooled", runs)] + [(env, [r for r in runs if r["env"] == env]) for env in ENVS] + [("raw", runs)]
+    for key, chosen in groups:
+        used = [r for r in chosen if testable(r)]
+        ratios = [_law_ratio(r, raw=key == "raw") for r in used]
         iv = mean_interval(ratios, log=True) if len(ratios) >= 2 else _nan(len(ratios), "t, geometric")
-        detail = f"geometric mean of (measured + 1) / (predicted + 1) flips over {len(ratios)} runs"
-        verdicts.append(rule(f"ema-calms/flip-law/{key}-quick").decide(iv, detail))
-    ratios = [_law_ratio(r, raw=True) for r in runs]
-    iv = mean_interval(ratios, log=True) if len(ratios) >= 2 else _nan(len(ratios), "t, geometric")
-    verdicts.append(rule("ema-calms/flip-law/raw-quick").decide(iv, f"raw iterate, {len(ratios)} runs"))
+        r_ = rule(f"ema-calms/flip-law/{key}-quick")
+        gate = "" if len(used) >= r_.min_n else f"{len(used)} of {len(chosen)} runs can test the law"
+        detail = (
+            f"geometric mean of (measured + 1) / (predicted + 1) {'raw ' if key == 'raw' else ''}flips over "
+            f"{len(used)} of {len(chosen)} runs (the others flip fewer than {MIN_RAW_FLIPS} times raw)"
+        )
+        verdicts.append(r_.decide(iv, detail, gate=gate))
     return verdicts
 
 
@@ -220,32 +265,38 @@ def _window_verdict(key: str, ints: list[Interval], gate: str, n: int, extra: st
 
 # ------------------------------------------------------------------------------ present
 def table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per environment: raw and best-width oscillation and flip rate (geometric means, t intervals
-    over seeds); the best width is descriptive (the rule uses the whole family)."""
+    """Per environment: raw oscillation and flip rate, and those of the family's width with the
+    lowest upper bound of its ratio (the window rule's own interval, Bonferroni level); the pick
+    is descriptive, the rule reads every width of the family."""
     rows = []
     for env in ENVS:
         mine = [r for r in runs if r["env"] == env]
         if not mine:
             continue
         raw = mean_interval([r["raw_osc"] for r in mine], log=True) if len(mine) >= 2 else None
-        ratios = [np.exp(np.mean(np.log([r["osc"][k] / r["raw_osc"] for r in mine]))) for k in range(len(WIDTHS))]
-        k = int(np.nanargmin(ratios))
-        best = mean_interval([r["osc"][k] for r in mine], log=True) if len(mine) >= 2 else None
-        rows.append(
-            dict(
-                env=env,
-                runs=len(mine),
-                raw_osc=str(raw),
-                raw_flip=float(np.mean([r["raw_flips"] / r["pairs"] for r in mine])),
-                best_width=f"{WIDTHS[k]:.3g}",
-                best_osc=str(best),
-                best_flip=float(np.mean([r["flips"][k] / r["pairs"] for r in mine])),
-                ratio=float(ratios[k]),
-                beta=float(np.nanmean([r["law"].beta for r in mine])),
+        ints, _ = window_intervals(mine)
+        fam = family(mine) if min(r["raw_osc"] for r in mine) > 0 else []
+        row = dict(env=env, runs=len(mine), raw_osc=str(raw), raw_flip=_rate([r["raw_flips"] for r in mine], mine))
+        if ints:
+            j = min(range(len(ints)), key=lambda i: ints[i].high if ints[i].finite else math.inf)
+            k = fam[j]
+            row.update(
+                width=f"{WIDTHS[k]:.3g}",
+                ratio=str(ints[j]),
+                flip=_rate([r["flips"][k] for r in mine], mine),
+                return_change=float(np.mean([r["mean"][k] - r["raw_mean"] for r in mine])),
                 moves=float(np.mean([r["movement"][k] for r in mine])),
             )
-        )
+        else:
+            row.update(width="none", ratio="-", flip=math.nan, return_change=math.nan, moves=math.nan)
+        testable_runs = [r for r in mine if testable(r)]
+        row["beta"] = float(np.mean([r["law"].beta for r in testable_runs])) if testable_runs else math.nan
+        rows.append(row)
     return rows
+
+
+def _rate(counts: Sequence[int], runs: Sequence[dict[str, Any]]) -> float:
+    return float(np.sum(counts) / np.sum([r["pairs"] for r in runs]))
 
 
 def plot_curves(runs: Sequence[dict[str, Any]]):
@@ -284,7 +335,7 @@ def plot_law(runs: Sequence[dict[str, Any]]):
         mine = [r for r in runs if r["env"] == env]
         if not mine:
             continue
-        x = [max(float(r["law"](m)), floor) for r in mine for m in r["movement"]]
+        x = [max(float(np.mean(r["law"](m))), floor) for r in mine for m in r["moves"]]
         y = [max(f / r["pairs"], floor) for r in mine for f in r["flips"]]
         ax.scatter(x, y, s=12, color=color, label=env)
         ax.scatter(
@@ -325,11 +376,13 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     rows = table(runs)
     body = (
         f"{len(runs)} finished runs of `{sweep.out}` (quick preset, post-hoc EMA tracked; widths "
-        f"{', '.join(f'{w:.3g}' for w in WIDTHS)} synthesized at every zoom iterate). `raw_osc` and `best_osc`: "
-        "geometric mean zoom oscillation index over seeds with its t interval; `best_width` is the width with the "
-        "lowest geometric mean ratio (descriptive: the window rules use every width, Bonferroni-corrected); "
-        "`raw_flip`, `best_flip`: flip rate between consecutive zoom iterates; `beta`: the flip-distance exponent "
-        "(minibatch-noise directions, mean over runs); `moves`: the best width's per-step movement in optimizer "
-        "steps.\n\n" + (markdown_table(rows) if rows else "(no finished run)")
+        f"{', '.join(f'{w:.3g}' for w in WIDTHS)} synthesized at every zoom iterate). `raw_osc`: geometric mean "
+        "zoom oscillation index over seeds with its t interval; `raw_flip`: flip rate between consecutive zoom "
+        "iterates, pooled over seeds. `width`: of the widths the window rule reads, the one whose ratio interval "
+        "has the lowest upper bound (a descriptive pick: the rule reads them all); `ratio`: its averaged / raw "
+        "oscillation ratio with the rule's interval (Bonferroni level); `flip`: its flip rate; `return_change`: "
+        "its mean zoom return minus the raw iterate's, over the expert's; `moves`: its per-step movement in "
+        "optimizer steps; `beta`: the flip-distance exponent over r <= 1 (minibatch-noise directions, mean over "
+        "the runs that can test the law).\n\n" + (markdown_table(rows) if rows else "(no finished run)")
     )
     return Section("ema-calms", "When does averaging calm GVA (R4)", body, verdicts, figures)
