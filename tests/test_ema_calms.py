@@ -116,7 +116,7 @@ def test_a_tiny_posthoc_run_measured_end_to_end(tmp_path, tiny_bc):
     assert (run / "posthoc.json").is_file() and (run / "flips_step_30.json").is_file()
     again = ec.measure_run(run)  # from the cached files: the same numbers
     np.testing.assert_array_equal(again["osc"], m["osc"])
-    assert again["law"] == m["law"]
+    np.testing.assert_equal(vars(again["law"]), vars(m["law"]))  # NaN exponent when no flip: equal as arrays
 
 
 def test_runs_that_cannot_test_the_law_are_left_out_and_the_raw_check_can_fail():
