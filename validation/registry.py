@@ -5,7 +5,9 @@ replication that its interval resamples, the interval's method, the region that 
 quantity in (:class:`gvatheory.inference.Region`), the minimum number of units, and the date it was
 fixed, before the runs that decide it. A study measures and calls :meth:`Rule.decide`; the results
 page prints the rule beside the number. A rule changed after its data were seen keeps the old rule
-and the outcome it gave as an :class:`Amendment`, with the reason, and the page shows it.
+and the outcome it gave as an :class:`Amendment`, with the reason, and the page shows it. The rule
+type is :mod:`validation.rule`; what each rule was written after, and the verdicts the rules
+replaced, are :mod:`validation.registry_history`.
 
 The first commit that holds a rule's key is where it was fixed (``git log -S'"<key>"'
 validation/registry.py``).
@@ -15,106 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-from gvatheory.inference import Interval, Region, decide
+from gvatheory.inference import Region
 
-from .report import Verdict
-
-FIXED = "2026-12-03"  # this registry's first version; a rule's `seen` says what data it was written after
-
-
-@dataclass(frozen=True)
-class Amendment:
-    """A rule that was changed after its data were seen: the old rule, what it gave, and why."""
-
-    date: str
-    was: str
-    outcome: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One pre-registered verdict rule (see the module docstring)."""
-
-    key: str
-    claim: str
-    prediction: str
-    measure: str
-    unit: str
-    method: str
-    region: Region
-    min_n: int = 3
-    outside: bool = False  # the claim is that the quantity lies outside the region
-    gate: str = ""  # when the measurement cannot decide (the verdict is then inconclusive)
-    seen: str = ""  # data already seen when the rule was written, if any
-    any_of: str = ""  # a family of intervals (say, widths) of which one must support; see `decide`
-    fixed: str = FIXED
-    amendments: tuple[Amendment, ...] = ()
-
-    @property
-    def study(self) -> str:
-        return self.key.split("/")[0]
-
-    def describe(self) -> str:
-        """The rule in one line, as printed beside the number, with its amendments."""
-        inside, outside = ("wholly outside", "inside") if self.outside else ("inside", "wholly outside")
-        text = (
-            f"{self.measure}; interval: {self.method}, unit: {self.unit} (at least {self.min_n}); supports if the "
-            f"{'' if self.any_of else '95% '}interval lies {inside} {self.region.describe()}, contradicts if {outside}, else inconclusive "
-            f"(fixed {self.fixed}; prediction: {self.prediction})"
-        )
-        if self.any_of:
-            text += (
-                f". Family: one interval per {self.any_of}; supports if any one supports, contradicts if every one "
-                "contradicts"
-            )
-        if self.gate:
-            text += f". Gate: inconclusive when {self.gate}"
-        if self.seen:
-            text += f". Written after seeing: {self.seen}"
-        for a in self.amendments:
-            text += f". Amended {a.date}: was {a.was}, which gave {a.outcome}; {a.reason}"
-        return text
-
-    def outcome(self, interval: Interval) -> str:
-        """The outcome of this rule on one interval."""
-        out = decide(interval, self.region, min_n=self.min_n)
-        return {"supports": "contradicts", "contradicts": "supports"}.get(out, out) if self.outside else out
-
-    def decide(self, interval: Interval | Sequence[Interval], detail: str = "", *, gate: str = "") -> Verdict:
-        """The verdict of this rule on ``interval``, or on several intervals of one quantity (say, at
-        several finite-difference steps) that must all give the same outcome, else inconclusive. A
-        non-empty ``gate`` (why the measurement cannot decide, e.g. not stationary) makes it
-        inconclusive and is said in the detail. A rule with ``any_of`` reads its intervals as a family
-        (one per member, each at the rule's corrected level): it supports if any member supports and
-        contradicts only if every member contradicts."""
-        intervals = [interval] if isinstance(interval, Interval) else list(interval)
-        each = [self.outcome(i) for i in intervals]
-        if self.any_of:
-            ungated = (
-                "supports"
-                if "supports" in each
-                else ("contradicts" if set(each) == {"contradicts"} else "inconclusive")
-            )
-        else:
-            ungated = each[0] if len(set(each)) == 1 else "inconclusive"
-        outcome = "inconclusive" if gate else ungated
-        text = "; ".join(f"{i} (n={i.n})" for i in intervals)
-        if detail:
-            text += f"; {detail}"
-        if gate:
-            text += f"; not decided: {gate} (without the gate: {ungated})"
-        return Verdict.of(
-            self.claim,
-            outcome,
-            text,
-            rule=self.key,
-            rule_text=self.describe(),
-            intervals=[i.to_dict() for i in intervals],
-        )
+from .registry_history import _REPLACED, _seen
+from .rule import FIXED, Amendment, Rule  # noqa: F401 (importable from here)
 
 
 def _factor(f: float) -> Region:
@@ -503,141 +410,6 @@ def _rules() -> tuple[Rule, ...]:
         dataclasses.replace(r, amendments=r.amendments + _REPLACED.get(r.key, ()), seen=_seen(r.key)) for r in rules
     )
 
-
-def _seen(key: str) -> str:
-    """What had been seen of a rule's data when it was written (see the module docstring)."""
-    study = key.split("/")[0]
-    if study == "lm":
-        return (
-            "the per-seed numbers of the same three seeds on the 2026-12-01 page (the runs are deterministic and "
-            "the regenerated page repeats them), among them EMA token accuracy 0.694 against raw 0.805"
-        )
-    if study in ("local-model", "reward-law"):
-        return "the 2026-12-01 page of the same fit and continuation chains (its ratios and intervals)"
-    if study == "landscape":
-        return (
-            "the whole-grid quadratic fit, TV, jump fraction and fractal dimension of the 2026-12-03 landscapes "
-            "(the local measure replaced the whole-grid fit after a review; its own values were computed after "
-            "it was fixed)"
-        )
-    if study == "algorithmic":
-        return "the H = 300 sweep's rows of 2026-12-02 (the H = 1000 sweep that decides them ran after)"
-    if study == "ema-calms":
-        return (
-            "the trained-in EMA (alpha 0.5) against raw in docs/bc.md: quick Hopper and Walker2d over 3 seeds and "
-            "Walker2d at the paper's size over 3 seeds (oscillation, flip rate); no post-hoc width, no "
-            "flip-distance curve. The amendments say what of this study's own runs was seen before them (one "
-            "run's post-hoc rows and its fitted exponent and movements; no verdict)"
-        )
-    return ""
-
-
-# The verdicts of the studies before this registry (pages of 2026-12-01/02, commit 9c59389 and
-# before), whose outcomes were seen before the rules above were written: each rule that replaced
-# one keeps it here, with the reason the old rule could not be trusted.
-_TV = "a smooth dome scores a TV/range of 2 against a plane's 1, so a smooth surface passed it"
-_UNIT_SWEEP = "percentile bootstrap over 3 seeds under-covers; raw and EMA of one run were treated as independent"
-_NF = (
-    "one fitted curvature cannot give the shallow EMA slope of a spread of curvatures; the 3 seeds shared one "
-    "warm-up and validation set; no stationarity gate"
-)
-_LM = "needed only some change and a fluctuation under 1% of the decrease: near-automatic"
-_BLOCKS = "time blocks within a chain are not independent units"
-_PAIRS = "30 (window, IC) pairs sharing 5 ICs were resampled as independent units"
-
-
-_Q_REASON = (
-    "a review found that smooth surfaces which are not quadratics on the grid's scale score like noise on the "
-    "whole-grid fit (a tanh ridge 0.16, white noise 0.18); the local fit separates them (at most 0.03 against "
-    "0.11). The unit also moved to one base run per training seed (fresh-data s1 shared base s1's seed)"
-)
-
-
-def _was(date: str, was: str, outcome: str, reason: str) -> tuple[Amendment, ...]:
-    return (Amendment(date, was, outcome, reason),)
-
-
-_LANDSCAPE_Q = _was(
-    "2026-12-03",
-    "whole-grid quadratic-fit roughness, 4 runs (3 base, fresh-data s1)",
-    "supports (0.144 [0.0868, 0.201]; EMA 0.137 [0.11, 0.164])",
-    _Q_REASON,
-)
-
-_REPLACED: dict[str, tuple[Amendment, ...]] = {
-    "landscape/raw-reward-rougher": _was(
-        "2026-12-02", "mean over runs of reward TV / loss TV above 1", "supports (1.31 [1.22, 1.42], 4 runs)", _TV
-    )
-    + _LANDSCAPE_Q,
-    "ema-never-hurts/no-loss": _was(
-        "2026-12-02",
-        "no run with (EMA - raw)/expert below -0.02, sweep at H = 300",
-        "supports (0 exceptions of 21)",
-        "at H = 300 20 of 21 runs sat at the ceiling and the 2% tolerance was not measured; the sweep now runs at "
-        "H = 1000 (changed before its rerun)",
-    ),
-    "algorithmic/lr-cosine": _was(
-        "2026-12-02",
-        "ratio of means with P(osc < base) >= 0.8, percentile bootstrap, sweep at H = 300",
-        "supports (0.092 [0.048, 0.41])",
-        _UNIT_SWEEP,
-    ),
-    "algorithmic/averaging": _was(
-        "2026-12-02",
-        "ratio of means, groups resampled independently, sweep at H = 300",
-        "supports (0.040 [0.026, 0.18])",
-        _UNIT_SWEEP,
-    ),
-    **{
-        f"algorithmic/{k}": _was(
-            "2026-12-02", "ratio of means, percentile bootstrap, H = 300", "inconclusive", _UNIT_SWEEP
-        )
-        for k in ("fresh-data", "demos-100", "width-512", "wd-1e-4", "batch-256")
-    },
-    "landscape/ema-reward-rougher": _was(
-        "2026-12-02", "the EMA's reward TV / loss TV (shown, not decided)", "1.06 [1.03, 1.09]", _TV
-    )
-    + _LANDSCAPE_Q,
-    "lm/continuations-change": _was("2026-12-01", "every seed has a change fraction > 0", "supports", _LM),
-    "lm/loss-barely-moves": _was("2026-12-01", "every seed's fluctuation < 1% of the decrease", "supports", _LM),
-    "lm/ema-fewer-changes": _was(
-        "2026-12-01", "EMA - raw < 0 (no margin)", "supports (-0.421 [-0.598, -0.243])", "no stated effect size"
-    ),
-    "lm/decay-fewer-changes": _was(
-        "2026-12-01", "cosine - constant < 0 (no margin)", "supports (-0.448 [-0.698, -0.198])", "no stated effect size"
-    ),
-    **{
-        f"local-model/{k}": _was("2026-12-01", "block bootstrap over time blocks", f"supports ({v})", _BLOCKS)
-        for k, v in (
-            ("raw-1-2", "0.964"),
-            ("raw-3-5", "1.01"),
-            ("raw-6-10", "1.12 [1.04, 1.20]"),
-            ("ema-1-2", "1.12"),
-            ("ema-3-5", "1.55 [1.15, 1.86]"),
-            ("ema-6-10", "1.14"),
-        )
-    },
-    "reward-law/raw-spread": _was("2026-12-01", "the same ratio", "supports (1.30 [0.87, 1.96])", _PAIRS),
-    "reward-law/ema-spread": _was("2026-12-01", "the same ratio", "inconclusive (2.01 [1.25, 3.32])", _PAIRS),
-    "reward-law/raw-flips": _was("2026-12-01", "the same ratio", "inconclusive (1.47 [1.01, 2.48])", _PAIRS),
-    "reward-law/delta-short": _was(
-        "2026-12-01", "one step of 0.1 sd", "supports (1.09 [0.734, 1.54])", "the ratio depends on the step"
-    ),
-    **{
-        f"noise-floor/{k}": _was("2026-12-01", "slope or ratio of a one-curvature model, bootstrap", o, _NF)
-        for k, o in (
-            ("bc-sgd/raw-slope", "contradicts (1.116 [1.103, 1.125] against 1.046)"),
-            ("bc-sgd/ema-slope", "contradicts (0.195 against 1.014)"),
-            ("bc-sgd/ema-ratio", "contradicts (2.14 [2.01, 2.28])"),
-            ("bc-adam/raw-slope", "contradicts (0.947 against 1.053)"),
-            ("bc-adam/ema-slope", "contradicts (0.320 against 1.058)"),
-            ("bc-adam/ema-ratio", "contradicts (1.64)"),
-            ("lm-adam/raw-slope", "supports (1.161 [0.734, 1.589], one seed)"),
-            ("lm-adam/ema-slope", "inconclusive (-0.740)"),
-            ("lm-adam/ema-ratio", "inconclusive (7.93)"),
-        )
-    },
-}
 
 RULES: dict[str, Rule] = {r.key: r for r in _rules()}
 

@@ -1,7 +1,7 @@
 """Expert runs for the behavior-cloning experiments: PPO or SAC training with stable-baselines3,
 and the run manifest that makes its pickled checkpoints safe to load.
 
-One recipe per algorithm and environment (:data:`RECIPES`, recorded in the run's manifest and the
+One recipe per algorithm and environment (:data:`gvaempirics.bc.expert_recipes.RECIPES`, recorded in the run's manifest and the
 expert's sidecar). **PPO** (the shipped experts): 4 envs, ``VecNormalize`` on observations and
 rewards, tanh MLP policy and value nets; Hopper, Walker2d and HalfCheetah use SB3's defaults with
 64x64 nets and ``n_steps`` 512; Ant has its own (wider nets, longer rollouts, smaller initial
@@ -35,107 +35,25 @@ import json
 import pickle
 import re
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from gvatheory._checks import check_int
 
 from ..rundir import atomic_write_bytes, atomic_write_json, check_creatable, sha256_bytes
 from ..signing import FIELD, check_signed, sign
 from .envs import check_env_id
+from .expert_recipes import ALGORITHMS, RECIPES, Recipe, SACRecipe, recipe_for  # noqa: F401 (importable from here)
 from .policy import fold
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "gva-expert-run/1"
-ALGORITHMS = ("ppo", "sac")
 _CKPT = re.compile(r"^(ppo|sac)_(\d+)_steps\.zip$")
 _CKPT_FILE = re.compile(r"^((ppo|sac)_(vecnormalize_)?\d+_steps\.(zip|pkl)|expert_\d+_steps\.pt)$")
 _EXPERT = re.compile(r"^expert_(\d+)_steps\.pt$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """PPO settings of one environment's expert (everything else is SB3's default)."""
-
-    n_steps: int = 512  # per env, per update
-    batch_size: int = 64
-    n_epochs: int = 10
-    learning_rate: float = 3e-4
-    hidden: tuple[int, ...] = (64, 64)  # tanh policy and value nets
-    log_std_init: float = 0.0  # initial log standard deviation of the Gaussian actions
-    n_envs: int = 4
-
-    algorithm = "ppo"
-    activation, output, vecnormalize = "tanh", "clip", "obs+reward"
-
-    def algo_kwargs(self) -> dict[str, Any]:
-        return dict(
-            n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs, learning_rate=self.learning_rate
-        )
-
-    def policy_kwargs(self) -> dict[str, Any]:
-        net = list(self.hidden)
-        return dict(net_arch=dict(pi=net, vf=net), activation_fn=nn.Tanh, log_std_init=self.log_std_init)
-
-    def record(self) -> dict[str, Any]:
-        """What the manifest and the sidecar store (the manifest keeps ``n_envs`` itself)."""
-        rec = {k: v for k, v in asdict(self).items() if k != "n_envs"}
-        rec.update(hidden=list(self.hidden), activation=self.activation, vecnormalize=self.vecnormalize)
-        if self.algorithm != "ppo":  # PPO records keep the fields they always had
-            rec.update(algorithm=self.algorithm, output=self.output)
-        return rec
-
-
-@dataclass(frozen=True)
-class SACRecipe(Recipe):
-    """SAC settings of one environment's expert (SB3's defaults, the rl-zoo's warm-up)."""
-
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (256, 256)  # ReLU actor and twin critics
-    buffer_size: int = 1_000_000
-    learning_starts: int = 10_000  # uniform random actions before the first update
-    n_envs: int = 1
-
-    algorithm = "sac"
-    activation, output, vecnormalize = "relu", "squash", "none"
-
-    def algo_kwargs(self) -> dict[str, Any]:
-        return dict(
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            buffer_size=self.buffer_size,
-            learning_starts=self.learning_starts,
-        )
-
-    def policy_kwargs(self) -> dict[str, Any]:
-        return dict(net_arch=list(self.hidden))
-
-    def record(self) -> dict[str, Any]:
-        rec = super().record()
-        for unused in ("n_steps", "n_epochs", "log_std_init"):  # PPO's fields, not SAC's
-            rec.pop(unused)
-        return rec
-
-
-# PPO close to SB3's defaults: locomotes on Hopper, Walker2d and HalfCheetah on CPU. Ant flips over
-# with it (docs/mujoco.md), so Ant gets wider nets, 4x longer rollouts and smaller initial action noise.
-RECIPES: dict[tuple[str, str], Recipe] = {
-    ("ppo", "default"): Recipe(),
-    ("ppo", "Ant-v5"): Recipe(n_steps=1024, batch_size=256, learning_rate=1e-4, hidden=(256, 256), log_std_init=-1.0),
-    ("sac", "default"): SACRecipe(),
-}
-
-
-def recipe_for(env_id: str, algorithm: str = "ppo") -> Recipe:
-    """The recipe a new ``algorithm`` run of ``env_id`` is trained with."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm={algorithm!r} is not valid: must be one of {', '.join(ALGORITHMS)}")
-    return RECIPES.get((algorithm, env_id), RECIPES[(algorithm, "default")])
 
 
 def run_algorithm(manifest: dict[str, Any]) -> str:

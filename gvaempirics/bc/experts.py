@@ -36,7 +36,8 @@ from gvatheory._checks import check_int
 
 from ..rundir import atomic_torch_save, atomic_write_bytes, check_creatable, sha256_file
 from .envs import check_env_id
-from .expert_runs import MANIFEST, RECIPES, read_manifest, read_times, verified_checkpoints
+from .expert_recipes import RECIPES
+from .expert_runs import MANIFEST, read_manifest, read_times, verified_checkpoints
 from .policy import ExpertMLP, fold, load_expert_file  # noqa: F401 (importable from here, as before)
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")

@@ -1,0 +1,143 @@
+"""The history of the verdict rules of :mod:`validation.registry`: what data each study's rules
+were written after (:func:`_seen`), and the verdicts of the studies before the registry, whose
+outcomes had been seen, kept with each rule that replaced one (:data:`_REPLACED`)."""
+
+from __future__ import annotations
+
+from .rule import Amendment
+
+
+def _seen(key: str) -> str:
+    """What had been seen of a rule's data when it was written (see the module docstring)."""
+    study = key.split("/")[0]
+    if study == "lm":
+        return (
+            "the per-seed numbers of the same three seeds on the 2026-12-01 page (the runs are deterministic and "
+            "the regenerated page repeats them), among them EMA token accuracy 0.694 against raw 0.805"
+        )
+    if study in ("local-model", "reward-law"):
+        return "the 2026-12-01 page of the same fit and continuation chains (its ratios and intervals)"
+    if study == "landscape":
+        return (
+            "the whole-grid quadratic fit, TV, jump fraction and fractal dimension of the 2026-12-03 landscapes "
+            "(the local measure replaced the whole-grid fit after a review; its own values were computed after "
+            "it was fixed)"
+        )
+    if study == "algorithmic":
+        return "the H = 300 sweep's rows of 2026-12-02 (the H = 1000 sweep that decides them ran after)"
+    if study == "ema-calms":
+        return (
+            "the trained-in EMA (alpha 0.5) against raw in docs/bc.md: quick Hopper and Walker2d over 3 seeds and "
+            "Walker2d at the paper's size over 3 seeds (oscillation, flip rate); no post-hoc width, no "
+            "flip-distance curve. The amendments say what of this study's own runs was seen before them (one "
+            "run's post-hoc rows and its fitted exponent and movements; no verdict)"
+        )
+    return ""
+
+
+# The verdicts of the studies before this registry (pages of 2026-12-01/02, commit 9c59389 and
+# before), whose outcomes were seen before the rules above were written: each rule that replaced
+# one keeps it here, with the reason the old rule could not be trusted.
+_TV = "a smooth dome scores a TV/range of 2 against a plane's 1, so a smooth surface passed it"
+_UNIT_SWEEP = "percentile bootstrap over 3 seeds under-covers; raw and EMA of one run were treated as independent"
+_NF = (
+    "one fitted curvature cannot give the shallow EMA slope of a spread of curvatures; the 3 seeds shared one "
+    "warm-up and validation set; no stationarity gate"
+)
+_LM = "needed only some change and a fluctuation under 1% of the decrease: near-automatic"
+_BLOCKS = "time blocks within a chain are not independent units"
+_PAIRS = "30 (window, IC) pairs sharing 5 ICs were resampled as independent units"
+
+
+_Q_REASON = (
+    "a review found that smooth surfaces which are not quadratics on the grid's scale score like noise on the "
+    "whole-grid fit (a tanh ridge 0.16, white noise 0.18); the local fit separates them (at most 0.03 against "
+    "0.11). The unit also moved to one base run per training seed (fresh-data s1 shared base s1's seed)"
+)
+
+
+def _was(date: str, was: str, outcome: str, reason: str) -> tuple[Amendment, ...]:
+    return (Amendment(date, was, outcome, reason),)
+
+
+_LANDSCAPE_Q = _was(
+    "2026-12-03",
+    "whole-grid quadratic-fit roughness, 4 runs (3 base, fresh-data s1)",
+    "supports (0.144 [0.0868, 0.201]; EMA 0.137 [0.11, 0.164])",
+    _Q_REASON,
+)
+
+_REPLACED: dict[str, tuple[Amendment, ...]] = {
+    "landscape/raw-reward-rougher": _was(
+        "2026-12-02", "mean over runs of reward TV / loss TV above 1", "supports (1.31 [1.22, 1.42], 4 runs)", _TV
+    )
+    + _LANDSCAPE_Q,
+    "ema-never-hurts/no-loss": _was(
+        "2026-12-02",
+        "no run with (EMA - raw)/expert below -0.02, sweep at H = 300",
+        "supports (0 exceptions of 21)",
+        "at H = 300 20 of 21 runs sat at the ceiling and the 2% tolerance was not measured; the sweep now runs at "
+        "H = 1000 (changed before its rerun)",
+    ),
+    "algorithmic/lr-cosine": _was(
+        "2026-12-02",
+        "ratio of means with P(osc < base) >= 0.8, percentile bootstrap, sweep at H = 300",
+        "supports (0.092 [0.048, 0.41])",
+        _UNIT_SWEEP,
+    ),
+    "algorithmic/averaging": _was(
+        "2026-12-02",
+        "ratio of means, groups resampled independently, sweep at H = 300",
+        "supports (0.040 [0.026, 0.18])",
+        _UNIT_SWEEP,
+    ),
+    **{
+        f"algorithmic/{k}": _was(
+            "2026-12-02", "ratio of means, percentile bootstrap, H = 300", "inconclusive", _UNIT_SWEEP
+        )
+        for k in ("fresh-data", "demos-100", "width-512", "wd-1e-4", "batch-256")
+    },
+    "landscape/ema-reward-rougher": _was(
+        "2026-12-02", "the EMA's reward TV / loss TV (shown, not decided)", "1.06 [1.03, 1.09]", _TV
+    )
+    + _LANDSCAPE_Q,
+    "lm/continuations-change": _was("2026-12-01", "every seed has a change fraction > 0", "supports", _LM),
+    "lm/loss-barely-moves": _was("2026-12-01", "every seed's fluctuation < 1% of the decrease", "supports", _LM),
+    "lm/ema-fewer-changes": _was(
+        "2026-12-01", "EMA - raw < 0 (no margin)", "supports (-0.421 [-0.598, -0.243])", "no stated effect size"
+    ),
+    "lm/decay-fewer-changes": _was(
+        "2026-12-01", "cosine - constant < 0 (no margin)", "supports (-0.448 [-0.698, -0.198])", "no stated effect size"
+    ),
+    **{
+        f"local-model/{k}": _was("2026-12-01", "block bootstrap over time blocks", f"supports ({v})", _BLOCKS)
+        for k, v in (
+            ("raw-1-2", "0.964"),
+            ("raw-3-5", "1.01"),
+            ("raw-6-10", "1.12 [1.04, 1.20]"),
+            ("ema-1-2", "1.12"),
+            ("ema-3-5", "1.55 [1.15, 1.86]"),
+            ("ema-6-10", "1.14"),
+        )
+    },
+    "reward-law/raw-spread": _was("2026-12-01", "the same ratio", "supports (1.30 [0.87, 1.96])", _PAIRS),
+    "reward-law/ema-spread": _was("2026-12-01", "the same ratio", "inconclusive (2.01 [1.25, 3.32])", _PAIRS),
+    "reward-law/raw-flips": _was("2026-12-01", "the same ratio", "inconclusive (1.47 [1.01, 2.48])", _PAIRS),
+    "reward-law/delta-short": _was(
+        "2026-12-01", "one step of 0.1 sd", "supports (1.09 [0.734, 1.54])", "the ratio depends on the step"
+    ),
+    **{
+        f"noise-floor/{k}": _was("2026-12-01", "slope or ratio of a one-curvature model, bootstrap", o, _NF)
+        for k, o in (
+            ("bc-sgd/raw-slope", "contradicts (1.116 [1.103, 1.125] against 1.046)"),
+            ("bc-sgd/ema-slope", "contradicts (0.195 against 1.014)"),
+            ("bc-sgd/ema-ratio", "contradicts (2.14 [2.01, 2.28])"),
+            ("bc-adam/raw-slope", "contradicts (0.947 against 1.053)"),
+            ("bc-adam/ema-slope", "contradicts (0.320 against 1.058)"),
+            ("bc-adam/ema-ratio", "contradicts (1.64)"),
+            ("lm-adam/raw-slope", "supports (1.161 [0.734, 1.589], one seed)"),
+            ("lm-adam/ema-slope", "inconclusive (-0.740)"),
+            ("lm-adam/ema-ratio", "inconclusive (7.93)"),
+        )
+    },
+}
