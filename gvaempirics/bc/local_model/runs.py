@@ -60,20 +60,11 @@ class LoadedCheckpoint:
 def load_checkpoint(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> LoadedCheckpoint:
     """Load checkpoint ``step`` (``-1``: the newest) of a BC run directory. Settings outside the
     local model (gradient clipping, input noise, dropout, weight decay) raise ``ValueError``."""
-    from gvatheory.config import build_config
-
     from ...training import make_optimizer
-    from ..config import BCConfig
-    from ..data import BCData, Demonstrations
-    from ..imitators import make_imitator
+    from ..run import open_run
 
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    check_int("threads", threads, 0)
-    if not run.config_path.is_file():
-        raise ValueError(f"run={run.path} is not a run directory: it has no config.json")
-    cfg = build_config(BCConfig, run.read_config(), source=f"{run.config_path}")
-    if threads:
-        cfg = cfg.replace(threads=threads)
+    opened = open_run(run, step, threads=threads)
+    run, cfg, step, data, model, state = opened.run, opened.cfg, opened.step, opened.data, opened.model, opened.state
     for name, bad in (
         ("grad_clip", cfg.grad_clip > 0),
         ("obs_noise", cfg.obs_noise > 0),
@@ -82,17 +73,7 @@ def load_checkpoint(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> 
     ):
         if bad:
             raise ValueError(f"{name}={getattr(cfg, name)} is out of range for the local model: it needs {name}=0")
-    state = run.load_step(step)
-    step = int(state["step"])  # -1 resolved to the newest
-    torch.set_num_threads(cfg.threads)
-    if state.get("data") is not None:
-        data = BCData(**state["data"])
-    else:
-        demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
-        data = Demonstrations.load(demos).bc_data(cfg.history)
-    model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
     source = f"{run.checkpoint_dir}/step_{step:09d}.pt"
-    load_checked(model, state.get("model"), source=source)
     model.train()
     optimizer = make_optimizer(cfg, model)
     load_checked(optimizer, state.get("optimizer"), source=source, what="the optimizer")
