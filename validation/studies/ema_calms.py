@@ -328,7 +328,7 @@ def plot_curves(runs: Sequence[dict[str, Any]]):
             for m in np.mean([r["movement"] for r in mine], axis=0):
                 ax.axvline(m, color="tab:orange", lw=0.6, ls=":")
         ax.axvline(1.0, color="k", lw=0.8, ls=":")
-        ax.set(xscale="log", yscale="symlog", title=env, xlabel="distance r (optimizer steps)")
+        ax.set(xscale="log", title=env, xlabel="distance r (optimizer steps)")
         ax.set_yscale("symlog", linthresh=1e-2)
     np.atleast_1d(axes)[0].set_ylabel("flip rate (|dJ| > 0.1 J*)")
     np.atleast_1d(axes)[0].legend(fontsize=7)
