@@ -20,7 +20,7 @@ import torch
 from gvaempirics.bc import expert_runs as ppo
 from gvaempirics.bc import experts as ex
 from gvaempirics.bc.envs import ENV_IDS, initial_conditions_from_seeds, reset_seeds
-from gvaempirics.bc.rollout import run_episodes
+from gvaempirics.bc.evaluator import run_episodes
 from gvaempirics.rundir import sha256_file
 from validation.cli import main
 

@@ -77,7 +77,7 @@ def evaluate(env_id: str, expert: nn.Module, *, ics: int = 20, H: int = 1000, ic
     check_env_id(env_id)
     ics, H, ic_seed = check_int("ics", ics, 1), check_int("H", H, 1), check_int("ic_seed", ic_seed, 0)
     from .envs import initial_conditions
-    from .rollout import run_episodes
+    from .evaluator import run_episodes
 
     res = run_episodes(env_id, expert, initial_conditions(env_id, ics, ic_seed), H)
     return ExpertEval(res["returns"], res["lengths"], H, res["distances"])

@@ -207,7 +207,7 @@ class AugmentedPolicy:
 def imitator_rollout(cfg: BCConfig, ics) -> RolloutFn:
     """Roll out many imitator checkpoints at once from the run's fixed initial conditions ``ics``."""
     from .envs import action_bounds
-    from .rollout import rollout, stacked_policy
+    from .evaluator import rollout, stacked_policy
 
     low, high = action_bounds(cfg.env)
 
@@ -228,7 +228,7 @@ def trainer_inputs(cfg: BCConfig, demos, expert, info: dict[str, Any]) -> dict[s
     meta record (shared by :func:`train_bc` and :func:`gvaempirics.bc.ensemble.train_ensemble`)."""
     from .data import fresh_data
     from .envs import initial_conditions
-    from .rollout import rollout
+    from .evaluator import rollout
 
     ics = initial_conditions(cfg.env, cfg.ics, cfg.ic_seed)
     # The reward scale: the expert's own return from the same initial conditions and horizon.

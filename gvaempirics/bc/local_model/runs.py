@@ -140,7 +140,7 @@ def rollout_vectors(
     truncated at each horizon: ``{H: (P, n_ic)}``. One batched evaluator call (up to ``chunk``
     policies) for the longest horizon; shorter ones are partial sums of its per-step rewards."""
     from ..envs import action_bounds
-    from ..rollout import rollout, stacked_policy
+    from ..evaluator import rollout, stacked_policy
     from ..train import AugmentedPolicy
 
     cfg = ck.cfg

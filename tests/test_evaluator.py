@@ -1,4 +1,4 @@
-"""The batched evaluator against the plain gymnasium loop (gvaempirics.bc.rollout)."""
+"""The batched evaluator against the plain gymnasium loop (gvaempirics.bc.evaluator)."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ pytest.importorskip("mujoco")
 gym = pytest.importorskip("gymnasium")
 
 from gvaempirics.bc.envs import ENV_IDS, act_dim, initial_conditions, obs_dim
-from gvaempirics.bc.rollout import rollout, rollout_reference, stacked_policy
+from gvaempirics.bc.evaluator import rollout, rollout_reference, stacked_policy
 
 
 def random_policy(env_id, seed=1, scale=1.5):

@@ -6,7 +6,7 @@ conditions, H=1000. An untrained policy makes the walker fall, and a fallen epis
 our evaluator while gymnasium's vector env resets and goes on, so all three are timed in *live
 policy-steps per second* (steps where the policy acted on a running episode):
 
-* ours: ``gvaempirics.bc.rollout.rollout`` (one torch call per step for all pairs, MuJoCo on threads),
+* ours: ``gvaempirics.bc.evaluator.rollout`` (one torch call per step for all pairs, MuJoCo on threads),
   repeated until at least ``H * I`` live steps have been timed;
 * gymnasium single env: one ``gymnasium.make`` env, one policy call per step, reset on termination;
 * ``gymnasium.vector.SyncVectorEnv`` of 20 envs, one batched policy call per step, autoreset;
@@ -18,7 +18,7 @@ policy-steps per second* (steps where the policy acted on a running episode):
 * the ceiling: ``mj_step`` alone (``frame_skip`` substeps per env step) on the same 20 envs over
   ``threads`` threads, no policy, no observations.
 
-Run: ``python benchmarks/bench_rollout.py [--H 1000] [--ics 20] [--threads 2]``.
+Run: ``python benchmarks/bench_evaluator.py [--H 1000] [--ics 20] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
 
     from gvaempirics.bc.envs import act_dim, action_bounds, initial_conditions, obs_dim
     from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
-    from gvaempirics.bc.rollout import rollout
+    from gvaempirics.bc.evaluator import rollout
     from gvaempirics.bc.train import AugmentedPolicy
 
     torch.set_num_threads(1)
@@ -103,7 +103,7 @@ def _mujoco_rollout(env_id: str, I: int, H: int, policy, target: int, threads: i
     from mujoco import rollout as mj_rollout
 
     from gvaempirics.bc.envs import SPECS, action_bounds, initial_conditions
-    from gvaempirics.bc.rollout import _Batch
+    from gvaempirics.bc.evaluator import _Batch
 
     low, high = action_bounds(env_id)
     fs = SPECS[env_id].frame_skip
