@@ -33,8 +33,12 @@ class StabilizerOptions(Config):
     )
     alpha: float = option(0.5, "power EMA: gamma_t = max(t^-alpha, gamma_min)", low=0.0, low_open=True)
     gamma_min: float = option(
-        1e-3, "power EMA floor gamma_min; the constant EMA's gamma; BEMA's EMA floor", low=0.0, high=1.0, low_open=True
-    )
+        1e-3,
+        "the EMA weight's floor for --stabilizer ema and bema; the constant weight gamma itself for constant-ema",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )  # one field, three uses: gvaempirics.stabilizers.weight_schedule maps it
     burn_in: int = option(0, "steps during which the average copies the iterate", low=0)
     posthoc_sigma_rels: tuple[float, ...] = option(
         (0.05, 0.1),

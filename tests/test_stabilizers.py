@@ -576,3 +576,20 @@ def test_make_stabilizer_builds_the_named_rule_from_options():
         StabilizerOptions(stabilizer="swa")
     with pytest.raises(ValueError, match="posthoc_sigma_rels"):
         StabilizerOptions(posthoc_sigma_rels=(0.1, 0.3))
+
+
+def test_weight_schedule_maps_gamma_min_once():
+    """The field ``gamma_min``: floor of the power EMA and of BEMA, the constant EMA's gamma;
+    the rule strings are those of checkpoints written before the mapping had a name."""
+    from gvaempirics.config import StabilizerOptions
+    from gvaempirics.stabilizers import weight_schedule
+
+    def schedule(name):
+        return weight_schedule(StabilizerOptions(stabilizer=name, alpha=0.6, gamma_min=0.1, burn_in=2))
+
+    assert repr(schedule("ema")) == "PowerEMA(alpha=0.6, gamma_min=0.1, burn_in=2)"
+    assert schedule("constant-ema") == ConstantEMA(gamma=0.1, burn_in=2)
+    assert schedule("polyak") == PolyakEMA(burn_in=2)
+    assert repr(schedule("bema")) == "BEMASchedule(kappa=0.5, p=0.2, c=1.0, lag=10, gamma_min=0.1, burn_in=2)"
+    assert schedule("posthoc") is None
+    assert schedule("ema")(10**6) == schedule("bema")(10**6) == schedule("constant-ema")(10**6) == 0.1

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from gvatheory.schedules import BEMASchedule, ConstantEMA, PowerEMA
+from gvatheory.schedules import BEMASchedule, ConstantEMA, PolyakEMA, PowerEMA, Schedule
 
 from .averagers import BEMA, EMA, Polyak, averaged_copy, swapped
 from .posthoc import MAX_RESIDUAL, PostHocEMA, Snapshot, Synthesis, synthesize
@@ -62,22 +62,39 @@ __all__ = [
     "averaged_copy",
     "swapped",
     "make_stabilizer",
+    "weight_schedule",
 ]
+
+
+def weight_schedule(opts) -> Schedule | None:
+    """The schedule of :math:`\\gamma_t` that ``opts.stabilizer`` averages with (``None`` for
+    ``posthoc``, whose tracked EMAs have their own widths): the one place where the options'
+    fields become schedule parameters."""
+    name = opts.stabilizer
+    # opts.gamma_min is the floor of gamma_t for "ema" and "bema", and the constant gamma itself for "constant-ema"
+    if name == "ema":
+        return PowerEMA(opts.alpha, gamma_min=opts.gamma_min, burn_in=opts.burn_in)
+    if name == "constant-ema":
+        return ConstantEMA(gamma=opts.gamma_min, burn_in=opts.burn_in)
+    if name == "polyak":
+        return PolyakEMA(burn_in=opts.burn_in)
+    if name == "bema":
+        return BEMASchedule(gamma_min=opts.gamma_min, burn_in=opts.burn_in)
+    if name == "posthoc":
+        return None
+    raise ValueError(f"stabilizer={name!r} is not one of ema, constant-ema, polyak, bema, posthoc")
 
 
 def make_stabilizer(opts, module: nn.Module) -> EMA | BEMA | PostHocEMA:
     """The stabilizer named by ``opts.stabilizer`` (a :class:`gvaempirics.config.StabilizerOptions`)
     over ``module``: ``ema`` (power schedule), ``constant-ema``, ``polyak``, ``bema`` or
-    ``posthoc`` (evaluated online as its first tracked power-function EMA)."""
-    name = opts.stabilizer
-    if name == "ema":
-        return EMA(module, PowerEMA(opts.alpha, opts.gamma_min, opts.burn_in))
-    if name == "constant-ema":
-        return EMA(module, ConstantEMA(opts.gamma_min, opts.burn_in))
+    ``posthoc`` (evaluated online as its first tracked power-function EMA); its schedule is
+    :func:`weight_schedule`."""
+    name, schedule = opts.stabilizer, weight_schedule(opts)
+    if name in ("ema", "constant-ema"):
+        return EMA(module, schedule)
     if name == "polyak":
         return Polyak(module, burn_in=opts.burn_in)
     if name == "bema":
-        return BEMA(module, BEMASchedule(gamma_min=opts.gamma_min, burn_in=opts.burn_in))
-    if name == "posthoc":
-        return PostHocEMA(module, opts.posthoc_sigma_rels, snapshot_every=opts.posthoc_every)
-    raise ValueError(f"stabilizer={name!r} is not one of ema, constant-ema, polyak, bema, posthoc")
+        return BEMA(module, schedule)
+    return PostHocEMA(module, opts.posthoc_sigma_rels, snapshot_every=opts.posthoc_every)

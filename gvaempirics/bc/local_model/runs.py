@@ -48,12 +48,13 @@ class LoadedCheckpoint:
         return self.cfg.batch_size * self.cfg.grad_accum
 
     def run_gamma(self) -> float:
-        """The run's EMA weight at this step (power or constant EMA); ``gamma_min`` for other stabilizers."""
-        from gvatheory.schedules import PowerEMA
+        """The run's power-EMA weight at this step; for other stabilizers the config field
+        ``gamma_min`` as it stands (the constant EMA's ``gamma``, BEMA's floor)."""
+        from ...stabilizers import weight_schedule
 
         cfg = self.cfg
         if cfg.stabilizer == "ema":
-            return float(PowerEMA(cfg.alpha, cfg.gamma_min, cfg.burn_in)(self.step))
+            return float(weight_schedule(cfg)(self.step))
         return float(cfg.gamma_min)
 
 
