@@ -273,11 +273,13 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def check_start(self, config: dict[str, Any]) -> bool:
+    def check_start(self, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
         """Check, changing nothing, that :meth:`start` may write ``config`` here; ``True`` if the
         run there is to be resumed. Refused: a path that cannot be a folder; a folder that is not
         empty and not a run of this kind (no ``config.json`` of the same fields: another tool's
-        files are never deleted); a run of another configuration that reached a checkpoint."""
+        files are never deleted); a run of another configuration that reached a checkpoint.
+        ``defaults``: the configuration class's defaults; a run written before a field existed ran
+        with its default, so a saved config that lacks it is read with the default filled in."""
         config = json.loads(json.dumps(config))
         check_creatable(self.path, "out", folder=True)
         if not self.path.is_dir():
@@ -291,7 +293,7 @@ class RunDir:
                     "refusing to write into it; choose another --out"
                 )
             return False
-        saved = self.read_config()
+        saved = self._saved_config(config, defaults)
         if not isinstance(saved, dict) or set(saved) != set(config):
             raise ValueError(
                 f"out={self.path} is not a run directory of this kind (its config.json has other fields): "
@@ -307,7 +309,14 @@ class RunDir:
             )
         return False
 
-    def start(self, config: dict[str, Any]) -> None:
+    def _saved_config(self, config: dict[str, Any], defaults: dict[str, Any] | None) -> Any:
+        saved = self.read_config()
+        if isinstance(saved, dict) and defaults:
+            defaults = json.loads(json.dumps(defaults))
+            saved = {**{k: defaults[k] for k in config.keys() - saved.keys() if k in defaults}, **saved}
+        return saved
+
+    def start(self, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
         """Create the run, or continue the run already there (the one resume rule).
 
         A run directory with the same configuration is resumed. One with another configuration
@@ -317,7 +326,10 @@ class RunDir:
         run's lock while they start and train (:meth:`writing`).
         """
         config = json.loads(json.dumps(config))
-        if not self.check_start(config):
+        if self.check_start(config, defaults):
+            if self.read_config() != config:  # written before a field existed: record its default
+                atomic_write_json(self.config_path, config)
+        else:
             if self.exists():  # a run of another configuration that never checkpointed
                 shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
                 self.metrics_path.unlink(missing_ok=True)
@@ -327,15 +339,15 @@ class RunDir:
         self.metrics_path.touch()
 
     @contextlib.contextmanager
-    def writing(self, config: dict[str, Any]) -> Iterator[RunDir]:
+    def writing(self, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> Iterator[RunDir]:
         """:meth:`start` the run and hold its lock for the block: a second process writing the
         same run directory is refused in one line, and two writers never interleave a log.
         Everything :meth:`check_start` refuses is refused before the folder or its lock exist."""
-        self.check_start(config)
+        self.check_start(config, defaults)
         self.path.mkdir(parents=True, exist_ok=True)
         busy = f"out={self.path}: another process is writing this run directory (wait for it, or choose another --out)"
         with hold_lock(self.path / LOCK, busy):
-            self.start(config)
+            self.start(config, defaults)
             yield self
 
     def read_config(self) -> dict[str, Any]:

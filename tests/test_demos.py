@@ -63,6 +63,25 @@ def test_bc_data_keeps_alive_steps_only():
     assert got == sorted([0.0, -1.0, -2.0] + [-5.0, -6.0, -7.0, -8.0, -9.0])  # no padded step
 
 
+def test_drop_falls_keeps_the_trajectories_that_reach_the_horizon():
+    states = np.arange(3 * 5 * 2, dtype=np.float32).reshape(3, 5, 2)
+    actions = -np.arange(3 * 5, dtype=np.float32).reshape(3, 5, 1)
+    tr = dm.Trajectories(states, actions, np.array([3, 5, 5]), np.array([1.0, 2.0, 3.0]))
+    kept = tr.without_falls()
+    np.testing.assert_array_equal(kept.returns, [2.0, 3.0])
+    np.testing.assert_array_equal(kept.states, states[1:])
+    val = dm.Trajectories(states[:1], actions[:1], np.array([3]), np.zeros(1))
+    d = dm.Demonstrations(tr, val, {}).bc_data(history=1, drop_falls=True)
+    assert sorted(float(y) for y in d.train_y[:, 0]) == sorted(float(a) for a in actions[1:, :, 0].ravel())
+    assert len(d.val_y) == 3  # validation stays whole (its one trajectory falls at 3)
+    assert len(dm.Demonstrations(tr, val, {}).bc_data(history=1).train_y) == 3 + 5 + 5
+    all_fall = dm.Trajectories(states, actions, np.array([3, 4, 2]), np.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"drop_falls=True leaves no training demonstration: the expert falls in all 3"
+    ):
+        dm.Demonstrations(all_fall, val, {}).bc_data(history=1, drop_falls=True)
+
+
 def test_cache_round_trip_and_reuse(tmp_path, expert, monkeypatch):
     path = tmp_path / "d.npz"
     made = dm.load_or_make(path, expert, env_id=ENV, n=3, horizon=8, seed=2, n_val=1, expert_info=INFO)

@@ -99,10 +99,11 @@ def test_flip_counts_by_hand():
     )  # IC 0: 100 -> 150 moves over 10
 
 
-def test_the_spec_is_the_committed_one():
+@pytest.mark.parametrize("name", ec.SWEEPS)
+def test_the_specs_are_the_committed_ones(name):
     from gvaempirics.sweeps import SweepSpec
 
-    assert SweepSpec.from_file(ROOT / "docs" / "sweeps" / "ema-calms-quick.toml") == ec.sweep_spec("quick")
+    assert SweepSpec.from_file(ROOT / "docs" / "sweeps" / f"ema-calms-{name}.toml") == ec.sweep_spec(name)
 
 
 def test_a_tiny_posthoc_run_measured_end_to_end(tmp_path, tiny_bc):
@@ -143,3 +144,15 @@ def test_a_per_environment_law_can_fail_while_others_hold():
     out = _outcomes(ec.decide(runs))
     assert out["ema-calms/flip-law/Walker2d-v5-quick"] == "contradicts"
     assert out["ema-calms/flip-law/Hopper-v5-quick"] == "supports"
+
+
+@pytest.mark.parametrize("key", ["ema-calms/filtered-demos/Walker2d-v5-quick", "ema-calms/window/Walker2d-v5-paper"])
+def test_the_one_expert_tables_decide_their_own_rule_both_ways(key):
+    rng = np.random.default_rng(3)
+    calm = [_run("Walker2d-v5", s, rng, ratio=0.2) for s in (1, 2, 3)]
+    rough = [_run("Walker2d-v5", s, rng, ratio=2.0) for s in (1, 2, 3)]  # 3 seeds at level 1 - 0.05/6: wide
+    assert (ec.decide_window(key, calm).rule, ec.decide_window(key, calm).outcome) == (key, "supports")
+    assert ec.decide_window(key, rough).outcome == "contradicts"
+    assert ec.decide_window(key, rough[:2]).outcome == "inconclusive"  # fewer than min_n seeds
+    rows = ec.table(calm, "paper")
+    assert [(r["env"], r["table"], r["runs"]) for r in rows] == [("Walker2d-v5", "paper", 3)]

@@ -153,6 +153,19 @@ def test_a_run_that_never_checkpointed_restarts_with_a_new_config(tmp_path):
     assert run.read_config() == {"eta": 0.1} and list(run.metrics()) == []
 
 
+def test_a_run_written_before_a_field_existed_resumes_at_its_default(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.start({"eta": 0.1})
+    run.save_checkpoint(1, {"w": torch.zeros(1)})
+    with pytest.raises(ValueError, match="not a run directory of this kind"):
+        RunDir(tmp_path / "r").check_start({"eta": 0.1, "new": False})  # without the defaults: refused
+    assert RunDir(tmp_path / "r").check_start({"eta": 0.1, "new": False}, {"eta": 3e-4, "new": False})
+    with pytest.raises(ValueError, match="saved config differs in new"):  # a new field off its default
+        RunDir(tmp_path / "r").start({"eta": 0.1, "new": True}, {"eta": 3e-4, "new": False})
+    RunDir(tmp_path / "r").start({"eta": 0.1, "new": False}, {"eta": 3e-4, "new": False})
+    assert run.read_config() == {"eta": 0.1, "new": False}  # the default it ran with, recorded
+
+
 def test_resume_refuses_a_log_shorter_than_its_checkpoint(tmp_path):
     run = RunDir(tmp_path)
     run.start({})

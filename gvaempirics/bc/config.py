@@ -27,6 +27,10 @@ class DemoOptions(Config):
     demo_horizon: int = option(1000, "length of each demonstration", low=1)
     val_demos: int = option(5, "extra expert trajectories held out for the validation loss", low=1)
     demo_seed: int = option(0, "seed of the demonstrations' initial conditions", low=0)
+    drop_falls: bool = option(
+        False,
+        "imitate only the training demonstrations that reach demo_horizon without a fall (validation stays whole)",
+    )
 
     def check(self) -> None:
         super().check()

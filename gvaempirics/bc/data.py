@@ -38,7 +38,7 @@ from gvatheory._checks import check_int
 
 from ..rundir import atomic_write
 from .envs import STREAM_FRESH, STREAM_TRAIN, STREAM_VAL, initial_conditions_from_seeds, reset_seeds
-from .rollout import run_episodes
+from .evaluator import run_episodes
 
 
 def windows(states: Tensor, history: int) -> Tensor:
@@ -82,6 +82,11 @@ class Trajectories:
     lengths: np.ndarray  # (N,) alive steps
     returns: np.ndarray  # (N,) expert return over the alive steps
 
+    def without_falls(self) -> Trajectories:
+        """The trajectories that reach the horizon alive (no fall before ``H``)."""
+        keep = self.lengths >= self.actions.shape[1]
+        return Trajectories(self.states[keep], self.actions[keep], self.lengths[keep], self.returns[keep])
+
 
 def collect(
     env_id: str,
@@ -113,6 +118,18 @@ def collect(
     )
 
 
+def _kept(tr: Trajectories, drop_falls: bool) -> Trajectories:
+    if not drop_falls:
+        return tr
+    kept = tr.without_falls()
+    if not len(kept.lengths):
+        raise ValueError(
+            f"drop_falls=True leaves no training demonstration: the expert falls in all {len(tr.lengths)} "
+            "(use drop_falls=False, or a stronger expert)"
+        )
+    return kept
+
+
 def _pairs(tr: Trajectories, history: int) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for length in np.unique(tr.lengths):  # alive steps only; one group per distinct length
@@ -142,9 +159,10 @@ class Demonstrations:
         """Mean expert return over the training trajectories."""
         return float(self.train.returns.mean())
 
-    def bc_data(self, history: int) -> BCData:
-        """Training pairs for :class:`gvaempirics.bc.train.BCTrainer` from the alive steps."""
-        tx, ty = _pairs(self.train, history)
+    def bc_data(self, history: int, drop_falls: bool = False) -> BCData:
+        """Training pairs for :class:`gvaempirics.bc.train.BCTrainer` from the alive steps;
+        ``drop_falls``: from the training trajectories without a fall only (validation stays whole)."""
+        tx, ty = _pairs(_kept(self.train, drop_falls), history)
         vx, vy = _pairs(self.val, history)
         return BCData(tx, ty, vx, vy)
 
@@ -278,9 +296,15 @@ def load_or_make(
 
 
 def fresh_data(
-    demos: Demonstrations, expert: Callable[[torch.Tensor], torch.Tensor], history: int, *, quiet: bool = True
+    demos: Demonstrations,
+    expert: Callable[[torch.Tensor], torch.Tensor],
+    history: int,
+    *,
+    drop_falls: bool = False,
+    quiet: bool = True,
 ) -> Callable[[int], BCData]:
-    """The infinite-data control: ``round -> BCData`` with ``n`` new i.i.d. expert trajectories.
+    """The infinite-data control: ``round -> BCData`` with ``n`` new i.i.d. expert trajectories
+    (``drop_falls``: those of them without a fall).
 
     Round ``r`` draws its initial conditions from ``SeedSequence([seed, 3 + r])``, disjoint from the
     cached training and validation streams; validation pairs stay the cached ones.
@@ -299,7 +323,7 @@ def fresh_data(
             quiet=quiet,
             desc=f"fresh demos {round}",
         )
-        tx, ty = _pairs(tr, history)
+        tx, ty = _pairs(_kept(tr, drop_falls), history)
         return BCData(tx, ty, vx, vy)
 
     return draw

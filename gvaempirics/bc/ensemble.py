@@ -397,11 +397,12 @@ def train_ensemble(
     settings = cfg.demo_settings()
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
     runs = [RunDir(out) for out in outs]
+    defaults = to_dict(BCConfig())  # the setting of fields added since a run was written
     for c, run in zip(cfgs, runs):
-        run.check_start(to_dict(c))  # every member, before any directory changes
+        run.check_start(to_dict(c), defaults)  # every member, before any directory changes
     with contextlib.ExitStack() as held:
         for c, run in zip(cfgs, runs):
-            held.enter_context(run.writing(to_dict(c)))
+            held.enter_context(run.writing(to_dict(c), defaults))
         demos = given or load_or_make(runs[0].path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
         if given is None:
             for run in runs[1:]:

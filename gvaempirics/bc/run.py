@@ -57,7 +57,7 @@ def open_run(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> OpenedR
         data = BCData(**state["data"])
     else:
         demos = Path(cfg.demos) if cfg.demos else run.path / "demos.npz"
-        data = Demonstrations.load(demos).bc_data(cfg.history)
+        data = Demonstrations.load(demos).bc_data(cfg.history, cfg.drop_falls)
     model = make_imitator(cfg.imitator_spec(data.train_x.shape[-1], data.train_y.shape[-1]))
     source = f"{run.checkpoint_dir}/step_{step:09d}.pt"
     load_checked(model, state.get("model"), source=source)

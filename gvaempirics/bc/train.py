@@ -239,9 +239,9 @@ def trainer_inputs(cfg: BCConfig, demos, expert, info: dict[str, Any]) -> dict[s
         "expert_file": str(cfg.expert or info.get("file", "")),
     }
     return dict(
-        data=demos.bc_data(cfg.history),
+        data=demos.bc_data(cfg.history, cfg.drop_falls),
         rollout=imitator_rollout(cfg, ics),
-        fresh_data=fresh_data(demos, expert, cfg.history) if cfg.fresh_data else None,
+        fresh_data=fresh_data(demos, expert, cfg.history, drop_falls=cfg.drop_falls) if cfg.fresh_data else None,
         meta=meta,
     )
 
@@ -257,12 +257,13 @@ def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | No
     from .data import Demonstrations, load_or_make
     from .experts import load_expert
 
-    RunDir(out).check_start(to_dict(cfg))  # a foreign or other run's directory: refused before any work
+    defaults = to_dict(BCConfig())  # the setting of fields added since a run was written
+    RunDir(out).check_start(to_dict(cfg), defaults)  # a foreign or other run's directory: refused before any work
     torch.set_num_threads(cfg.threads)
     expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
     settings = cfg.demo_settings()
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
-    with RunDir(out).writing(to_dict(cfg)) as run:
+    with RunDir(out).writing(to_dict(cfg), defaults) as run:
         demos = given or load_or_make(run.path / "demos.npz", expert, **settings, expert_info=info, quiet=quiet)
         trainer = BCTrainer(cfg, run, **trainer_inputs(cfg, demos, expert, info), quiet=quiet)
         return trainer.fit(stop_at=stop_at)

@@ -8,7 +8,8 @@ study asks where that holds and why not elsewhere, with rules fixed in
 (:func:`sweep_spec`, committed as ``docs/sweeps/ema-calms-quick.toml``), trained with the post-hoc
 EMA, so that one run gives every averaging width: :data:`WIDTHS`, from 1% of the run to the
 uniform average of all of it (:func:`gvaempirics.bc.posthoc.posthoc_sweep`, at every zoom iterate).
-The ``full`` budget adds Walker2d at the paper's size, 3 seeds.
+The same on Walker2d imitating only the demonstrations without a fall (``"filtered"``,
+hypothesis 2b). The ``full`` budget adds Walker2d at the paper's size, 3 seeds (``"paper"``).
 
 **Hypothesis 1 (the window).** Per environment, for each width whose profile the snapshots fit
 within 0.1 and whose mean return is not below the raw iterate's by more than 0.1 of the expert's
@@ -17,8 +18,9 @@ level 1 - 0.05/6 (Bonferroni over the widths). *Supports* if some width's interv
 [0, 0.5] (removes at least half), *contradicts* if every width's lies above 0.5.
 
 **Hypothesis 2 (the expert).** (a) The same, on the run's initial conditions that the expert walks
-(its rollout from them reaches H). (b) filtered demonstrations and (c) a SAC expert are registered
-rules whose runs are not part of this study's budget yet (docs page "When does averaging calm GVA").
+(its rollout from them reaches H). (b) The window rule on runs imitating only the demonstrations
+without a fall (``gva bc train --drop-falls``). (c) A SAC expert is a registered rule whose runs are
+not part of this study's budget yet (docs page "When does averaging calm GVA").
 
 **Hypothesis 3 (the flip-distance law).** At the raw checkpoint opening the zoom window, the flip
 rate against distance along minibatch-noise directions (:mod:`gvaempirics.bc.flips`) and its
@@ -51,25 +53,32 @@ FLIP = 0.1  # x expert return, as gvaempirics.metrics.flip_rate
 EXPERT_ICS_ENVS = ("Hopper-v5", "Walker2d-v5")
 
 
-def sweep_spec(budget: str, seed: int = 0):
-    """The study's sweep: quick preset x :data:`ENVS` x 5 seeds (``"quick"``), or Walker2d at the
-    paper's size x 3 seeds (``"paper"``); post-hoc EMA tracked in every run."""
+SWEEPS = ("quick", "filtered", "paper")  # the study's tables: docs/sweeps/ema-calms-<name>.toml
+
+
+def sweep_spec(name: str, seed: int = 0):
+    """One of the study's sweeps (:data:`SWEEPS`), post-hoc EMA tracked in every run: the quick
+    preset x :data:`ENVS` x 5 seeds (``"quick"``); the quick preset on Walker2d imitating only
+    the demonstrations without a fall, 5 seeds (``"filtered"``); Walker2d at the paper's size,
+    3 seeds (``"paper"``)."""
     from gvaempirics.sweeps import SweepSpec
 
-    if budget == "paper":
+    if name not in SWEEPS:
+        raise ValueError(f"name={name!r} is out of range: choose one of {', '.join(SWEEPS)}")
+    base = {"threads": 1, "stabilizer": "posthoc"}
+    if name == "paper":
         return SweepSpec(
             preset="paper",
             envs=("Walker2d-v5",),
             seeds=tuple(seed + s for s in (1, 2, 3)),
             interventions=((),),
-            base={"threads": 1, "stabilizer": "posthoc"},
+            base=base,
         )
+    envs = ("Walker2d-v5",) if name == "filtered" else ENVS
+    if name == "filtered":
+        base = {**base, "drop_falls": True}
     return SweepSpec(
-        preset="quick",
-        envs=ENVS,
-        seeds=tuple(seed + s for s in range(1, 6)),
-        interventions=((),),
-        base={"threads": 1, "stabilizer": "posthoc"},
+        preset="quick", envs=envs, seeds=tuple(seed + s for s in range(1, 6)), interventions=((),), base=base
     )
 
 
@@ -92,8 +101,8 @@ def expert_walks(cfg) -> np.ndarray:
     import torch
 
     from gvaempirics.bc.envs import initial_conditions
+    from gvaempirics.bc.evaluator import rollout
     from gvaempirics.bc.experts import load_expert
-    from gvaempirics.bc.rollout import rollout
 
     expert, _ = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
     before = torch.get_num_threads()
@@ -232,6 +241,13 @@ def _law_ratio(r: dict[str, Any], raw: bool = False) -> float:
     return (float(r["flips"].sum()) + 1) / (predicted + 1)
 
 
+def decide_window(key: str, runs: Sequence[dict[str, Any]]) -> Verdict:
+    """The window rule ``key`` on the runs of one table that imitate one expert (filtered
+    demonstrations, the paper's size)."""
+    ints, gate = window_intervals(runs)
+    return _window_verdict(key, ints, gate, len(runs))
+
+
 def decide(runs: Sequence[dict[str, Any]]) -> list[Verdict]:
     """Every verdict of the quick table (see the module docstring)."""
     verdicts = []
@@ -274,10 +290,10 @@ def _window_verdict(key: str, ints: list[Interval], gate: str, n: int, extra: st
 
 
 # ------------------------------------------------------------------------------ present
-def table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def table(runs: Sequence[dict[str, Any]], table: str = "quick") -> list[dict[str, Any]]:
     """Per environment: raw oscillation and flip rate, and those of the family's width with the
     lowest upper bound of its ratio (the window rule's own interval, Bonferroni level); the pick
-    is descriptive, the rule reads every width of the family."""
+    is descriptive, the rule reads every width of the family. ``table``: the sweep's name."""
     rows = []
     for env in ENVS:
         mine = [r for r in runs if r["env"] == env]
@@ -286,7 +302,9 @@ def table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         raw = mean_interval([r["raw_osc"] for r in mine], log=True) if len(mine) >= 2 else None
         ints, _ = window_intervals(mine)
         fam = family(mine) if min(r["raw_osc"] for r in mine) > 0 else []
-        row = dict(env=env, runs=len(mine), raw_osc=str(raw), raw_flip=_rate([r["raw_flips"] for r in mine], mine))
+        row = dict(
+            env=env, table=table, runs=len(mine), raw_osc=str(raw), raw_flip=_rate([r["raw_flips"] for r in mine], mine)
+        )
         if ints:
             j = min(range(len(ints)), key=lambda i: ints[i].high if ints[i].finite else math.inf)
             k = fam[j]
@@ -363,16 +381,48 @@ def plot_law(runs: Sequence[dict[str, Any]]):
     return fig
 
 
-def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
+def measure_sweep(name: str, outdir: Path, *, seed: int, quiet: bool):
+    """Run (or resume) the sweep ``name`` into ``<outdir's parent>/sweep-ema-calms-<name>`` and
+    measure its finished runs: ``(sweep outcome, [measure_run of each])``."""
     from gvaempirics.sweeps import run_sweep
-    from validation.report import save_figure
 
-    outdir = Path(outdir)
-    sweep = run_sweep(sweep_spec("quick", seed), outdir.parent / "sweep-ema-calms-quick", quiet=quiet)
+    sweep = run_sweep(sweep_spec(name, seed), Path(outdir).parent / f"sweep-ema-calms-{name}", quiet=quiet)
     runs = [
         measure_run(sweep.out / "runs" / r["run"], quiet=quiet) for r in sweep.rows if r.get("status") == "finished"
     ]
+    return sweep, runs
+
+
+def _dropped(sweep_dir: Path) -> str:
+    """What the demonstration filter of a sweep dropped, from its demonstration caches."""
+    from gvaempirics.bc.data import Demonstrations
+
+    caches = sorted((sweep_dir / "demos").glob("*.npz"))
+    if not caches:
+        return "no demonstrations collected"
+    parts = []
+    for path in caches:
+        tr = Demonstrations.load(path).train
+        falls = tr.lengths < tr.actions.shape[1]
+        parts.append(
+            f"it drops {int(falls.sum())} of {len(falls)} trajectories, {tr.lengths[falls].sum() / tr.lengths.sum():.1%} "
+            "of the training pairs"
+        )
+    return "; ".join(parts)
+
+
+def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
+    from validation.report import save_figure
+
+    outdir = Path(outdir)
+    sweep, runs = measure_sweep("quick", outdir, seed=seed, quiet=quiet)
     verdicts = decide(runs)
+    _, filtered = measure_sweep("filtered", outdir, seed=seed, quiet=quiet)
+    verdicts.append(decide_window("ema-calms/filtered-demos/Walker2d-v5-quick", filtered))
+    paper = []
+    if not quick:
+        paper_sweep, paper = measure_sweep("paper", outdir, seed=seed, quiet=quiet)
+        verdicts.append(decide_window("ema-calms/window/Walker2d-v5-paper", paper))
     figures = []
     if runs:
         figures = [
@@ -383,10 +433,18 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         if fig3.is_file():
             outdir.mkdir(parents=True, exist_ok=True)
             figures.append(Path(shutil.copyfile(fig3, outdir / "ema_calms_rewards.png")))
-    rows = table(runs)
+    if paper and (paper_sweep.out / "stabilized.png").is_file():
+        figures.append(
+            Path(shutil.copyfile(paper_sweep.out / "stabilized.png", outdir / "ema_calms_rewards_paper.png"))
+        )
+    rows = table(runs) + table(filtered, "filtered") + table(paper, "paper")
     body = (
-        f"{len(runs)} finished runs of `{sweep.out}` (quick preset, post-hoc EMA tracked; widths "
-        f"{', '.join(f'{w:.3g}' for w in WIDTHS)} synthesized at every zoom iterate). `raw_osc`: geometric mean "
+        f"{len(runs)} finished runs of `{sweep.out}` (table `quick`: quick preset, post-hoc EMA tracked; widths "
+        f"{', '.join(f'{w:.3g}' for w in WIDTHS)} synthesized at every zoom iterate); {len(filtered)} of table "
+        f"`filtered` (the same on Walker2d, imitating only the training demonstrations without a fall: "
+        f"{_dropped(Path(outdir).parent / 'sweep-ema-calms-filtered')})"
+        + (f"; {len(paper)} of table `paper` (Walker2d at the paper's size)" if not quick else "")
+        + ". `raw_osc`: geometric mean "
         "zoom oscillation index over seeds with its t interval; `raw_flip`: flip rate between consecutive zoom "
         "iterates, pooled over seeds. `width`: of the widths the window rule reads, the one whose ratio interval "
         "has the lowest upper bound (a descriptive pick: the rule reads them all); `ratio`: its averaged / raw "
