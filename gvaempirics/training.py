@@ -73,7 +73,7 @@ class Trainer:
         self.device = device or torch.device("cpu")
         self.optimizer = make_optimizer(cfg, model)
         self.stabilizer = make_stabilizer(cfg, model)
-        self.lr = cfg.lr_schedule()
+        self.lr_schedule = cfg.lr_schedule()  # step -> eta_t
         # minibatch order from a CPU generator on every device: the same data order anywhere
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.eval_set = set(cfg.eval_steps())
@@ -144,7 +144,7 @@ class Trainer:
         """One optimizer step and stabilizer update; returns the minibatch loss."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr(self.step)
+            group["lr"] = self.lr_schedule(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(cfg.grad_accum):
@@ -198,7 +198,7 @@ class Trainer:
                 self.before_step()
                 loss = self.train_step()
             with self.timed("metrics log"):
-                self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": self.lr(self.step - 1)})
+                self.run.log({"kind": "train", "step": self.step, "loss": loss, "lr": self.lr_schedule(self.step - 1)})
             if self.step in self.eval_set:
                 with self.timed("evaluations"):
                     self.record()

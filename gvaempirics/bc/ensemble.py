@@ -224,7 +224,7 @@ class EnsembleTrainer:
                     f"{self.step + 1} (eta={m.cfg.eta:g}); stopped. Every member stays resumable from its last "
                     "checkpoint; one without a checkpoint can be rerun into the same directory with other settings"
                 )
-        self.lrs = [m.lr(self.step) for m in self.members]
+        self.lrs = [m.lr_schedule(self.step) for m in self.members]
         self.optimizers.step(self.lrs)
         for m in self.members:
             m.stabilizer.update()

@@ -145,7 +145,7 @@ def measure_noise_floor(
     window = check_int("window", window, 2)
     eval_every = check_int("eval_every", eval_every, 1, window)
     start = trainer.step
-    lrs = {float(trainer.lr(t)) for t in range(start, start + burn + window)}
+    lrs = {float(trainer.lr_schedule(t)) for t in range(start, start + burn + window)}
     if len(lrs) != 1:
         raise ValueError(
             f"trainer's learning rate varies over steps [{start}, {start + burn + window}) "
