@@ -405,8 +405,8 @@ def _dropped(sweep_dir: Path) -> str:
         tr = Demonstrations.load(path).train
         falls = tr.lengths < tr.actions.shape[1]
         parts.append(
-            f"it drops {int(falls.sum())} of {len(falls)} trajectories, {tr.lengths[falls].sum() / tr.lengths.sum():.1%} "
-            "of the training pairs"
+            f"{path.name.split('__')[0]}: it drops {int(falls.sum())} of {len(falls)} trajectories, "
+            f"{tr.lengths[falls].sum() / tr.lengths.sum():.1%} of the training pairs"
         )
     return "; ".join(parts)
 
