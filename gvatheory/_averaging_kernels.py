@@ -13,12 +13,25 @@ import numpy as np
 
 from . import _rng
 
+#: Code of minibatch noise, the mean of ``batch`` atoms drawn with replacement; the unit noises
+#: have the codes of :mod:`gvatheory._rng`. Codes are indices into ``averaging.NOISE_KINDS``.
+NOISE_MINIBATCH = 3
+NOISE_CODES = {
+    "gaussian": _rng.NOISE_GAUSSIAN,
+    "rademacher": _rng.NOISE_RADEMACHER,
+    "student-t": _rng.NOISE_STUDENT_T,
+    "minibatch": NOISE_MINIBATCH,
+}
+
 
 @numba.njit(parallel=True, cache=True)
-def sgd_kernel(keys, H, mu, theta0, L, atoms, batch, kind, df, etas, gam, record, zx, zf, out_final, out_path):
+def sgd_kernel(
+    keys, H, mu, theta0, sigma_half, atoms, batch, noise, df, etas, gammas, record, zig_x, zig_f, out_final, out_path
+):
     """Chains of :math:`\\theta_{t+1} = \\theta_t - \\eta_t(H(\\theta_t-\\mu) + \\xi_t)` with EMAs; writes ``out_*``."""
+    # gammas[k, t]: weight of EMA k at step t; record[t]: slot of step t in out_path (-1: none); xi: gradient noise
     T = etas.shape[0]
-    m = gam.shape[0]
+    m = gammas.shape[0]
     d = H.shape[0]
     n_atoms = atoms.shape[0]
     for c in numba.prange(keys.shape[0]):
@@ -38,7 +51,7 @@ def sgd_kernel(keys, H, mu, theta0, L, atoms, batch, kind, df, etas, gam, record
                     out_path[c, slot, 1 + k] = ema[k]
             if t == T:
                 break
-            if kind == 3:
+            if noise == NOISE_MINIBATCH:
                 xi[:] = 0.0
                 for _j in range(batch):
                     i, s0, s1, s2, s3 = _rng.next_index(n_atoms, s0, s1, s2, s3)
@@ -48,11 +61,11 @@ def sgd_kernel(keys, H, mu, theta0, L, atoms, batch, kind, df, etas, gam, record
                     xi[a] /= batch
             else:
                 for a in range(d):
-                    u[a], s0, s1, s2, s3 = _rng.next_unit_noise(kind, df, s0, s1, s2, s3, zx, zf)
+                    u[a], s0, s1, s2, s3 = _rng.next_unit_noise(noise, df, s0, s1, s2, s3, zig_x, zig_f)
                 for a in range(d):
                     acc = 0.0
                     for b in range(d):
-                        acc += L[a, b] * u[b]
+                        acc += sigma_half[a, b] * u[b]
                     xi[a] = acc
             for a in range(d):
                 acc = 0.0
@@ -63,7 +76,7 @@ def sgd_kernel(keys, H, mu, theta0, L, atoms, batch, kind, df, etas, gam, record
             for a in range(d):
                 theta[a] = theta[a] - eta * grad[a]
             for k in range(m):
-                g = gam[k, t + 1]
+                g = gammas[k, t + 1]
                 for a in range(d):
                     ema[k, a] = (1.0 - g) * ema[k, a] + g * theta[a]
         out_final[c, 0] = theta
@@ -72,14 +85,15 @@ def sgd_kernel(keys, H, mu, theta0, L, atoms, batch, kind, df, etas, gam, record
 
 
 @numba.njit(parallel=True, cache=True)
-def scalar_kernel(keys, T, eta, gamma, sigma, theta0, mu, h, zx, zf, out_theta, out_ema):
+def scalar_kernel(keys, T, eta, gamma, sigma, theta0, mu, h, zig_x, zig_f, out_theta, out_ema):
     """1-D chains of SGD with Gaussian noise and one constant-gamma EMA; writes ``out_theta``, ``out_ema``."""
+    # h: curvature of the quadratic; z: a standard normal; zig_x, zig_f: ziggurat tables
     for c in numba.prange(keys.shape[0]):
         s0, s1, s2, s3 = _rng.seed_state(keys[c])
         theta = theta0
         ema = theta0
         for _ in range(T):
-            z, s0, s1, s2, s3 = _rng.next_normal(s0, s1, s2, s3, zx, zf)
+            z, s0, s1, s2, s3 = _rng.next_normal(s0, s1, s2, s3, zig_x, zig_f)
             theta = theta - eta * (h * (theta - mu) + sigma * z)
             ema = (1.0 - gamma) * ema + gamma * theta
         out_theta[c] = theta

@@ -63,6 +63,11 @@ ZIG_X, ZIG_F = _ziggurat_tables()
 
 _U64 = numba.uint64
 
+# Codes of the unit noises of next_unit_noise (numba compiles these module-level ints as constants)
+NOISE_GAUSSIAN = 0
+NOISE_RADEMACHER = 1
+NOISE_STUDENT_T = 2
+
 
 @numba.njit(inline="always", cache=True)
 def _rotl(x, k):
@@ -92,6 +97,7 @@ def seed_state(key):
 @numba.njit(inline="always", cache=True)
 def next_u64(s0, s1, s2, s3):
     """One xoshiro256** draw: ``(output, s0, s1, s2, s3)``."""
+    # s0..s3: the 256-bit state in four words; t: the shifted word of the reference implementation
     out = _rotl(s1 * _U64(5), 7) * _U64(9)
     t = s1 << _U64(17)
     s2 ^= s0
@@ -111,12 +117,13 @@ def next_uniform(s0, s1, s2, s3):
 
 
 @numba.njit(cache=True)
-def _normal_slow(i, z, s0, s1, s2, s3, zx, zf):
+def _normal_slow(i, z, s0, s1, s2, s3, zig_x, zig_f):
     """Rejected-rectangle path of the ziggurat: tail (layer 0) or wedge, with retries."""
+    # i: layer, z: the rejected candidate; tail: x, y exponential draws (Marsaglia), r the base layer's edge
     sign = 1.0 if z >= 0.0 else -1.0
     while True:
         if i == 0:
-            r = zx[1]
+            r = zig_x[1]
             while True:
                 u1, s0, s1, s2, s3 = next_uniform(s0, s1, s2, s3)
                 u2, s0, s1, s2, s3 = next_uniform(s0, s1, s2, s3)
@@ -125,36 +132,38 @@ def _normal_slow(i, z, s0, s1, s2, s3, zx, zf):
                 if 2.0 * y > x * x:
                     return sign * (r + x), s0, s1, s2, s3
         u, s0, s1, s2, s3 = next_uniform(s0, s1, s2, s3)
-        if zf[i + 1] + u * (zf[i] - zf[i + 1]) < math.exp(-0.5 * z * z):
+        if zig_f[i + 1] + u * (zig_f[i] - zig_f[i + 1]) < math.exp(-0.5 * z * z):
             return z, s0, s1, s2, s3
         # Rejected: draw afresh from the whole ziggurat.
         r64, s0, s1, s2, s3 = next_u64(s0, s1, s2, s3)
         i = np.int64(r64 & _U64(0xFF))
-        z = float(np.int64(r64) >> np.int64(10)) * _U53 * zx[i]
+        z = float(np.int64(r64) >> np.int64(10)) * _U53 * zig_x[i]
         sign = 1.0 if z >= 0.0 else -1.0
-        if abs(z) < zx[i + 1]:
+        if abs(z) < zig_x[i + 1]:
             return z, s0, s1, s2, s3
 
 
 @numba.njit(inline="always", cache=True)
-def next_normal(s0, s1, s2, s3, zx, zf):
+def next_normal(s0, s1, s2, s3, zig_x, zig_f):
     """Standard normal by the ziggurat (tables ``ZIG_X``, ``ZIG_F``): ``(z, s0, s1, s2, s3)``."""
+    # zig_x[i], zig_f[i]: edge and curve height of layer i; r64: one 64-bit draw; i: its layer; z: the candidate
     r64, s0, s1, s2, s3 = next_u64(s0, s1, s2, s3)
     i = np.int64(r64 & _U64(0xFF))
     # bits 10..63 as a signed integer: a uniform on [-1, 1) with its sign, without a branch
-    z = float(np.int64(r64) >> np.int64(10)) * _U53 * zx[i]
-    if abs(z) < zx[i + 1]:
+    z = float(np.int64(r64) >> np.int64(10)) * _U53 * zig_x[i]
+    if abs(z) < zig_x[i + 1]:
         return z, s0, s1, s2, s3
-    return _normal_slow(i, z, s0, s1, s2, s3, zx, zf)
+    return _normal_slow(i, z, s0, s1, s2, s3, zig_x, zig_f)
 
 
 @numba.njit(cache=True)
-def _gamma_mt(shape, s0, s1, s2, s3, zx, zf):
+def _gamma_mt(shape, s0, s1, s2, s3, zig_x, zig_f):
     """Gamma(shape, 1) for ``shape >= 1`` by Marsaglia & Tsang (2000)."""
+    # the paper's names: d = shape - 1/3, c = 1/sqrt(9d), candidate d v with v = (1 + c x)^3, x normal, u uniform
     d = shape - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
     while True:
-        x, s0, s1, s2, s3 = next_normal(s0, s1, s2, s3, zx, zf)
+        x, s0, s1, s2, s3 = next_normal(s0, s1, s2, s3, zig_x, zig_f)
         v = 1.0 + c * x
         if v <= 0.0:
             continue
@@ -165,15 +174,16 @@ def _gamma_mt(shape, s0, s1, s2, s3, zx, zf):
 
 
 @numba.njit(inline="always", cache=True)
-def next_unit_noise(kind, df, s0, s1, s2, s3, zx, zf):
-    """One mean-0, variance-1 draw: kind 0 Gaussian, 1 Rademacher, 2 Student t (``df > 2``)."""
-    if kind == 0:
-        return next_normal(s0, s1, s2, s3, zx, zf)
-    if kind == 1:
+def next_unit_noise(kind, df, s0, s1, s2, s3, zig_x, zig_f):
+    """One mean-0, variance-1 draw: ``kind`` ``NOISE_GAUSSIAN``, ``NOISE_RADEMACHER`` or
+    ``NOISE_STUDENT_T`` (``df > 2`` degrees of freedom)."""
+    if kind == NOISE_GAUSSIAN:
+        return next_normal(s0, s1, s2, s3, zig_x, zig_f)
+    if kind == NOISE_RADEMACHER:
         r, s0, s1, s2, s3 = next_u64(s0, s1, s2, s3)
         return (1.0 if r >> _U64(63) else -1.0), s0, s1, s2, s3
-    z, s0, s1, s2, s3 = next_normal(s0, s1, s2, s3, zx, zf)
-    g, s0, s1, s2, s3 = _gamma_mt(0.5 * df, s0, s1, s2, s3, zx, zf)
+    z, s0, s1, s2, s3 = next_normal(s0, s1, s2, s3, zig_x, zig_f)
+    g, s0, s1, s2, s3 = _gamma_mt(0.5 * df, s0, s1, s2, s3, zig_x, zig_f)
     # t = z / sqrt(chi2_df / df) has variance df / (df - 2).
     return z * math.sqrt((df - 2.0) / (2.0 * g)), s0, s1, s2, s3
 
@@ -181,6 +191,7 @@ def next_unit_noise(kind, df, s0, s1, s2, s3, zx, zf):
 @numba.njit(inline="always", cache=True)
 def next_index(n, s0, s1, s2, s3):
     """Uniform integer in ``[0, n)`` (Lemire's multiply-shift; bias below ``n / 2**64``)."""
+    # r: the 64-bit draw; lo, hi: its 32-bit halves; t: the top 96 bits of r * n
     r, s0, s1, s2, s3 = next_u64(s0, s1, s2, s3)
     # high 64 bits of r * n, computed with 32-bit halves since numba has no 128-bit integers
     n64 = _U64(n)
@@ -191,13 +202,13 @@ def next_index(n, s0, s1, s2, s3):
 
 
 @numba.njit(parallel=True, cache=True)
-def normals(keys, n_per_key, zx, zf):
+def normals(keys, n_per_key, zig_x, zig_f):
     """``n_per_key`` standard normals per key: shape ``(len(keys), n_per_key)`` (for tests)."""
     out = np.empty((keys.shape[0], n_per_key))
     for c in numba.prange(keys.shape[0]):
         s0, s1, s2, s3 = seed_state(keys[c])
         for j in range(n_per_key):
-            z, s0, s1, s2, s3 = next_normal(s0, s1, s2, s3, zx, zf)
+            z, s0, s1, s2, s3 = next_normal(s0, s1, s2, s3, zig_x, zig_f)
             out[c, j] = z
     return out
 

@@ -57,7 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _rng
-from ._averaging_kernels import sgd_kernel
+from ._averaging_kernels import NOISE_CODES, sgd_kernel
 from ._averaging_scalar import ScalarMoments, scalar_moments, scalar_stationary, simulate_scalar
 from ._checks import check_choice, check_finite, check_int, check_memory, check_range, check_scale, nan_to_inf
 from .moments import JointGaussian, sgd_ema_path, sgd_ema_stationary
@@ -288,10 +288,10 @@ class QuadraticSGD:
         """``eta_t`` for t < T, ``gamma_t^(k)`` for t <= T (shape (m, T+1)), and the divergence flag."""
         etas = np.atleast_1d(np.asarray(self._eta(np.arange(T)), dtype=float))
         check_range("eta_t", etas, 0.0, math.inf, low_open=True)
-        gam = np.array([np.atleast_1d(g(np.arange(T + 1))) for g in self._gammas]).reshape(self.n_averages, T + 1)
-        check_range("gamma_t", gam, 0.0, 1.0, low_open=True)
+        gammas = np.array([np.atleast_1d(g(np.arange(T + 1))) for g in self._gammas]).reshape(self.n_averages, T + 1)
+        check_range("gamma_t", gammas, 0.0, 1.0, low_open=True)
         divergent = self._check_divergence(float(etas.max()), "eta_t") if T > 0 else False
-        return etas, gam, divergent
+        return etas, gammas, divergent
 
     def _check_steps_memory(self, name: str, T: int) -> None:
         """The per-step arrays (schedules, record slots) of a run of ``T`` steps must fit."""
@@ -311,9 +311,9 @@ class QuadraticSGD:
         times_arr = times_arr.astype(int)
         T = int(times_arr.max())
         self._check_steps_memory("times", T)
-        etas, gam, divergent = self._schedule_arrays(T)
+        etas, gammas, divergent = self._schedule_arrays(T)
         z0 = np.tile(self._theta0 - self._mu, 1 + self.n_averages)
-        path = sgd_ema_path(self._H, self._Sigma, etas, gam[:, 1:], z0, times_arr)
+        path = sgd_ema_path(self._H, self._Sigma, etas, gammas[:, 1:], z0, times_arr)
         laws = {t: self._law(mean, cov, t, divergent) for t, (mean, cov) in path.items()}
         return [laws[int(t)] for t in times_arr]
 
@@ -363,7 +363,7 @@ class QuadraticSGD:
         self._check_steps_memory("T", T)
         n_times = 0 if times is None else np.asarray(times).size
         check_memory("chains", chains, self._chain_bytes(n_times))
-        etas, gam, divergent = self._schedule_arrays(T)
+        etas, gammas, divergent = self._schedule_arrays(T)
         record = np.full(T + 1, -1, dtype=np.int64)
         if times is not None:
             times_arr = np.unique(np.asarray([check_int("times", t, 0, T) for t in np.asarray(times).ravel()]))
@@ -374,7 +374,7 @@ class QuadraticSGD:
         final = np.empty((chains, 1 + m, d))
         path = np.empty((chains, times_arr.size, 1 + m, d))
         keys = chain_keys(seed, chains)
-        kind = NOISE_KINDS.index(self.noise)
+        noise = NOISE_CODES[self.noise]
         # Blocks of chains only drive the progress bar; each chain's numbers depend on its key alone.
         blocks = np.array_split(np.arange(chains), min(chains, 16))
         with np.errstate(over="ignore", invalid="ignore"):
@@ -388,10 +388,10 @@ class QuadraticSGD:
                     self._Sigma_half,
                     self._atoms,
                     int(self.batch_size),
-                    kind,
+                    noise,
                     float(self.df),
                     etas,
-                    gam,
+                    gammas,
                     record,
                     _rng.ZIG_X,
                     _rng.ZIG_F,

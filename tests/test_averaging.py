@@ -239,12 +239,18 @@ def test_scalar_kernel_equals_general_kernel_sample_for_sample():
 # ---------------------------------------------------------------- kernels vs plain reference
 
 
+def test_noise_codes_are_the_kinds_in_order():
+    from gvatheory._averaging_kernels import NOISE_CODES
+
+    assert [NOISE_CODES[k] for k in NOISE_KINDS] == list(range(len(NOISE_KINDS)))
+
+
 def _reference_chain(model: QuadraticSGD, key: int, T: int) -> np.ndarray:
     """Plain Python twin of the numba kernel for one chain (Gaussian, Rademacher or minibatch noise);
     its EMAs are the numpy stabilizers' update (:func:`gvatheory.stabilizers.ema_update`)."""
     rng = _rng.XoshiroPy(key)
-    H, mu, L, atoms = model._H, model._mu, model._Sigma_half, model._atoms
-    etas, gam, _ = model._schedule_arrays(T)
+    H, mu, sigma_half, atoms = model._H, model._mu, model._Sigma_half, model._atoms
+    etas, gammas, _ = model._schedule_arrays(T)
     theta = model._theta0.copy()
     emas = [theta.copy() for _ in range(model.n_averages)]
     d = model.dim
@@ -257,9 +263,9 @@ def _reference_chain(model: QuadraticSGD, key: int, T: int) -> np.ndarray:
                 u = np.array([rng.normal() for _ in range(d)])
             else:
                 u = np.array([1.0 if rng.next_u64() >> 63 else -1.0 for _ in range(d)])
-            xi = L @ u
+            xi = sigma_half @ u
         theta = theta - etas[t] * (H @ (theta - mu) + xi)
-        emas = [ema_update(e, theta, gam[k, t + 1]) for k, e in enumerate(emas)]
+        emas = [ema_update(e, theta, gammas[k, t + 1]) for k, e in enumerate(emas)]
     return np.array([theta, *emas])
 
 

@@ -90,13 +90,15 @@ def test_normal_moments_and_ks():
     assert abs(np.mean(np.abs(z) > _rng.ZIG_R) - p) <= 4 * math.sqrt(p * (1 - p) / n)
 
 
-@pytest.mark.parametrize("kind,df,kurtosis", [(1, 0.0, 1.0), (2, 7.0, 3.0 + 6.0 / 3.0)])
+@pytest.mark.parametrize(
+    "kind,df,kurtosis", [(_rng.NOISE_RADEMACHER, 0.0, 1.0), (_rng.NOISE_STUDENT_T, 7.0, 3.0 + 6.0 / 3.0)]
+)
 def test_unit_noise_kinds_have_mean0_var1(kind, df, kurtosis):
     u = _unit_noise(np.uint64(chain_keys(5, 1)[0]), kind, df, 400_000)
     n = u.size
     assert abs(u.mean()) <= 4 * math.sqrt(1.0 / n)
     assert abs(np.mean(u**2) - 1.0) <= 4 * math.sqrt((kurtosis - 1.0) / n)
-    if kind == 2:
+    if kind == _rng.NOISE_STUDENT_T:
         scale = math.sqrt((df - 2) / df)
         assert stats.kstest(u / scale, "t", args=(df,)).pvalue > 1e-3
     else:
