@@ -22,6 +22,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -108,6 +109,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` (dicts, lists, numbers) with NaN and inf as strings, so that its file is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite_json(v) for v in obj]
+    return str(obj) if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:

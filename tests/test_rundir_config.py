@@ -207,6 +207,18 @@ def test_atomic_writer_leaves_old_content_when_writing_fails(tmp_path):
         atomic_write_bytes(path / "x", b"")
 
 
+def test_finite_json_writes_strict_json(tmp_path):
+    from gvaempirics.rundir import atomic_write_json, finite_json
+
+    obj = {"a": [1.5, float("nan"), {"b": float("-inf")}], "c": "x", "d": 2}
+    path = atomic_write_json(tmp_path / "f.json", finite_json(obj))
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
+        "a": [1.5, "nan", {"b": "-inf"}],
+        "c": "x",
+        "d": 2,
+    }
+
+
 # ------------------------------------------------------------------ files that someone else wrote
 def _tree(root):
     return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))

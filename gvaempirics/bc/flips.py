@@ -45,7 +45,7 @@ from torch import Tensor
 
 from gvatheory._checks import check_int, check_positive
 
-from ..rundir import RunDir, atomic_write_json
+from ..rundir import RunDir, atomic_write_json, finite_json
 
 KINDS = ("noise", "random")
 DEFAULT_DISTANCES: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-4.0, 1.01, 0.5))
@@ -137,8 +137,6 @@ class FlipCurve:
         return fit_power_law(self.distances, *self.flips(kind))
 
     def summary(self) -> dict[str, Any]:
-        from .landscape import _finite_json
-
         out = {
             "run": self.run,
             "step": self.step,
@@ -161,7 +159,7 @@ class FlipCurve:
                 }
                 for k in self.returns
             }
-        return _finite_json(out)
+        return finite_json(out)
 
 
 def flips_path(run: Path, step: int) -> Path:

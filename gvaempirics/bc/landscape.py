@@ -46,7 +46,7 @@ from torch import Tensor
 
 from gvatheory._checks import check_choice, check_int, check_positive
 
-from ..rundir import RunDir, atomic_write, atomic_write_json
+from ..rundir import RunDir, atomic_write, atomic_write_json, finite_json
 from .roughness import Roughness, roughness
 
 # ---------------------------------------------------------------------------- the landscape
@@ -143,19 +143,8 @@ def save_landscape(result: Landscape, directory: Path) -> tuple[Path, Path]:
             {f"returns/{w}": result.returns[w], f"lengths/{w}": result.lengths[w], f"losses/{w}": result.losses[w]}
         )
     atomic_write(npz, lambda fh: np.savez(fh, **arrays))
-    atomic_write_json(js, _finite_json(result.summary()))
+    atomic_write_json(js, finite_json(result.summary()))
     return js, npz
-
-
-def _finite_json(obj: Any) -> Any:
-    """NaN and inf as strings, so the file is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_json(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def load_landscape(path: Path) -> Landscape:

@@ -43,7 +43,7 @@ from gvatheory._checks import check_choice, check_int, check_range
 from gvatheory.stabilizers import posthoc_coefficients, power_profile_inner
 
 from ..metrics import zoom_indices
-from ..rundir import RunDir, atomic_write_json
+from ..rundir import RunDir, atomic_write_json, finite_json
 from ..stabilizers import Snapshot
 
 DEFAULT_SIGMA_RELS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # as `gva lm posthoc`
@@ -120,9 +120,7 @@ class PosthocSweep:
 
     def summary(self) -> dict[str, Any]:
         """Everything, JSON-ready (what ``posthoc.json`` holds; non-finite floats as strings)."""
-        from .landscape import _finite_json
-
-        return _finite_json(
+        return finite_json(
             {
                 "run": self.run,
                 "iterates": self.iterates,
