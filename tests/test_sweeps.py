@@ -88,7 +88,7 @@ def test_bad_spec_is_one_line_and_creates_nothing(refuses, tmp_path, changes, fi
 
 
 def test_a_grid_nobody_means_is_refused_before_its_runs_are_checked(refuses, tmp_path, capsys, monkeypatch):
-    """336,000 runs took 25 minutes of checking before a word was printed: the grid's size is
+    """336,000 runs were once checked one by one before a word was printed: the grid's size is
     refused at once (--max-runs lifts it), the check builds one configuration per entry and env
     (seeds change the seed alone), and building a large grid's runs shows progress."""
     big = write_spec(tmp_path / "big.json", envs=["Hopper-v5", "Walker2d-v5"], seeds=list(range(84_000)))
@@ -369,7 +369,7 @@ def test_small_samples_give_nan_intervals_not_errors():
 # --------------------------------------------------------------------------------------- Ray
 
 
-@pytest.mark.slow  # about 10 s (a Ray runtime starts), plus the grid fixture: keeps the default part under a minute
+@pytest.mark.slow  # it starts a Ray runtime, which the default test run should not wait for
 def test_ray_local_runtime_runs_a_grid(grid, tmp_path):
     pytest.importorskip("ray")
     spec = SweepSpec.from_file(write_spec(tmp_path / "s.json", interventions=[[]]))

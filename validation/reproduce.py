@@ -30,9 +30,9 @@ SECTIONS: dict[str, str] = {
     "local-model": "validation.studies.local_model",
     "reward-law": "validation.studies.reward_law",
 }
-# Opt-in studies: run only when named in ``--only``, after the default ones. The first three share
-# one sweep of 21 behavior-cloning runs (about 15 CPU-minutes with --quick, hours without);
-# ema-calms has its own of 20 quick runs with post-hoc EMA and flip curves (about an hour).
+# Opt-in studies: run only when named in ``--only``, after the default ones, because each trains
+# runs of its own. The first three share one sweep of 21 behavior-cloning runs; ema-calms has its
+# own of 20 quick runs with post-hoc EMA and flip curves.
 OPT_IN_SECTIONS: dict[str, str] = {
     "algorithmic": "validation.studies.algorithmic",
     "landscape": "validation.studies.landscape",

@@ -98,7 +98,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the parent's threads
 
-# Spare MjData per env id, reused across rollouts: allocating one costs more than 50 Walker2d steps.
+# Spare MjData per env id, reused across rollouts: allocating one costs as much as a stretch of stepping.
 _SPARE: dict[str, list] = {}
 _SPARE_LOCK = threading.Lock()
 

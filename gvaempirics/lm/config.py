@@ -3,15 +3,16 @@
 Imports no torch, so the command line can be built without it. :class:`CorpusOptions` holds the
 fields that choose a corpus and its tokenizer; ``gva lm data`` takes them alone.
 
-Each preset is the same code path at another size (measured on 2 loaded CPU cores; see docs/lm.md):
+Each preset is the same code path at another size (docs/lm.md reports the wall times of
+``quick`` and ``shakespeare`` runs):
 
-* ``tiny`` -- CI smoke tests: trains and generates in a few seconds;
+* ``tiny`` -- CI smoke tests: sized for tests, which train and generate with it;
 * ``reproduce`` -- the ``gva reproduce --quick`` LM section: the ``quick`` setting with fewer
-  steps and evaluations, so the whole section takes a few minutes;
+  steps and evaluations, so that the quick report stays short;
 * ``quick`` -- the documented figures: a ~0.1M-parameter student of the transformer teacher,
-  about 1-2 minutes per run;
-* ``shakespeare`` -- a ~0.35M-parameter character model of the Shakespeare corpus, several
-  minutes per run. (The class defaults, ~0.8M parameters, are for longer runs.)
+  small enough to run on a laptop's CPU;
+* ``shakespeare`` -- a ~0.35M-parameter character model of the Shakespeare corpus, longer than
+  ``quick``. (The class defaults, ~0.8M parameters, are for longer runs.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import warnings
 
 # Command groups, in the order --help lists them.
 GROUPS = ("theory", "reproduce", "validate", "expert", "bc", "lm", "diagnose", "sweep")
-# The groups that simulate MuJoCo models (importing mujoco costs half a second: not for `gva theory`).
+# The groups that simulate MuJoCo models (only they import mujoco, so `gva theory` starts without it).
 MUJOCO_GROUPS = ("reproduce", "validate", "expert", "bc", "diagnose", "sweep")
 
 

@@ -57,7 +57,7 @@ def settings(quick: bool) -> list[FloorSetting]:
     sgd = dict(key="bc-sgd", label="BC Hopper, SGD", kind="bc", optimizer="sgd", warm_eta=0.05)
     adam = dict(key="bc-adam", label="BC Hopper, Adam", kind="bc", optimizer="adam", warm_eta=3e-3)
     lm = dict(key="lm-adam", label="LM (teacher corpus), Adam", kind="lm", optimizer="adam", warm_eta=1e-2)
-    lm_spec = dict(modes=32, spectrum_samples=128)  # Hessian-vector products of the LM cost ~100x the BC's
+    lm_spec = dict(modes=32, spectrum_samples=128)  # fewer: the LM cost's Hessian-vector products are the dearest
     if quick:
         g = (3e-3, 1e-2, 3e-2, 1e-1)
         short = dict(gammas=g, seeds=3, burn=2500, window=3000, warm_steps=4000)
