@@ -39,8 +39,8 @@ def main() -> None:
     import gymnasium as gym
 
     from gvaempirics.bc.envs import act_dim, action_bounds, initial_conditions, obs_dim
-    from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
     from gvaempirics.bc.evaluator import rollout
+    from gvaempirics.bc.imitators import ImitatorSpec, make_imitator
     from gvaempirics.bc.train import AugmentedPolicy
 
     torch.set_num_threads(1)
