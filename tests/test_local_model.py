@@ -335,6 +335,21 @@ def test_bc_checkpoint_fit_and_rollout(tiny_bc_run):
         load_checkpoint(run, 7)
 
 
+def test_the_run_gamma_is_the_weight_the_run_averages_with(tiny_bc_run):
+    import dataclasses
+
+    from gvaempirics.bc.local_model import load_checkpoint
+
+    ck = load_checkpoint(tiny_bc_run[0], threads=1)
+    at = lambda **kw: dataclasses.replace(ck, cfg=ck.cfg.replace(**kw)).run_gamma()  # noqa: E731
+    assert at(stabilizer="constant-ema", gamma_min=0.07, burn_in=0) == pytest.approx(0.07)
+    assert at(stabilizer="constant-ema", gamma_min=0.07, burn_in=ck.step + 10) == 1.0  # burn-in: the iterate itself
+    assert at(stabilizer="ema", alpha=0.5, gamma_min=1e-6, burn_in=0) == pytest.approx(ck.step**-0.5, rel=0.05)
+    for name in ("polyak", "bema", "posthoc"):
+        with pytest.raises(ValueError, match=f"stabilizer='{name}': give gamma"):
+            at(stabilizer=name)
+
+
 @pytest.fixture
 def small_budgets(monkeypatch):
     """Both studies at a reduced budget (a shorter run, fewer directions, steps and rollouts)."""

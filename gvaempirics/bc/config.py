@@ -116,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=32,
         eta=1e-3,
     ),
-    # about 10 minutes on 2 CPU cores: raw iterates oscillate, the EMA does not
+    # short enough for a CPU, long enough that raw iterates oscillate and the EMA does not
     "quick": dict(
         env="Hopper-v5",
         n_demos=25,

@@ -48,14 +48,17 @@ class LoadedCheckpoint:
         return self.cfg.batch_size * self.cfg.grad_accum
 
     def run_gamma(self) -> float:
-        """The run's power-EMA weight at this step; for other stabilizers the config field
-        ``gamma_min`` as it stands (the constant EMA's ``gamma``, BEMA's floor)."""
+        """The weight ``gamma_t`` of the run's EMA at this step (``ema`` or ``constant-ema``, burn-in
+        included); the local model's EMA is a plain EMA, so other stabilizers need an explicit gamma."""
         from ...stabilizers import weight_schedule
 
         cfg = self.cfg
-        if cfg.stabilizer == "ema":
-            return float(weight_schedule(cfg)(self.step))
-        return float(cfg.gamma_min)
+        if cfg.stabilizer not in ("ema", "constant-ema"):
+            raise ValueError(
+                f"gamma=None needs a run averaged by an EMA (stabilizer ema or constant-ema), but {self.run} "
+                f"uses stabilizer={cfg.stabilizer!r}: give gamma, the EMA weight in (0, 1]"
+            )
+        return float(weight_schedule(cfg)(self.step))
 
 
 def load_checkpoint(run: Path | RunDir, step: int = -1, *, threads: int = 0) -> LoadedCheckpoint:
