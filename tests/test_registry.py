@@ -74,6 +74,19 @@ def test_pages_print_the_rule_beside_the_number(tmp_path):
     assert record["outcome"] == "supports" and math.isclose(record["intervals"][0]["high"], 0.001)
 
 
+def test_full_budget_pages_get_their_own_table(tmp_path):
+    from validation.report import Section, write_pages
+
+    quick = rule("lm/ema-loss-no-higher").decide(Interval(0.02, 0.01, 0.03, n=3))
+    full = rule("lm/ema-loss-no-higher").decide(Interval(-0.01, -0.02, 0.001, n=8))
+    write_pages([Section("lm", "LM", "body", [quick])], tmp_path)
+    assert "At the full budget" not in render(tmp_path)
+    write_pages([Section("lm", "LM", "body", [full])], tmp_path / "full")
+    table = render(tmp_path)
+    assert "| `lm/ema-loss-no-higher` | [supports](results/full/lm.md) | -0.01 [-0.02, 0.001], n=8 |" in table
+    assert "[contradicts](results/lm.md)" in table  # the quick row keeps its own outcome
+
+
 def test_the_verdict_table_in_the_docs_is_current():
     text = (ROOT / "docs" / "validation.md").read_text()
     table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
@@ -83,7 +96,8 @@ def test_the_verdict_table_in_the_docs_is_current():
 def test_every_results_page_prints_each_rule_as_the_registry_states_it():
     import json
 
-    for js in sorted((ROOT / "docs" / "results").glob("*.json")):
+    results = ROOT / "docs" / "results"
+    for js in sorted([*results.glob("*.json"), *(results / "full").glob("*.json")]):
         page = js.with_suffix(".md").read_text()
         for v in json.loads(js.read_text())["verdicts"]:
             if v.get("rule"):

@@ -2,7 +2,9 @@
 
 Every rule of :mod:`validation.registry` gets one row: its outcome and interval as the committed
 results pages (``docs/results/<study>.json``, written by ``--pages``) recorded them, or "not run"
-where no page holds it yet. Nothing in the table is typed by hand:
+where no page holds it yet. A second table lists the rules decided at the full budget
+(``docs/results/full/<study>.json``, from ``gva validate STUDY --budget full --pages
+docs/results/full``). Nothing in the tables is typed by hand:
 
     python -m validation.verdict_table            # rewrite the table in docs/validation.md and the
                                                   # rule texts of the pages in docs/results
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from .registry import RULES
 
+FULL = "full"  # the full budget's pages: this folder inside the pages folder
 BEGIN, END = (
     "<!-- verdict-table:begin (generated: python -m validation.verdict_table) -->",
     "<!-- verdict-table:end -->",
@@ -67,7 +70,25 @@ def render(pages: Path, *, link_prefix: str = "results/") -> str:
         for a in r.amendments
     ]
     notes = ["", "Amendments (rules that replaced one whose outcome had been seen):", "", *amended] if amended else []
-    return "\n".join([f"{len(RULES)} registered rules: {tally}.", "", *lines, *notes])
+    return "\n".join([f"{len(RULES)} registered rules: {tally}.", "", *lines, *_full_table(pages, link_prefix), *notes])
+
+
+def _full_table(pages: Path, link_prefix: str) -> list[str]:
+    full = recorded(Path(pages) / FULL)
+    if not full:
+        return []
+    lines = [
+        "",
+        f"At the full budget ({len(full)} rules decided so far; pages in `{FULL}/`):",
+        "",
+        "| rule | outcome at the full budget | estimate [95% interval], units |",
+        "| --- | --- | --- |",
+    ]
+    for key in RULES:
+        if key in full:
+            v = full[key]
+            lines.append(f"| `{key}` | [{v['outcome']}]({link_prefix}{FULL}/{v['page']}) | {_interval(v)} |")
+    return lines
 
 
 _RULE_CELL = re.compile(r"\| `(?P<key>[\w\-/]+)`: .* \|$")
@@ -78,7 +99,7 @@ def refresh_rules(pages: Path) -> list[Path]:
     pages of ``pages`` and their JSON records; the numbers are left as measured. Returns the files
     that changed."""
     changed = []
-    for md in sorted(Path(pages).glob("*.md")):
+    for md in sorted([*Path(pages).glob("*.md"), *(Path(pages) / FULL).glob("*.md")]):
         lines = md.read_text().split("\n")
         new = [
             _RULE_CELL.sub(lambda m: f"| `{m['key']}`: " + RULES[m["key"]].describe().replace("][", "]\\[") + " |", ln)
