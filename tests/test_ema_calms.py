@@ -146,13 +146,40 @@ def test_a_per_environment_law_can_fail_while_others_hold():
     assert out["ema-calms/flip-law/Hopper-v5-quick"] == "supports"
 
 
-@pytest.mark.parametrize("key", ["ema-calms/filtered-demos/Walker2d-v5-quick", "ema-calms/window/Walker2d-v5-paper"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ema-calms/filtered-demos/Walker2d-v5-quick",
+        "ema-calms/window/Walker2d-v5-paper",
+        "ema-calms/filtered-demos/Walker2d-v5-paper",
+    ],
+)
 def test_the_one_expert_tables_decide_their_own_rule_both_ways(key):
     rng = np.random.default_rng(3)
-    calm = [_run("Walker2d-v5", s, rng, ratio=0.2) for s in (1, 2, 3)]
-    rough = [_run("Walker2d-v5", s, rng, ratio=2.0) for s in (1, 2, 3)]  # 3 seeds at level 1 - 0.05/6: wide
+    calm = [_run("Walker2d-v5", s, rng, ratio=0.2) for s in range(1, 6)]
+    rough = [_run("Walker2d-v5", s, rng, ratio=0.9) for s in range(1, 6)]
     assert (ec.decide_window(key, calm).rule, ec.decide_window(key, calm).outcome) == (key, "supports")
-    assert ec.decide_window(key, rough).outcome == "contradicts"
+    assert ec.decide_window(key, rough).outcome == "contradicts"  # 5 seeds: a ratio near 1 is decided
+    assert ec.decide_window(key, rough[:3]).outcome == "inconclusive"  # 3 seeds at level 1 - 0.05/6: too wide
     assert ec.decide_window(key, rough[:2]).outcome == "inconclusive"  # fewer than min_n seeds
     rows = ec.table(calm, "paper")
-    assert [(r["env"], r["table"], r["runs"]) for r in rows] == [("Walker2d-v5", "paper", 3)]
+    assert [(r["env"], r["table"], r["runs"]) for r in rows] == [("Walker2d-v5", "paper", 5)]
+
+
+def test_the_paper_tables_train_fresh_seeds_and_the_filtered_ones_drop_falls():
+    assert ec.sweep_spec("paper").seeds == ec.sweep_spec("paper-filtered").seeds == (4, 5, 6, 7, 8)
+    assert ec.sweep_spec("paper-filtered").base["drop_falls"] and ec.sweep_spec("filtered").base["drop_falls"]
+    assert "drop_falls" not in ec.sweep_spec("paper").base
+    with pytest.raises(ValueError, match="name='full' is out of range"):
+        ec.sweep_spec("full")
+
+
+def test_the_page_says_what_the_filter_drops(tmp_path):
+    from gvaempirics.bc.data import Demonstrations, Trajectories
+
+    lengths = np.array([10, 4, 10, 10])
+    tr = Trajectories(np.zeros((4, 10, 3)), np.zeros((4, 10, 1)), lengths, np.zeros(4))
+    (tmp_path / "demos").mkdir()
+    Demonstrations(tr, tr, {}).save(tmp_path / "demos" / "Walker2d-v5__n4_v4_h10_s0.npz")
+    assert ec._dropped(tmp_path) == "Walker2d-v5: it drops 1 of 4 trajectories, 11.8% of the training pairs"
+    assert ec._dropped(tmp_path / "none") == "no demonstrations collected"

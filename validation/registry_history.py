@@ -26,12 +26,25 @@ def _seen(key: str) -> str:
     if study == "algorithmic":
         return "the H = 300 sweep's rows of 2026-12-02 (the H = 1000 sweep that decides them ran after)"
     if study == "ema-calms":
-        return (
+        seen = (
             "the trained-in EMA (alpha 0.5) against raw in docs/bc.md: quick Hopper and Walker2d over 3 seeds and "
             "Walker2d at the paper's size over 3 seeds (oscillation, flip rate); no post-hoc width, no "
             "flip-distance curve. The amendments say what of this study's own runs was seen before them (one "
             "run's post-hoc rows and its fitted exponent and movements; no verdict)"
         )
+        if key.endswith("-paper"):
+            seen += (
+                ". The paper-size tables train seeds 4-8, not the 1-3 whose raw iterates docs/bc.md reports, and 5 "
+                "seeds, not 3, sized on 2026-12-03 before their runs from the spread seen there (sd of the log "
+                "EMA / raw ratio about 0.15 over seeds 1-3): at 3 seeds the interval at level 1 - 0.05/6 is "
+                "about exp(+-0.94) wide and could not contradict"
+            )
+        if key == "ema-calms/filtered-demos/Walker2d-v5-paper":
+            seen += (
+                "; and every quick verdict of this study (2026-12-03), and that the quick filter drops 1 of the 25 "
+                "Walker2d demonstrations (1.1% of the training pairs), which is why this rule was added"
+            )
+        return seen
     return ""
 
 
