@@ -79,7 +79,7 @@ def _full_table(pages: Path, link_prefix: str) -> list[str]:
         return []
     lines = [
         "",
-        f"At the full budget ({len(full)} rules decided so far; pages in `{FULL}/`):",
+        f"At the full budget ({len(full)} rules decided so far; pages in `{link_prefix}{FULL}/`):",
         "",
         "| rule | outcome at the full budget | estimate [95% interval], units |",
         "| --- | --- | --- |",
