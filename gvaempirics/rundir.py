@@ -303,7 +303,7 @@ class RunDir:
                     "refusing to write into it; choose another --out"
                 )
             return False
-        saved = self._saved_config(config, defaults)
+        saved = self.read_config(defaults)
         if not isinstance(saved, dict) or set(saved) != set(config):
             raise ValueError(
                 f"out={self.path} is not a run directory of this kind (its config.json has other fields): "
@@ -318,13 +318,6 @@ class RunDir:
                 "choose another --out to start a new run"
             )
         return False
-
-    def _saved_config(self, config: dict[str, Any], defaults: dict[str, Any] | None) -> Any:
-        saved = self.read_config()
-        if isinstance(saved, dict) and defaults:
-            defaults = json.loads(json.dumps(defaults))
-            saved = {**{k: defaults[k] for k in config.keys() - saved.keys() if k in defaults}, **saved}
-        return saved
 
     def start(self, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
         """Create the run, or continue the run already there (the one resume rule).
@@ -360,13 +353,18 @@ class RunDir:
             self.start(config, defaults)
             yield self
 
-    def read_config(self) -> dict[str, Any]:
+    def read_config(self, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The saved configuration; with ``defaults`` (the configuration class's), a field the run
+        was written before is filled in with its default, which is what the run ran with."""
         try:
-            return json.loads(self.config_path.read_text())
+            saved = json.loads(self.config_path.read_text())
         except FileNotFoundError:
             raise ValueError(f"{self.path} is not a run directory (no config.json)") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.config_path} is corrupt: {err}") from None
+        if isinstance(saved, dict) and defaults:
+            saved = {**json.loads(json.dumps(defaults)), **saved}
+        return saved
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / "summary.json", summary)

@@ -162,6 +162,7 @@ def test_a_run_written_before_a_field_existed_resumes_at_its_default(tmp_path):
     assert RunDir(tmp_path / "r").check_start({"eta": 0.1, "new": False}, {"eta": 3e-4, "new": False})
     with pytest.raises(ValueError, match="saved config differs in new"):  # a new field off its default
         RunDir(tmp_path / "r").start({"eta": 0.1, "new": True}, {"eta": 3e-4, "new": False})
+    assert run.read_config({"eta": 3e-4, "new": False}) == {"eta": 0.1, "new": False}
     RunDir(tmp_path / "r").start({"eta": 0.1, "new": False}, {"eta": 3e-4, "new": False})
     assert run.read_config() == {"eta": 0.1, "new": False}  # the default it ran with, recorded
 

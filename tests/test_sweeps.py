@@ -208,6 +208,22 @@ def test_rerun_of_a_finished_grid_skips_everything(grid, tmp_path):
     assert (outcome.out / "results.csv").read_bytes() == before
 
 
+def test_runs_written_before_a_field_existed_count_as_finished(grid):
+    spec, outcome = grid
+    configs = sorted((outcome.out / "runs").glob("*/config.json"))
+    texts = [c.read_text() for c in configs]
+    try:
+        for c in configs:  # as a run written before drop_falls existed holds it
+            cfg = json.loads(c.read_text())
+            del cfg["drop_falls"]
+            c.write_text(json.dumps(cfg))
+        again = run_sweep(spec, outcome.out, workers=2, quiet=True, n_resamples=2000)
+        assert again.trained == () and again.skipped == outcome.trained
+    finally:
+        for c, t in zip(configs, texts):
+            c.write_text(t)
+
+
 def test_figure_has_one_row_per_entry(grid):
     fig = plot_summary(grid[1].summary)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gvatheory.config import Config, option
+from gvatheory.config import Config, option, to_dict
 
 from ..config import TrainingOptions
 
@@ -45,6 +45,12 @@ class DemoOptions(Config):
         return dict(
             env_id=self.env, n=self.n_demos, n_val=self.val_demos, horizon=self.demo_horizon, seed=self.demo_seed
         )
+
+
+def defaults() -> dict[str, Any]:
+    """Every :class:`BCConfig` field at its default, as ``config.json`` holds it: what a run written
+    before a field existed ran with (:meth:`gvaempirics.rundir.RunDir.read_config`)."""
+    return to_dict(BCConfig())
 
 
 @dataclass(frozen=True)

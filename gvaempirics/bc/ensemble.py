@@ -50,6 +50,7 @@ from gvatheory.config import to_dict
 from ..rundir import RunDir, atomic_write, read_checkpoint
 from ..training import NaNLossError
 from .config import BCConfig
+from .config import defaults as bc_defaults
 from .data import BCData
 from .train import BCTrainer, RolloutFn, trainer_inputs
 
@@ -397,7 +398,7 @@ def train_ensemble(
     settings = cfg.demo_settings()
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
     runs = [RunDir(out) for out in outs]
-    defaults = to_dict(BCConfig())  # the setting of fields added since a run was written
+    defaults = bc_defaults()  # the setting of fields added since a run was written
     for c, run in zip(cfgs, runs):
         run.check_start(to_dict(c), defaults)  # every member, before any directory changes
     with contextlib.ExitStack() as held:

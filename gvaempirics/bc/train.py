@@ -29,6 +29,7 @@ from ..rundir import RunDir
 from ..stabilizers import PostHocEMA
 from ..training import Trainer
 from .config import BCConfig
+from .config import defaults as bc_defaults
 from .data import BCData
 from .imitators import make_imitator
 from .results import summarize
@@ -257,7 +258,7 @@ def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | No
     from .data import Demonstrations, load_or_make
     from .experts import load_expert
 
-    defaults = to_dict(BCConfig())  # the setting of fields added since a run was written
+    defaults = bc_defaults()  # the setting of fields added since a run was written
     RunDir(out).check_start(to_dict(cfg), defaults)  # a foreign or other run's directory: refused before any work
     torch.set_num_threads(cfg.threads)
     expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)

@@ -25,6 +25,7 @@ from typing import Any
 from gvatheory.config import to_dict
 
 from ..bc.config import BCConfig
+from ..bc.config import defaults as bc_defaults
 from ..rundir import RunDir, atomic_write_bytes, atomic_write_json, check_creatable, hold_lock, sha256_bytes
 from .backends import Failure, LocalBackend, RayBackend
 from .results import FAILED, FINISHED, UNFINISHED, SweepSummary, run_row, summarize_sweep, to_csv, write_results
@@ -60,7 +61,7 @@ def is_finished(path: Path, cfg: BCConfig) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     run = RunDir(path)
-    return summary.get("steps_done") == cfg.steps and run.exists() and run.read_config() == to_dict(cfg)
+    return summary.get("steps_done") == cfg.steps and run.exists() and run.read_config(bc_defaults()) == to_dict(cfg)
 
 
 def default_workers(threads: int) -> int:
@@ -248,7 +249,7 @@ def _prepare(spec: SweepSpec, runs: list[SweepRun], out: Path):
         configs[run.run_id] = cfg
         path = _path(out, run)
         if (path / "config.json").is_file():
-            saved, want = RunDir(path).read_config(), to_dict(cfg)
+            saved, want = RunDir(path).read_config(bc_defaults()), to_dict(cfg)
             if saved != want and RunDir(path).checkpoints():
                 diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
                 raise ValueError(

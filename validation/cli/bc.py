@@ -293,10 +293,11 @@ def _train(args: argparse.Namespace) -> int:
 def _record_interventions(out: Path, config: dict, preset: str, names: list[str]) -> None:
     """``interventions.json`` beside ``config.json``: the preset and the interventions this
     configuration was made from (written only into a run directory holding this configuration)."""
+    from gvaempirics.bc.config import defaults as bc_defaults
     from gvaempirics.rundir import RunDir, atomic_write_json
 
     run = RunDir(out)
-    if run.exists() and run.read_config() == config:
+    if run.exists() and run.read_config(bc_defaults()) == config:
         atomic_write_json(run.path / "interventions.json", {"preset": preset, "interventions": list(names)})
 
 

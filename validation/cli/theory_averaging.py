@@ -35,7 +35,9 @@ class AveragingCommand(Config):
     n_times: int = option(25, "geometrically spaced steps recorded for the plot", low=2)
     seed: int = option(0, "random seed", low=0)
     max_chain_steps: float = option(
-        1e11, f"refuse more Monte Carlo work than this (chains x steps x d x EMAs; ~{CHAIN_STEPS_PER_SECOND:.2g} per second per core)", low=1.0
+        1e11,
+        f"refuse more Monte Carlo work than this (chains x steps x d x EMAs; ~{CHAIN_STEPS_PER_SECOND:.2g} per second per core)",
+        low=1.0,
     )
 
 

@@ -28,7 +28,9 @@ class CliffCommand(Config):
     chains: int = option(20_000, "Monte Carlo chains", low=2)
     seed: int = option(0, "random seed", low=0)
     max_chain_steps: float = option(
-        1e11, f"refuse more Monte Carlo work than this (chains x steps x d; ~{CHAIN_STEPS_PER_SECOND:.2g} per second per core)", low=1.0
+        1e11,
+        f"refuse more Monte Carlo work than this (chains x steps x d; ~{CHAIN_STEPS_PER_SECOND:.2g} per second per core)",
+        low=1.0,
     )
 
 

@@ -27,7 +27,9 @@ class Prop31Command(Config):
     b: float = option(1.0, "input gain b")
     k: float = option(0.0, "expert gain k (default 0: closed loop a + b k = 1)")
     max_steps: float = option(
-        1e7, f"refuse more work than this (sum of H x number of delta; ~{HORIZON_STEPS_PER_SECOND:.2g} per second per core)", low=1.0
+        1e7,
+        f"refuse more work than this (sum of H x number of delta; ~{HORIZON_STEPS_PER_SECOND:.2g} per second per core)",
+        low=1.0,
     )
 
 
