@@ -99,6 +99,18 @@ def check_matrix(name: str, value: Any, shape: tuple[int, int] | None = None) ->
     return arr
 
 
+def check_plant(A: Any, B: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The matrices of a linear plant :math:`x' = Ax + Bu`: ``A`` square (n, n) and ``B`` (n, m), both
+    finite float arrays (scalars and vectors are promoted, as in :func:`check_matrix`)."""
+    A = check_matrix("A", A)
+    n = A.shape[0]
+    check_shape("A", A, (n, n))
+    B = check_matrix("B", B)
+    if B.shape[0] != n:
+        raise ValueError(f"B has shape {B.shape}, expected ({n}, m) to match A")
+    return A, B
+
+
 def check_psd(name: str, mat: np.ndarray) -> np.ndarray:
     """Check that a square matrix is symmetric positive semi-definite (to rounding)."""
     if not np.allclose(mat, mat.T) or np.linalg.eigvalsh((mat + mat.T) / 2).min() < -1e-12:

@@ -47,14 +47,13 @@ import numpy as np
 from ._checks import (
     MAX_SCALE,
     MIN_SCALE,
-    check_finite,
     check_int,
     check_matrix,
     check_memory,
+    check_plant,
     check_psd,
     check_range,
     check_scale,
-    check_shape,
 )
 from .stats import seed_sequence
 
@@ -157,13 +156,8 @@ class LinearBC:
     _data: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        A = np.atleast_2d(check_finite("A", self.A))
-        n = A.shape[0]
-        check_shape("A", A, (n, n))
-        B = np.atleast_2d(check_finite("B", self.B))
-        if B.ndim != 2 or B.shape[0] != n:
-            raise ValueError(f"B has shape {B.shape}, expected ({n}, m) to match A")
-        m = B.shape[1]
+        A, B = check_plant(self.A, self.B)
+        n, m = A.shape[0], B.shape[1]
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("A", A)
         set_("B", B)

@@ -68,6 +68,7 @@ from ._checks import (
     check_int,
     check_matrix,
     check_memory,
+    check_plant,
     check_positive,
     check_psd,
     check_range,
@@ -113,13 +114,8 @@ class LinearClosedLoop:
     x0_cov: np.ndarray = field(default=None)
 
     def __post_init__(self):
-        A = check_matrix("A", self.A)
-        n = A.shape[0]
-        check_shape("A", A, (n, n))
-        B = check_matrix("B", self.B)
-        if B.shape[0] != n:
-            raise ValueError(f"B has shape {B.shape}, expected ({n}, m) to match A")
-        m = B.shape[1]
+        A, B = check_plant(self.A, self.B)
+        n, m = A.shape[0], B.shape[1]
         K = check_matrix("K", self.K, (m, n))
         # s^2 must be a positive, finite float: the reward and its expectation divide by it
         check_range("s", self.s, MIN_SCALE, MAX_SCALE, low_open=True, high_open=True)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gvatheory._checks import MAX_SCALE, MIN_SCALE, check_memory, check_scale, nan_to_inf
+from gvatheory._checks import MAX_SCALE, MIN_SCALE, check_memory, check_plant, check_scale, nan_to_inf
 from gvatheory.stats import estimate
 
 
@@ -37,3 +37,16 @@ def test_overflow_helpers_report_inf_never_nan():
     est = estimate(np.array([1.0, np.inf, 2.0]))
     assert est.mean == np.inf and est.se == np.inf
     assert estimate(np.array([1.0, 2.0, 3.0])).se == pytest.approx(1 / math.sqrt(3))
+
+
+def test_check_plant_promotes_scalars_and_refuses_mismatched_shapes():
+    A, B = check_plant(0.5, 1.0)
+    assert A.shape == B.shape == (1, 1) and A.dtype == B.dtype == float
+    A, B = check_plant(np.eye(2), [[0.0], [1.0]])
+    assert A.shape == (2, 2) and B.shape == (2, 1)
+    with pytest.raises(ValueError, match=r"A has shape \(2, 3\), expected \(2, 2\)"):
+        check_plant(np.ones((2, 3)), np.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"B has shape \(3, 1\), expected \(2, m\) to match A"):
+        check_plant(np.eye(2), np.ones((3, 1)))
+    with pytest.raises(ValueError, match=r"(?s)B=.* must be finite"):
+        check_plant(np.eye(2), [[np.nan], [1.0]])
