@@ -9,7 +9,8 @@ study asks where that holds and why not elsewhere, with rules fixed in
 EMA, so that one run gives every averaging width: :data:`WIDTHS`, from 1% of the run to the
 uniform average of all of it (:func:`gvaempirics.bc.posthoc.posthoc_sweep`, at every zoom iterate).
 The same on Walker2d imitating only the demonstrations without a fall (``"filtered"``,
-hypothesis 2b). The ``full`` budget adds Walker2d at the paper's size, 3 seeds (``"paper"``).
+hypothesis 2b). The ``full`` budget adds Walker2d at the paper's size, unfiltered (``"paper"``) and
+filtered (``"paper-filtered"``), 5 fresh seeds each (:data:`PAPER_SEEDS`).
 
 **Hypothesis 1 (the window).** Per environment, for each width whose profile the snapshots fit
 within 0.1 and whose mean return is not below the raw iterate's by more than 0.1 of the expert's
@@ -287,10 +288,10 @@ def _window_verdict(key: str, ints: list[Interval], gate: str, n: int, extra: st
 
 
 # ------------------------------------------------------------------------------ present
-def table(runs: Sequence[dict[str, Any]], table: str = "quick") -> list[dict[str, Any]]:
+def table(runs: Sequence[dict[str, Any]], name: str = "quick") -> list[dict[str, Any]]:
     """Per environment: raw oscillation and flip rate, and those of the family's width with the
     lowest upper bound of its ratio (the window rule's own interval, Bonferroni level); the pick
-    is descriptive, the rule reads every width of the family. ``table``: the sweep's name."""
+    is descriptive, the rule reads every width of the family. ``name``: the table's (its sweep's)."""
     rows = []
     for env in ENVS:
         mine = [r for r in runs if r["env"] == env]
@@ -300,7 +301,7 @@ def table(runs: Sequence[dict[str, Any]], table: str = "quick") -> list[dict[str
         ints, _ = window_intervals(mine)
         fam = family(mine) if min(r["raw_osc"] for r in mine) > 0 else []
         row = dict(
-            env=env, table=table, runs=len(mine), raw_osc=str(raw), raw_flip=_rate([r["raw_flips"] for r in mine], mine)
+            env=env, table=name, runs=len(mine), raw_osc=str(raw), raw_flip=_rate([r["raw_flips"] for r in mine], mine)
         )
         if ints:
             j = min(range(len(ints)), key=lambda i: ints[i].high if ints[i].finite else math.inf)
