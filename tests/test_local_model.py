@@ -296,6 +296,33 @@ def test_local_model_verdicts_contradict_a_spectrum_wrong_by_4x(linear_chains):
     assert len(verdicts) == 6 and all(v.outcome == "contradicts" for v in verdicts), [v.detail for v in verdicts]
 
 
+def test_stationarity_tells_drift_from_a_stationary_fluctuation(linear_chains):
+    """The diagnostic beside the verdicts: the model's own chains keep their spread across chains
+    and lose little to detrending; the same chains plus a slow random walk in every coordinate
+    (drift the model does not describe) spread more by the end and lose most to detrending."""
+    from validation.studies import local_model as study
+
+    true, z, z_ema = linear_chains
+
+    def table(z, z_ema):
+        rows = study.stationarity(study.compare(z, z_ema, true, burn_in=0), z, z_ema, true, burn_in=0)
+        return {(r["weights"], r["directions"]): r for r in rows}
+
+    level = table(z, z_ema)
+    assert len(level) == 6
+    for r in level.values():
+        assert r["ratio after removing each chain's trend"] == pytest.approx(1.0, abs=0.35)
+    first = z[:, :750, :2].var(axis=0, ddof=1).mean(axis=0).sum() / np.diag(true.raw_cov)[:2].sum()
+    assert level[("raw", "1-2")]["spread across chains, first quarter / predicted"] == pytest.approx(first)
+    walk = np.cumsum(np.random.default_rng(3).normal(0.0, 0.05, z.shape), axis=1)
+    zw, ew = z + walk, z_ema + walk  # the EMA of a slow walk is about the walk itself
+    cmp = study.compare(zw, ew, true, burn_in=0)
+    measured = {(w, f"{g[0] + 1}-{g[1]}"): r.ratio for w in ("raw", "ema") for g, r in zip(cmp["groups"], cmp[w])}
+    for key, r in table(zw, ew).items():
+        assert r["spread across chains, last quarter / predicted"] > 5 * r["spread across chains, first quarter / predicted"]
+        assert r["ratio after removing each chain's trend"] < 0.5 * measured[key]
+
+
 def test_variance_ratios_are_per_chain_and_refuse_bad_input(linear_chains):
     from gvaempirics.bc.local_model import variance_ratios
 
