@@ -253,13 +253,13 @@ def test_subspace_fraction():
     assert local.subspace_fraction(both) == pytest.approx(expect)
 
 
-def _linear_model(eigenvalues: np.ndarray) -> LocalModel:
-    """Plain SGD (no momentum) on a diagonal quadratic with k=10 directions, an EMA of weight 0.1."""
+def _linear_model(eigenvalues: np.ndarray, *, gamma: float = 0.1) -> LocalModel:
+    """Plain SGD (no momentum, eta 0.01) on a diagonal quadratic, an EMA of weight ``gamma``."""
     k = len(eigenvalues)
     return LocalModel(
         eigenvalues=np.asarray(eigenvalues, dtype=float), directions=np.eye(k), coords=np.eye(k),
         noise_cov=np.diag(np.linspace(1.0, 0.3, k)), mean=np.zeros(k), eta=0.01, beta=0.0, c=1.0,
-        gamma=0.1, batch_size=1, optimizer="sgd", theta=np.zeros(k), noise_samples=1, scale=np.ones(k),
+        gamma=gamma, batch_size=1, optimizer="sgd", theta=np.zeros(k), noise_samples=1, scale=np.ones(k),
     )  # fmt: skip
 
 
@@ -294,6 +294,33 @@ def test_local_model_verdicts_contradict_a_spectrum_wrong_by_4x(linear_chains):
     wrong = _linear_model(4.0 * true.eigenvalues)
     verdicts, _ = study.decide_groups(study.compare(z, z_ema, wrong, burn_in=0), wrong)
     assert len(verdicts) == 6 and all(v.outcome == "contradicts" for v in verdicts), [v.detail for v in verdicts]
+
+
+def test_local_model_verdicts_contradict_a_spectrum_wrong_by_4x_the_other_way(linear_chains):
+    """Negative control below the region: eigenvalues 4x too small predict about 4x the variance."""
+    from validation.studies import local_model as study
+
+    true, z, z_ema = linear_chains
+    wrong = _linear_model(true.eigenvalues / 4.0)
+    verdicts, _ = study.decide_groups(study.compare(z, z_ema, wrong, burn_in=0), wrong)
+    assert all(v.outcome == "contradicts" and v.intervals[0]["high"] < 0.5 for v in verdicts), [v.detail for v in verdicts]
+
+
+def test_local_model_verdicts_in_the_real_runs_regime():
+    """Where the real run sits (the EMA's weight far below eta x curvature, so the EMA varies ~100x
+    less than the raw iterate): the model's own chains support every rule; a slow random walk added
+    to them (drift the model does not describe, small beside the raw fluctuation) leaves the raw
+    rules supported and makes the EMA's contradict, as at the full budget's checkpoint."""
+    from validation.studies import local_model as study
+
+    true = _linear_model(np.geomspace(40.0, 10.0, 10), gamma=0.004)
+    z, z_ema = true.sample_windows(8, 6000, seed=2)
+    assert np.diag(true.ema_cov)[0] < 0.02 * np.diag(true.raw_cov)[0]
+    verdicts, _ = study.decide_groups(study.compare(z, z_ema, true, burn_in=0), true)
+    assert all(v.outcome == "supports" for v in verdicts), [v.detail for v in verdicts]
+    walk = np.cumsum(np.random.default_rng(4).normal(0.0, 1e-4, z.shape), axis=1)
+    verdicts, _ = study.decide_groups(study.compare(z + walk, z_ema + walk, true, burn_in=0), true)
+    assert [v.outcome for v in verdicts] == ["supports"] * 3 + ["contradicts"] * 3, [v.detail for v in verdicts]
 
 
 def test_stationarity_tells_drift_from_a_stationary_fluctuation(linear_chains):

@@ -53,7 +53,7 @@ def test_several_intervals_must_agree_and_outside_rules_reverse():
     assert r.decide([Interval(3, 2.5, 4, n=5), Interval(5, 3, 9, n=5)]).outcome == "supports"
     assert r.decide([Interval(1, 0.8, 1.2, n=5)] * 2).outcome == "contradicts"
     assert r.decide([Interval(3, 2.5, 4, n=5), Interval(1, 0.8, 1.2, n=5)]).outcome == "inconclusive"
-    assert "Amended 2026-12-01" in r.describe()
+    assert "Amended after an outcome seen 2026-12-01" in r.describe()
 
 
 def test_an_undeclared_rule_is_refused():

@@ -182,7 +182,8 @@ def _rules() -> tuple[Rule, ...]:
                 "real one within a factor 2",
                 "the local model's Gaussian law of consecutive iterates, rolled out with the batched evaluator",
                 "measured / predicted sd of J_H (long horizon) within windows of consecutive iterates",
-                "continuation chains from one checkpoint of one run (ICs within a chain: second level)",
+                "continuation chains from one checkpoint of one run (the same fixed set of ICs in every chain; a chain's "
+                "value is its mean over them)",
                 "t over chains on log ratio",
                 _factor(2.0),
             )
@@ -194,9 +195,13 @@ def _rules() -> tuple[Rule, ...]:
             "within a factor 2",
             "the local model's law, rolled out",
             "measured / predicted flip rate (|Delta J_H| > 0.1 x expert, long horizon)",
-            "continuation chains from one checkpoint of one run (ICs within a chain: second level)",
+            "continuation chains from one checkpoint of one run (the same fixed set of ICs in every chain; a chain's "
+                "value is its mean over them)",
             "t over chains on log ratio",
             _factor(2.0),
+            gate="a chain or a predicted window has no flip (its log ratio does not exist); so a law that "
+            "predicts flips where the real chains have none, or the reverse, comes out inconclusive, not "
+            "contradicts",
         ),
         R(
             "reward-law/delta-short",

@@ -15,8 +15,13 @@ def _seen(key: str) -> str:
             "the per-seed numbers of the same three seeds on the 2026-12-01 page (the runs are deterministic and "
             "the regenerated page repeats them), among them EMA token accuracy 0.694 against raw 0.805"
         )
+    if key in ("local-model/raw-11-20", "local-model/ema-11-20"):
+        return ""  # registered before the full budget's first run; the quick budget has no group 11-20
     if study in ("local-model", "reward-law"):
-        return "the 2026-12-01 page of the same fit and continuation chains (its ratios and intervals)"
+        return (
+            "the 2026-12-01 quick-budget page of the same rule (its fit, chains, ratios and intervals); the full "
+            "budget's run, checkpoint and chains ran after the rule was fixed, unseen"
+        )
     if study == "landscape":
         return (
             "the whole-grid quadratic fit, TV, jump fraction and fractal dimension of the 2026-12-03 landscapes "
@@ -136,8 +141,13 @@ _REPLACED: dict[str, tuple[Amendment, ...]] = {
     "reward-law/raw-spread": _was("2026-12-01", "the same ratio", "supports (1.30 [0.87, 1.96])", _PAIRS),
     "reward-law/ema-spread": _was("2026-12-01", "the same ratio", "inconclusive (2.01 [1.25, 3.32])", _PAIRS),
     "reward-law/raw-flips": _was("2026-12-01", "the same ratio", "inconclusive (1.47 [1.01, 2.48])", _PAIRS),
-    "reward-law/delta-short": _was(
-        "2026-12-01", "one step of 0.1 sd", "supports (1.09 [0.734, 1.54])", "the ratio depends on the step"
+    "reward-law/delta-short": (
+        Amendment(
+            "2026-12-01", "a 1-sd secant only", "supports (0.89 [0.78, 1.06] at H=50)", "the ratio depends on the step"
+        ),
+        Amendment(
+            "2026-12-01", "one step of 0.1 sd", "supports (1.09 [0.734, 1.54])", "the ratio depends on the step"
+        ),
     ),
     **{
         f"noise-floor/{k}": _was("2026-12-01", "slope or ratio of a one-curvature model, bootstrap", o, _NF)

@@ -17,7 +17,7 @@ FIXED = "2026-12-03"  # the registry's first version; a rule's `seen` says what 
 class Amendment:
     """A rule that was changed after its data were seen: the old rule, what it gave, and why."""
 
-    date: str
+    date: str  # when the old rule's outcome was seen
     was: str
     outcome: str
     reason: str
@@ -64,7 +64,7 @@ class Rule:
         if self.seen:
             text += f". Written after seeing: {self.seen}"
         for a in self.amendments:
-            text += f". Amended {a.date}: was {a.was}, which gave {a.outcome}; {a.reason}"
+            text += f". Amended after an outcome seen {a.date}: was {a.was}, which gave {a.outcome}; {a.reason}"
         return text
 
     def outcome(self, interval: Interval) -> str:

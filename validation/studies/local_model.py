@@ -231,8 +231,9 @@ def stationarity(cmp: dict[str, Any], z: np.ndarray, z_ema: np.ndarray, local, *
     raw and EMA, over the predicted variance: the spread across chains, averaged over the first
     and over the last quarter of the measured steps (a stationary law keeps it level; drift of the
     subspace's centre makes it grow), and the geometric-mean ratio after removing each chain's own mean and linear trend
-    (what is left once slow drift is taken out; it also removes a little of the stationary
-    fluctuation, about ``2 / (gamma T)`` of an EMA's)."""
+    (what is left once slow drift is taken out; it also removes part of a stationary EMA's
+    fluctuation, more the larger its time constant is beside the window). The spread across chains
+    cannot see motion that all chains share."""
     from gvaempirics.bc.local_model import variance_ratios
 
     if not local.stable:
@@ -330,6 +331,12 @@ def plot(fit: Fit, cmp: dict[str, Any]):
     return fig
 
 
+def _raw_radius(local) -> float:
+    """The raw iterates' spectral radius (the slowest ``(z, n)`` block), from the relaxation times."""
+    slowest = float(np.max(local.relaxation_steps))
+    return math.exp(-1.0 / slowest) if math.isfinite(slowest) else math.inf
+
+
 def _f(v: float) -> str:
     return f"{v:.3g}" if math.isfinite(v) else "n/a"
 
@@ -345,7 +352,8 @@ def section(
         f"momentum/beta1 {local.beta:g}, batch {local.batch_size}). Fitted in {fit.fit_seconds:.1f} s: top {local.k} "
         f"eigenvalues of the {'Adam-preconditioned ' if local.optimizer == 'adam' else ''}Hessian "
         f"{', '.join(f'{v:.4g}' for v in local.eigenvalues)}; gradient noise from {local.noise_samples} per-sample "
-        f"gradients; spectral radius of the step {local.spectral_radius:.4f}; raw relaxation times "
+        f"gradients; spectral radius of the recursion {local.spectral_radius:.4f} (of its raw part "
+        f"{_raw_radius(local):.4f}; the EMA's is 1 - gamma); raw relaxation times "
         f"{', '.join(f'{v:.3g}' for v in local.relaxation_steps)} steps. Continuation: {cont.z.shape[0]} chains x "
         f"{cont.z.shape[1] - 1} steps at constant eta ({cont.seconds:.1f} s), burn-in {fit.burn_in} steps, EMA weight "
         f"{local.gamma:.4g} (the run's at that step) started at the checkpoint. Budget: k={b.k}, chains={b.chains}, "
@@ -362,15 +370,17 @@ def section(
         f"true ratio must lie inside the region from its nearer edge to be supported, or outside it to be "
         f"contradicted, with 80% power; at this budget ({cmp['chains']} chains) the groups decide a factor "
         f"{_f(min(powers, default=math.inf))} to {_f(max(powers, default=math.inf))}.\n\n"
-        f"Earlier outcomes: the first results (2026-12-01) bootstrapped time blocks within chains as if they "
-        f"were independent, before the registry (2026-12-03) fixed the unit; they gave {EARLIER}.\n\n"
+        f"Earlier outcomes (quick budget, the study's own small run): the first results (2026-12-01) "
+        f"bootstrapped time blocks within chains as if they were independent, before the registry (2026-12-03) "
+        f"fixed the unit; they gave {EARLIER}.\n\n"
         + markdown_table(rows)
         + "\n\nStationarity (a diagnostic beside the verdicts, added after the full budget's EMA rules came out "
         "'contradicts'; it gates nothing): the spread of each group across chains over the first quarter of "
         "the measured steps and over the last, and the ratio once each chain's own mean and linear trend are removed, all over the "
-        "predicted variance. A stationary fluctuation keeps the spread level and loses little to detrending; "
-        "drift of the subspace's centre (the complement moving) makes the spread grow and is what detrending "
-        "takes out.\n\n" + (markdown_table(drift) if drift else "No stationary law, so no diagnostic.")
+        "predicted variance. A stationary fluctuation keeps the spread level and loses a little to detrending; "
+        "slow motion the model leaves out (of the subspace's centre as the complement moves, of the second "
+        "moments, or from nonlinearity: this does not tell them apart) shows as a per-chain offset or trend, "
+        "which detrending takes out.\n\n" + (markdown_table(drift) if drift else "No stationary law, so no diagnostic.")
     )
     return Section(
         "local-model",
