@@ -419,6 +419,17 @@ def test_bad_expert_files(tmp_path, capsys):
         ex.evaluate(ENV, expert, ics=0)
 
 
+def test_an_expert_setting_names_a_file_or_a_shipped_expert(tmp_path):
+    assert ex.expert_file(ENV) == ex.expert_file(ENV, "") == ex.SHIPPED_DIR / f"{ENV}.pt"
+    assert ex.expert_file(ENV, "Hopper-v5") == ex.SHIPPED_DIR / "Hopper-v5.pt"  # a bare name: shipped
+    assert ex.expert_file(ENV, "my.pt") == Path("my.pt") and ex.expert_file(ENV, "runs/x") == Path("runs/x")
+    _, by_name = ex.load_expert(ENV, "Hopper-v5")
+    _, by_default = ex.load_expert(ENV)
+    assert by_name["sha256"] == by_default["sha256"]
+    with pytest.raises(ValueError, match=r"no-such-expert\.pt does not exist \(shipped experts: Ant-v5"):
+        ex.load_expert(ENV, "no-such-expert")
+
+
 def test_nan_and_code_carrying_expert_files_are_refused_in_one_line_without_library_noise(tmp_path, capsys):
     """An expert file with NaN weights would act as NaN, one that unpickles code would run it: both
     are refused in one line, and neither MuJoCo's notes on gymnasium's model files (HalfCheetah's

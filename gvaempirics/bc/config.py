@@ -22,7 +22,9 @@ class DemoOptions(Config):
     """Which expert demonstrations a run imitates; ``gva bc demos`` collects them ahead of time."""
 
     env: str = option("Hopper-v5", "gymnasium MuJoCo environment id", choices=ENV_IDS)
-    expert: str = option("", "expert file (.pt); empty: the expert shipped for env")
+    expert: str = option(
+        "", "expert file (.pt), or the name of a shipped expert (Walker2d-v5-sac); empty: the expert shipped for env"
+    )
     n_demos: int = option(50, "expert trajectories in the training set", low=1)
     demo_horizon: int = option(1000, "length of each demonstration", low=1)
     val_demos: int = option(5, "extra expert trajectories held out for the validation loss", low=1)

@@ -394,7 +394,7 @@ def train_ensemble(
         raise ValueError(f"outs={[str(o) for o in outs]} names a run directory twice: one per member")
     cfg = cfgs[0]
     torch.set_num_threads(cfg.threads)
-    expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    expert, info = load_expert(cfg.env, cfg.expert)
     settings = cfg.demo_settings()
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
     runs = [RunDir(out) for out in outs]

@@ -233,8 +233,21 @@ def save_expert(expert: ExpertMLP, info: dict[str, Any], dest: Path) -> None:
     atomic_write_bytes(dest.with_suffix(".json"), (json.dumps(info, indent=2) + "\n").encode())
 
 
-def load_expert(env_id: str, path: Path | None = None) -> tuple[ExpertMLP, dict[str, Any]]:
-    """Load an exported expert (default: the shipped ``gvaempirics/bc/shipped/<env_id>.pt``) and its
+def expert_file(env_id: str, expert: str | Path | None = None) -> Path:
+    """The file an expert setting names: empty or ``None``, the expert shipped for ``env_id``; a bare
+    name without a suffix (``Walker2d-v5-sac``), the shipped ``gvaempirics/bc/shipped/<name>.pt``;
+    anything else, that path."""
+    if not expert:
+        return SHIPPED_DIR / f"{env_id}.pt"
+    path = Path(expert)
+    if not path.suffix and str(expert) == path.name:
+        return SHIPPED_DIR / f"{path.name}.pt"
+    return path
+
+
+def load_expert(env_id: str, path: str | Path | None = None) -> tuple[ExpertMLP, dict[str, Any]]:
+    """Load an exported expert (default: the shipped ``gvaempirics/bc/shipped/<env_id>.pt``; a bare
+    name, the shipped expert of that name: :func:`expert_file`) and its
     sidecar, checked against the env: the sidecar's ``env_id`` and the observation and action
     sizes must be the env's. The returned info also holds the file's ``sha256``.
 
@@ -244,7 +257,7 @@ def load_expert(env_id: str, path: Path | None = None) -> tuple[ExpertMLP, dict[
     from .envs import act_dim, check_env_id, obs_dim
 
     check_env_id(env_id)
-    path = Path(path) if path is not None else SHIPPED_DIR / f"{env_id}.pt"
+    path = expert_file(env_id, path)
     if not path.is_file():
         shipped = sorted(p.stem for p in SHIPPED_DIR.glob("*.pt"))
         raise ValueError(f"expert file {path} does not exist (shipped experts: {', '.join(shipped) or 'none'})")

@@ -261,7 +261,7 @@ def train_bc(cfg: BCConfig, out: Path, *, quiet: bool = False, stop_at: int | No
     defaults = bc_defaults()  # the setting of fields added since a run was written
     RunDir(out).check_start(to_dict(cfg), defaults)  # a foreign or other run's directory: refused before any work
     torch.set_num_threads(cfg.threads)
-    expert, info = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    expert, info = load_expert(cfg.env, cfg.expert)
     settings = cfg.demo_settings()
     given = Demonstrations.load(Path(cfg.demos)).check(settings, info, path=Path(cfg.demos)) if cfg.demos else None
     with RunDir(out).writing(to_dict(cfg), defaults) as run:

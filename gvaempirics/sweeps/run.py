@@ -51,7 +51,9 @@ def demo_cache(out: Path, cfg: BCConfig) -> Path:
     """Where the sweep keeps the demonstrations of ``cfg``: one file per (env, settings, expert)."""
     name = f"{cfg.env}__n{cfg.n_demos}_v{cfg.val_demos}_h{cfg.demo_horizon}_s{cfg.demo_seed}"
     if cfg.expert:
-        name += "__" + sha256_bytes(str(Path(cfg.expert).resolve()).encode())[:8]
+        from ..bc.experts import expert_file
+
+        name += "__" + sha256_bytes(str(expert_file(cfg.env, cfg.expert).resolve()).encode())[:8]
     return out.resolve() / "demos" / f"{name}.npz"
 
 
@@ -237,7 +239,7 @@ def _prepare(spec: SweepSpec, runs: list[SweepRun], out: Path):
         cfg = run.config
         key = (cfg.env, cfg.expert)
         if key not in experts:
-            experts[key] = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+            experts[key] = load_expert(cfg.env, cfg.expert)
         if cfg.demos:
             given = Path(cfg.demos)
             if given not in checked:

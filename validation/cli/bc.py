@@ -245,7 +245,7 @@ def _demos(args: argparse.Namespace) -> int:
     opts = config_from_args(DemoOptions, args, base={k: v for k, v in PRESETS[args.preset].items() if k in names})
     out = args.out or Path("runs/demos") / f"{opts.env}__n{opts.n_demos}_h{opts.demo_horizon}_s{opts.demo_seed}.npz"
     check_creatable(out, "out")
-    expert, info = load_expert(opts.env, Path(opts.expert) if opts.expert else None)
+    expert, info = load_expert(opts.env, opts.expert)
     s = opts.demo_settings()
     demos = load_or_make(out, expert, **s, expert_info=info, quiet=args.quiet)
     rows = [

@@ -250,7 +250,7 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(ExpertEvalConfig, args)
     from gvaempirics.bc.experts import evaluate, load_expert
 
-    expert, _ = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    expert, _ = load_expert(cfg.env, cfg.expert)
     ev = evaluate(cfg.env, expert, ics=cfg.ics, H=cfg.H, ic_seed=cfg.ic_seed)
     rows = [
         {"ic": i, "return": float(r), "length": int(n), "distance": float(x)}

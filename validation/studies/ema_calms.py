@@ -20,8 +20,8 @@ level 1 - 0.05/6 (Bonferroni over the widths). *Supports* if some width's interv
 
 **Hypothesis 2 (the expert).** (a) The same, on the run's initial conditions that the expert walks
 (its rollout from them reaches H). (b) The window rule on runs imitating only the demonstrations
-without a fall (``gva bc train --drop-falls``). (c) A SAC expert is a registered rule whose runs are
-not part of this study's budget yet (docs page "When does averaging calm GVA").
+without a fall (``gva bc train --drop-falls``). (c) The window rule on runs imitating the shipped SAC
+expert (:data:`SAC_EXPERT`, ``"sac"``; run once it is shipped).
 
 **Hypothesis 3 (the flip-distance law).** At the raw checkpoint opening the zoom window, the flip
 rate against distance along minibatch-noise directions (:mod:`gvaempirics.bc.flips`) and its
@@ -54,7 +54,8 @@ FLIP = 0.1  # x expert return, as gvaempirics.metrics.flip_rate
 EXPERT_ICS_ENVS = ("Hopper-v5", "Walker2d-v5")
 
 
-SWEEPS = ("quick", "filtered", "paper", "paper-filtered")  # the tables: docs/sweeps/ema-calms-<name>.toml
+SWEEPS = ("quick", "filtered", "sac", "paper", "paper-filtered")  # the tables: docs/sweeps/ema-calms-<name>.toml
+SAC_EXPERT = "Walker2d-v5-sac"  # the shipped SAC expert the "sac" table imitates (hypothesis 2c)
 # Paper-size seeds: 4-8, not 1-3 (whose raw iterates docs/bc.md reports), and 5 of them, sized from
 # the spread seen there before these runs (the registry's "written after seeing").
 PAPER_SEEDS = (4, 5, 6, 7, 8)
@@ -63,9 +64,9 @@ PAPER_SEEDS = (4, 5, 6, 7, 8)
 def sweep_spec(name: str, seed: int = 0):
     """One of the study's sweeps (:data:`SWEEPS`), post-hoc EMA tracked in every run: the quick
     preset x :data:`ENVS` x 5 seeds (``"quick"``); the quick preset on Walker2d imitating only
-    the demonstrations without a fall, 5 seeds (``"filtered"``); Walker2d at the paper's size
-    (``"paper"``), and imitating only the demonstrations without a fall (``"paper-filtered"``),
-    :data:`PAPER_SEEDS`."""
+    the demonstrations without a fall, 5 seeds (``"filtered"``); the same imitating the shipped SAC
+    expert :data:`SAC_EXPERT`, unfiltered (``"sac"``); Walker2d at the paper's size (``"paper"``),
+    and imitating only the demonstrations without a fall (``"paper-filtered"``), :data:`PAPER_SEEDS`."""
     from gvaempirics.sweeps import SweepSpec
 
     if name not in SWEEPS:
@@ -73,10 +74,12 @@ def sweep_spec(name: str, seed: int = 0):
     base = {"threads": 1, "stabilizer": "posthoc"}
     if name.endswith("filtered"):
         base = {**base, "drop_falls": True}
+    if name == "sac":
+        base = {**base, "expert": SAC_EXPERT}
     if name.startswith("paper"):
         seeds, preset, envs = PAPER_SEEDS, "paper", ("Walker2d-v5",)
     else:
-        seeds, preset, envs = range(1, 6), "quick", ("Walker2d-v5",) if name == "filtered" else ENVS
+        seeds, preset, envs = range(1, 6), "quick", ENVS if name == "quick" else ("Walker2d-v5",)
     return SweepSpec(preset=preset, envs=envs, seeds=tuple(seed + s for s in seeds), interventions=((),), base=base)
 
 
@@ -102,7 +105,7 @@ def expert_walks(cfg) -> np.ndarray:
     from gvaempirics.bc.evaluator import rollout
     from gvaempirics.bc.experts import load_expert
 
-    expert, _ = load_expert(cfg.env, Path(cfg.expert) if cfg.expert else None)
+    expert, _ = load_expert(cfg.env, cfg.expert)
     before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -417,6 +420,7 @@ def _dropped(sweep_dir: Path) -> str:
 
 
 def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
+    from gvaempirics.bc.experts import expert_file
     from validation.report import save_figure
 
     outdir = Path(outdir)
@@ -435,6 +439,13 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
             "to the quick table's Walker2d runs, and their verdict cannot be credited to the filter",
         ),
     ]
+    sac = []
+    if expert_file("Walker2d-v5", SAC_EXPERT).is_file():
+        sac_sweep, sac = measure_sweep("sac", outdir, seed=seed, quiet=quiet)
+        verdicts.append(decide_window("ema-calms/sac-expert/Walker2d-v5-quick", sac))
+        tables.append(_describe("sac", sac_sweep, sac, f"the same on Walker2d, imitating the SAC expert `{SAC_EXPERT}`"))
+    else:
+        tables.append(f"- Table `sac`: not run, the SAC expert `{SAC_EXPERT}` is not shipped yet.")
     paper = paper_filtered = []
     if not quick:
         paper_sweep, paper = measure_sweep("paper", outdir, seed=seed, quiet=quiet)
@@ -459,7 +470,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         figures.append(
             Path(shutil.copyfile(paper_sweep.out / "stabilized.png", outdir / "ema_calms_rewards_paper.png"))
         )
-    rows = table(runs) + table(filtered, "filtered") + table(paper, "paper") + table(paper_filtered, "paper-filtered")
+    rows = table(runs) + table(filtered, "filtered") + table(sac, "sac") + table(paper, "paper")
+    rows += table(paper_filtered, "paper-filtered")
     body = (
         "\n".join(tables)
         + f"\n\nEvery run tracks the post-hoc EMA; the widths {', '.join(f'{w:.3g}' for w in WIDTHS)} "
