@@ -230,13 +230,13 @@ def units(f: Floors) -> Units:
         )
     ratio = np.exp(z.mean(axis=1)) if len(e_idx) else np.full(S, np.nan)
     few = "" if len(e_idx) >= 2 else f"only {len(e_idx)} (eta, gamma) points with a positive predicted EMA excess"
-    gates = {
-        "raw-slope": common or positive("raw", f.raw),
-        "ema-slope": common or few or positive("EMA", f.ema[:, e_idx, g_idx]),
-        "ema-ratio": common
-        or few
-        or positive("raw or EMA", np.concatenate([f.raw.ravel(), f.ema[:, e_idx, g_idx].ravel()])),
+    both = np.concatenate([f.raw.ravel(), f.ema[:, e_idx, g_idx].ravel()])
+    reasons = {  # every reason that applies is said, not only the first
+        "raw-slope": (common, positive("raw", f.raw)),
+        "ema-slope": (common, few, positive("EMA", f.ema[:, e_idx, g_idx])),
+        "ema-ratio": (common, few, positive("raw or EMA", both)),
     }
+    gates = {name: "; ".join(r for r in why if r) for name, why in reasons.items()}
     return Units(raw_m - raw_p, raw_p, ema_m - ema_p, ema_p, ratio, drift_rel, gates)
 
 
