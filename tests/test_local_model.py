@@ -303,7 +303,9 @@ def test_local_model_verdicts_contradict_a_spectrum_wrong_by_4x_the_other_way(li
     true, z, z_ema = linear_chains
     wrong = _linear_model(true.eigenvalues / 4.0)
     verdicts, _ = study.decide_groups(study.compare(z, z_ema, wrong, burn_in=0), wrong)
-    assert all(v.outcome == "contradicts" and v.intervals[0]["high"] < 0.5 for v in verdicts), [v.detail for v in verdicts]
+    assert all(v.outcome == "contradicts" and v.intervals[0]["high"] < 0.5 for v in verdicts), [
+        v.detail for v in verdicts
+    ]
 
 
 def test_local_model_verdicts_in_the_real_runs_regime():
@@ -346,7 +348,10 @@ def test_stationarity_tells_drift_from_a_stationary_fluctuation(linear_chains):
     cmp = study.compare(zw, ew, true, burn_in=0)
     measured = {(w, f"{g[0] + 1}-{g[1]}"): r.ratio for w in ("raw", "ema") for g, r in zip(cmp["groups"], cmp[w])}
     for key, r in table(zw, ew).items():
-        assert r["spread across chains, last quarter / predicted"] > 5 * r["spread across chains, first quarter / predicted"]
+        assert (
+            r["spread across chains, last quarter / predicted"]
+            > 5 * r["spread across chains, first quarter / predicted"]
+        )
         assert r["ratio after removing each chain's trend"] < 0.5 * measured[key]
 
 

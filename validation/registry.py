@@ -196,7 +196,7 @@ def _rules() -> tuple[Rule, ...]:
             "the local model's law, rolled out",
             "measured / predicted flip rate (|Delta J_H| > 0.1 x expert, long horizon)",
             "continuation chains from one checkpoint of one run (the same fixed set of ICs in every chain; a chain's "
-                "value is its mean over them)",
+            "value is its mean over them)",
             "t over chains on log ratio",
             _factor(2.0),
             gate="a chain or a predicted window has no flip (its log ratio does not exist); so a law that "

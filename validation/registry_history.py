@@ -145,9 +145,7 @@ _REPLACED: dict[str, tuple[Amendment, ...]] = {
         Amendment(
             "2026-12-01", "a 1-sd secant only", "supports (0.89 [0.78, 1.06] at H=50)", "the ratio depends on the step"
         ),
-        Amendment(
-            "2026-12-01", "one step of 0.1 sd", "supports (1.09 [0.734, 1.54])", "the ratio depends on the step"
-        ),
+        Amendment("2026-12-01", "one step of 0.1 sd", "supports (1.09 [0.734, 1.54])", "the ratio depends on the step"),
     ),
     **{
         f"noise-floor/{k}": _was("2026-12-01", "slope or ratio of a one-curvature model, bootstrap", o, _NF)

@@ -443,7 +443,9 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     if expert_file("Walker2d-v5", SAC_EXPERT).is_file():
         sac_sweep, sac = measure_sweep("sac", outdir, seed=seed, quiet=quiet)
         verdicts.append(decide_window("ema-calms/sac-expert/Walker2d-v5-quick", sac))
-        tables.append(_describe("sac", sac_sweep, sac, f"the same on Walker2d, imitating the SAC expert `{SAC_EXPERT}`"))
+        tables.append(
+            _describe("sac", sac_sweep, sac, f"the same on Walker2d, imitating the SAC expert `{SAC_EXPERT}`")
+        )
     else:
         tables.append(f"- Table `sac`: not run, the SAC expert `{SAC_EXPERT}` is not shipped yet.")
     paper = paper_filtered = []

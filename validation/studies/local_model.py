@@ -229,11 +229,11 @@ def subspace_fractions(fit: Fit) -> dict[str, float]:
 def stationarity(cmp: dict[str, Any], z: np.ndarray, z_ema: np.ndarray, local, *, burn_in: int) -> list[dict]:
     """A diagnostic, not a verdict: is what the chains measure a stationary fluctuation? Per group,
     raw and EMA, over the predicted variance: the spread across chains, averaged over the first
-    and over the last quarter of the measured steps (a stationary law keeps it level; drift of the
-    subspace's centre makes it grow), and the geometric-mean ratio after removing each chain's own mean and linear trend
-    (what is left once slow drift is taken out; it also removes part of a stationary EMA's
-    fluctuation, more the larger its time constant is beside the window). The spread across chains
-    cannot see motion that all chains share."""
+    and over the last quarter of the measured steps (a stationary law keeps it level; slow motion
+    that differs between chains makes it grow), and the geometric-mean ratio after removing each
+    chain's own mean and linear trend (what is left once slow motion is taken out; it also removes
+    part of a stationary EMA's fluctuation, more the larger its time constant is beside the
+    window). The spread across chains cannot see motion that all chains share."""
     from gvaempirics.bc.local_model import variance_ratios
 
     if not local.stable:
@@ -341,9 +341,7 @@ def _f(v: float) -> str:
     return f"{v:.3g}" if math.isfinite(v) else "n/a"
 
 
-def section(
-    fit: Fit, cmp: dict[str, Any], fractions: dict[str, float], drift: list[dict], figure: Path
-) -> Section:
+def section(fit: Fit, cmp: dict[str, Any], fractions: dict[str, float], drift: list[dict], figure: Path) -> Section:
     local, cont, b = fit.local, fit.cont, fit.budget
     verdicts, rows = decide_groups(cmp, local)
     powers = [row["decides at (x)"] for row in rows if row["verdict"] in ("supports", "contradicts", "inconclusive")]
