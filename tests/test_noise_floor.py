@@ -328,8 +328,9 @@ def test_floor_window_round_trips_through_json(tmp_path):
 def _synthetic(kind: str, *, seeds: int = 3, seed: int = 0):
     """Per-seed floors of a quadratic with a spread of curvatures (each seed its own spectrum, as
     each replicate measures its own), no training: ``kind`` "model" follows the model within 3%
-    noise per point; "flat" has an EMA excess that does not fall with gamma; "drifting" follows
-    the model but its raw loss moves by half the excess across the window."""
+    noise per point; "flat" has an EMA excess that does not fall with gamma; "flat-raw" a raw
+    excess that does not grow with eta; "drifting" follows the model but its raw loss moves by
+    half the excess across the window."""
     from gvaempirics.noise_floor import Spectrum
     from validation.studies import noise_floor as study
 
@@ -342,7 +343,7 @@ def _synthetic(kind: str, *, seeds: int = 3, seed: int = 0):
         p_raw, p_ema, why = study.predict(sp, etas, gammas, W)
         assert not why
         noise = lambda shape: np.exp(0.03 * rng.standard_normal(shape))  # noqa: E731
-        r = p_raw * noise(p_raw.shape)
+        r = (p_raw if kind != "flat-raw" else np.full_like(p_raw, p_raw[1])) * noise(p_raw.shape)
         em = p_ema * noise(p_ema.shape) if kind != "flat" else 0.9 * r[:, None] * noise(p_ema.shape)
         raw.append(r), ema.append(em), pr.append(p_raw), pe.append(p_ema)
     raw = np.array(raw)
@@ -376,6 +377,26 @@ def test_control_a_flat_ema_contradicts():
     out = _outcomes(_synthetic("flat"))
     assert out["ema-slope"].outcome == "contradicts" and out["ema-ratio"].outcome == "contradicts"
     assert out["raw-slope"].outcome == "supports"
+
+
+def test_control_a_flat_raw_excess_contradicts_the_raw_slope():
+    """A raw excess that does not grow with eta (measured slope 0 against a predicted ~1)."""
+    assert _outcomes(_synthetic("flat-raw"))["raw-slope"].outcome == "contradicts"
+
+
+def test_lag_correction_by_hand():
+    """The descriptive lag column: the model's EMA/raw ratio minus 2 drift (1 - gamma) / (gamma W
+    raw excess), means over seeds, checked at one (eta, gamma) by hand."""
+    from validation.studies import noise_floor as study
+
+    f = _synthetic("drifting")
+    got = study.lag_corrected(f, 3000)
+    e, g = 1, 0
+    model = np.mean(f.pred_ema[:, e, g] / f.pred_raw[:, e])
+    lag = (1 - f.gammas[g]) / f.gammas[g]
+    want = model - 2 * f.drift[:, e].mean() / 3000 * lag / f.raw[:, e].mean()
+    assert got.shape == (3, 4) and got[e, g] == pytest.approx(want)
+    assert np.all(got > np.mean(f.pred_ema / f.pred_raw[:, :, None], axis=0))  # a falling loss raises the EMAs
 
 
 def test_control_a_drifting_floor_is_inconclusive():

@@ -22,6 +22,14 @@ def _seen(key: str) -> str:
             "the 2026-12-01 quick-budget page of the same rule (its fit, chains, ratios and intervals); the full "
             "budget's run, checkpoint and chains ran after the rule was fixed, unseen"
         )
+    if study == "noise-floor":
+        return (
+            "the 2026-12-01 page at the quick sizes: its one-curvature verdicts (kept as amendments) and the drift "
+            "and raw excess it printed, |drift| / raw excess 1.30, 0.81, 0.40 (BC SGD), 0.65, 0.45, 0.19 (BC "
+            "Adam) and 9.2, 2.25, 0.66 (LM) at the three eta; the gate's limit 0.25 was chosen after those were "
+            "seen (in the study's code before the quick run of this version, in this rule's text only after it). "
+            "The full budget ran after the rule was fixed, unseen"
+        )
     if study == "landscape":
         return (
             "the whole-grid quadratic fit, TV, jump fraction and fractal dimension of the 2026-12-03 landscapes "
