@@ -353,7 +353,7 @@ def _lag_table(f: Floors, window: int) -> str:
     corrected = lag_corrected(f, window)
     rows = []
     for e, eta in enumerate(f.etas):
-        row: dict[str, Any] = {"eta": float(eta)}
+        row: dict[str, float] = {"eta": float(eta)}
         for g, gamma in enumerate(f.gammas):
             row[f"EMA/raw g={gamma:g}"] = float(f.ema[:, e, g].mean() / f.raw[:, e].mean())
             row[f"model + lag g={gamma:g}"] = float(corrected[e, g])
@@ -404,7 +404,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool, workers: int = WOR
     for st, f, reps in zip(sts, floors, replicates):
         parts.append(
             f"{st.label}: warm-up {st.warm_steps}, burn-in {st.burn}, window {st.window} steps, gammas "
-            f"{list(st.gammas)}, {st.seeds} replicates; spectrum: {_spectra(st, reps)}.\n\n" + _table(f)
+            f"{list(st.gammas)}, {st.seeds} replicates; spectrum: {_spectra(st, reps)}.\n\n"
+            + _table(f)
             + "\n\nThe same EMA/raw ratios beside the model plus each EMA's first-order lag behind the measured "
             "drift (`lag_corrected`: the model's ratio minus 2 drift (1 - gamma) / (gamma window raw excess); "
             "descriptive, added after the full budget's run, read by no verdict):\n\n" + _lag_table(f, st.window)
