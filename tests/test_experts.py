@@ -577,7 +577,9 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(run_dir, tmp_path, 
 
 def test_sac_run_trains_resumes_folds_and_exports(tmp_path, monkeypatch):
     """SAC through the same run directory, manifest, policy files and export as PPO. A tiny warm-up
-    so that updates happen; the resume refills the (uncheckpointed) replay buffer before updating."""
+    so that updates happen. The newest checkpoint's replay buffer is saved as plain arrays beside
+    it and restored on resume; without it (a run moved from another machine) the resume refills
+    the buffer before updating; a changed buffer file is refused."""
     from stable_baselines3 import SAC
 
     monkeypatch.setitem(ppo.RECIPES, ("sac", "default"), ppo.SACRecipe(learning_starts=100, batch_size=32))
@@ -595,10 +597,27 @@ def test_sac_run_trains_resumes_folds_and_exports(tmp_path, monkeypatch):
     np.testing.assert_allclose(got, want, atol=1e-5)  # tanh-squashed mean, unscaled to the bounds
     with pytest.raises(ValueError, match="is a sac run.*not a run of algo=ppo"):
         ppo.train(ENV, out, steps=600, checkpoint_every=150, quiet=True)
+    buffers = lambda: sorted(p.name for p in out.glob("sac_replay_buffer_*"))  # noqa: E731
+    assert buffers() == ["sac_replay_buffer_300_steps.npz"]  # the newest only, and listed
+    assert set(ppo.read_manifest(out)["files"]) >= {"sac_replay_buffer_300_steps.npz"}
+    assert "sac_replay_buffer_150_steps.npz" not in ppo.read_manifest(out)["files"]
+    with np.load(out / "sac_replay_buffer_300_steps.npz", allow_pickle=False) as z:  # plain arrays
+        # SB3 calls the checkpoint callback before it stores that step's transition
+        assert int(z["pos"]) == 299 and z["observations"].shape == (299, 1, 11) and not z["full"]
     assert ppo.train(ENV, out, steps=450, checkpoint_every=150, quiet=True, algorithm="sac") == 450
     assert [c[0] for c in ppo.checkpoints(out)] == [150, 300, 450]
     resumed = SAC.load(str(out / "sac_450_steps.zip"), device="cpu")
-    assert resumed.num_timesteps == 450 and resumed.learning_starts == 400  # 300 + the warm-up of 100
+    assert resumed.num_timesteps == 450 and resumed.learning_starts == 100  # the buffer came back: no refill
+    with np.load(out / "sac_replay_buffer_450_steps.npz") as z:
+        assert int(z["pos"]) == 299 + 149  # the 299 restored, then the new steps' (the 450th is stored later)
+    buf = out / "sac_replay_buffer_450_steps.npz"
+    good = buf.read_bytes()
+    buf.write_bytes(good[:-8] + b"tampered")
+    with pytest.raises(ValueError, match="sac_replay_buffer_450_steps.npz does not match the SHA-256"):
+        ppo.train(ENV, out, steps=600, checkpoint_every=150, quiet=True, algorithm="sac")
+    buf.unlink()  # as on a machine the run was moved to: refill before updating
+    assert ppo.train(ENV, out, steps=600, checkpoint_every=150, quiet=True, algorithm="sac") == 600
+    assert SAC.load(str(out / "sac_600_steps.zip"), device="cpu").learning_starts == 550
     info = ex.export(ENV, out, tmp_path / "sac.pt", ics=2, H=20, quiet=True)
     expert, loaded = ex.load_expert(ENV, tmp_path / "sac.pt")
     assert (expert.activation, expert.output) == ("relu", "squash") and loaded["algorithm"].endswith("SAC")

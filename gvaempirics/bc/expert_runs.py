@@ -17,16 +17,20 @@ observation normalization folded in, :class:`~gvaempirics.bc.policy.ExpertMLP`),
 **Trust.** SB3's checkpoint formats are pickles: loading one runs whatever code it names. So
 export never loads them: it reads the plain-tensor files (``torch.load(weights_only=True)``) and
 the JSON manifest only. Resume has to load them, and does so only for a run this user's toolkit
-wrote (a resumed SAC run starts from an empty replay buffer, which is never checkpointed: it
-refills it with the recipe's warm-up before updating again, so it differs from an uninterrupted
-run, as a resumed PPO run does by restarting its episodes): the run directory holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
+wrote: the run directory holds ``manifest.json`` (:data:`MANIFEST`), written by :func:`train`
 only (the run's env id, sizes, seed, number of envs and recipe, and the SHA-256 of every
 checkpoint file), signed with an HMAC under a key kept outside every run directory
 (:mod:`gvaempirics.signing`). A digest list beside the files proves nothing (whoever writes the
 files can write their digests); the signature cannot be forged by a copy of the directory.
 Resume checks it, then loads exactly the bytes whose digests it checked; ``trust=True`` (``gva
 expert train --trust-run``) skips the signature, for a run the user vouches for.
-"""
+
+**SAC's replay buffer.** Each SAC checkpoint also saves the replay buffer's filled part as plain
+arrays (``sac_replay_buffer_<N>_steps.npz``, no pickle; only the newest is kept, listed in the
+manifest like every checkpoint file), and resume restores it, so a run continued on the machine
+that wrote it goes on as it was (its episodes restart, as a resumed PPO run's do). A run moved to
+another machine without that file (``longruns/`` holds none: buffers are large and are never
+committed) refills an empty buffer with the recipe's warm-up before updating again."""
 
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gvatheory._checks import check_int
@@ -51,7 +56,12 @@ from .policy import fold
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "gva-expert-run/1"
 _CKPT = re.compile(r"^(ppo|sac)_(\d+)_steps\.zip$")
-_CKPT_FILE = re.compile(r"^((ppo|sac)_(vecnormalize_)?\d+_steps\.(zip|pkl)|expert_\d+_steps\.pt)$")
+_CKPT_FILE = re.compile(
+    r"^((ppo|sac)_(vecnormalize_)?\d+_steps\.(zip|pkl)|expert_\d+_steps\.pt|sac_replay_buffer_\d+_steps\.npz)$"
+)
+_BUFFER = re.compile(r"^sac_replay_buffer_(\d+)_steps\.npz$")
+# The arrays of SB3's ReplayBuffer that hold transitions (saved up to its fill, as plain arrays)
+BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 _EXPERT = re.compile(r"^expert_(\d+)_steps\.pt$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -129,6 +139,30 @@ def _checkpoint_files(run_dir: Path) -> list[Path]:
 def expert_path(run_dir: Path, steps: int) -> Path:
     """The plain-tensor policy of the checkpoint at ``steps`` env steps."""
     return Path(run_dir) / f"expert_{steps}_steps.pt"
+
+
+def buffer_path(run_dir: Path, steps: int) -> Path:
+    """The SAC replay buffer saved with the checkpoint at ``steps`` env steps (only the newest is kept)."""
+    return Path(run_dir) / f"sac_replay_buffer_{steps}_steps.npz"
+
+
+def _buffer_bytes(rb) -> bytes:
+    """An SB3 ``ReplayBuffer`` as plain arrays (``.npz``, no pickle): its filled part, ``pos`` and ``full``."""
+    n = rb.buffer_size if rb.full else rb.pos
+    buf = io.BytesIO()
+    np.savez(buf, pos=rb.pos, full=rb.full, **{k: getattr(rb, k)[:n] for k in BUFFER_FIELDS})
+    return buf.getvalue()
+
+
+def _restore_buffer(rb, data: bytes, path: Path) -> None:
+    """Fill the fresh ``ReplayBuffer`` ``rb`` from :func:`_buffer_bytes`' ``data`` (read from ``path``)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        for k in BUFFER_FIELDS:
+            arr, dest = z[k], getattr(rb, k)
+            if arr.shape[1:] != dest.shape[1:] or len(arr) > len(dest):
+                raise ValueError(f"{path}: {k} has shape {arr.shape}, which does not fit the buffer's {dest.shape}")
+            dest[: len(arr)] = arr
+        rb.pos, rb.full = int(z["pos"]), bool(z["full"])
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path, Path]]:
@@ -301,9 +335,12 @@ def train(
             old, vn = _load_sb3(zip_path, pkl_path, manifest)
             _write_checkpoint(out, manifest, {expert_path(out, n): _policy_bytes(env_id, old, vn)})
     if ckpts:
-        _, zip_path, pkl_path = ckpts[-1]
+        newest, zip_path, pkl_path = ckpts[-1]
         model, venv = _load_sb3(zip_path, pkl_path, manifest, venv=venv)
-        if algorithm == "sac":  # the replay buffer is not checkpointed: refill it before updating again
+        buffer = buffer_path(out, newest)
+        if algorithm == "sac" and buffer.is_file():  # the replay buffer saved beside it (same machine)
+            _restore_buffer(model.replay_buffer, read_verified(buffer, manifest), buffer)
+        elif algorithm == "sac":  # none (a run moved from another machine): refill before updating again
             model.learning_starts = model.num_timesteps + int(manifest["recipe"]["learning_starts"])
     else:
         normalize = recipe.vecnormalize == "obs+reward"
@@ -351,7 +388,11 @@ def train(
                     Path(self._checkpoint_path(extension="zip")): buf.getvalue(),
                     Path(self._checkpoint_path("vecnormalize_", extension="pkl")): pickle.dumps(vn),
                 }  # the pkl is what VecNormalize.save writes
+                if algorithm == "sac":  # last, so that a checkpoint without its buffer refills instead
+                    files[buffer_path(out, self.num_timesteps)] = _buffer_bytes(self.model.replay_buffer)
                 _write_checkpoint(out, manifest, files)
+                if algorithm == "sac":
+                    _drop_older_buffers(out, manifest, self.num_timesteps)
             return True
 
     ckpt_cb = ManifestCheckpoint(
@@ -375,6 +416,18 @@ def _write_checkpoint(out: Path, manifest: dict[str, Any], files: dict[Path, byt
     atomic_write_json(out / MANIFEST, sign(manifest))
     for path, data in files.items():
         atomic_write_bytes(path, data)
+
+
+def _drop_older_buffers(out: Path, manifest: dict[str, Any], steps: int) -> None:
+    """Keep only the newest replay buffer (the only one resume reads): each older file is removed
+    before its manifest entry, so that a kill never leaves a file the manifest does not list."""
+    old = [p for p in out.iterdir() if (m := _BUFFER.match(p.name)) and int(m.group(1)) < steps]
+    for path in old:
+        path.unlink()
+    if old:
+        for path in old:
+            manifest["files"].pop(path.name, None)
+        atomic_write_json(out / MANIFEST, sign(manifest))
 
 
 def _sb3_class(algorithm: str):
