@@ -424,9 +424,8 @@ def _drop_older_buffers(out: Path, manifest: dict[str, Any], steps: int) -> None
     old = [p for p in out.iterdir() if (m := _BUFFER.match(p.name)) and int(m.group(1)) < steps]
     for path in old:
         path.unlink()
+        manifest["files"].pop(path.name, None)
     if old:
-        for path in old:
-            manifest["files"].pop(path.name, None)
         atomic_write_json(out / MANIFEST, sign(manifest))
 
 
