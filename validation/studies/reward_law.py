@@ -244,9 +244,9 @@ def flips_verdict(r: dict[str, Any]) -> Verdict:
 def delta_verdict(key: str, per_step: list) -> Verdict:
     """``reward-law/delta-short`` or ``delta-long-breaks`` on :func:`delta_ratios`: one interval per
     step h, all of which must give the same outcome."""
-    detail = "; ".join(
-        f"h = {r['h']:g} sd: {r['interval']}, {rule(key).outcome(r['interval'])}, {_power(r)}" for r in per_step
-    )  # each step's interval and outcome, in the order of the intervals above
+    detail = "; ".join(  # the intervals are printed before the detail, in this order
+        f"h = {r['h']:g} sd: {rule(key).outcome(r['interval'])}, {_power(r)}" for r in per_step
+    )
     gate = "; ".join(f"h={r['h']:g}: {r['gate']}" for r in per_step if r["gate"])
     return rule(key).decide([r["interval"] for r in per_step], detail, gate=gate)
 
