@@ -108,7 +108,11 @@ class ExpertExportConfig(ExpertSelection, _ExportOptions):
 class ExpertEvalConfig(ExpertEnv):
     """``gva expert eval``: deterministic returns of an expert per initial condition."""
 
-    expert: str = option("", "expert file; empty: the one shipped for ENV", metavar="PATH")
+    expert: str = option(
+        "",
+        "expert file (.pt), or the name of a shipped expert (Walker2d-v5-sac); empty: the one shipped for ENV",
+        metavar="PATH",
+    )
     ics: int = option(20, "initial conditions", low=1)
     H: int = option(1000, "horizon H", low=1)
     ic_seed: int = option(0, "seed of the initial conditions", low=0)
