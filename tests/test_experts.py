@@ -160,12 +160,14 @@ def test_export_load_and_eval_cli(run_dir, tmp_path, capsys):
                 15,
                 "--min-steps",
                 1024,
+                "--heldout-ics",
+                3,
                 "--quiet",
             ]
         )
         == 0
     )
-    capsys.readouterr()
+    assert "held-out return" in capsys.readouterr().out
     info = json.loads(dest.with_suffix(".json").read_text())
     assert [c["steps"] for c in info["candidates"]] == [1024, 1536, 2048]
     assert info["env_steps"] in (1024, 1536, 2048) and info["obs_dim"] == 11 and info["act_dim"] == 3
@@ -175,7 +177,7 @@ def test_export_load_and_eval_cli(run_dir, tmp_path, capsys):
     # The command, as typed inside the run directory: no absolute path of this machine.
     rel = os.path.relpath(dest, run)
     assert rel.startswith("..") and info["command"] == (
-        f"gva expert export {ENV} --run . --out {rel} --ics 2 --H 15 --min-steps 1024"
+        f"gva expert export {ENV} --run . --out {rel} --ics 2 --H 15 --min-steps 1024 --heldout-ics 3"
     )
     assert str(tmp_path) not in json.dumps(info)
     expert, loaded = ex.load_expert(ENV, dest)
@@ -184,6 +186,11 @@ def test_export_load_and_eval_cli(run_dir, tmp_path, capsys):
     torch.testing.assert_close(expert(x), _policy_file(run, info["env_steps"])(x), rtol=0, atol=0)
     direct = ex.evaluate(ENV, expert, ics=2, H=15)
     assert info["eval"]["return_mean"] == pytest.approx(direct.mean)
+    # The held-out report: the chosen expert on initial conditions of another seed, as `gva expert eval` gives it.
+    held = ex.evaluate(ENV, expert, ics=3, H=15, ic_seed=ex.HELDOUT_SEED)
+    assert info["heldout"]["ic_seed"] == ex.HELDOUT_SEED and info["heldout"]["n_ics"] == 3
+    assert info["heldout"]["return_mean"] == pytest.approx(held.mean) and info["heldout"]["falls"] == held.falls
+    assert held.mean != pytest.approx(direct.mean)  # other initial conditions indeed
 
     assert main(["expert", "eval", ENV, "--expert", dest, "--ics", 2, "--H", 15, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -510,6 +517,9 @@ BAD_INPUT = [
     (["export", ENV, "--run", "RUN", "--H", "nan"], "--H"),
     (["export", ENV, "--run", "RUN", "--ic-seed", "-1"], "ic_seed=-1"),
     (["export", ENV, "--run", "RUN", "--min-steps", "-1"], "min_steps=-1"),
+    (["export", ENV, "--run", "RUN", "--heldout-ics", "-1"], "heldout_ics=-1"),
+    (["export", ENV, "--run", "RUN", "--heldout-seed", "0"], "heldout_seed=0"),
+    (["export", ENV, "--run", "RUN", "--ic-seed", "777"], "heldout_seed=777"),
     (["export", ENV, "--run", "RUN", "--min-steps", "999999"], "min_steps=999999"),
     (["export", ENV, "--run", "RUN", "--seed", "-2"], "seed=-2"),
     (["export", ENV, "--run", "RUN", "--seed", "4", "--out", "x.pt"], "seed=4 is not the training seed"),
@@ -643,3 +653,8 @@ def test_each_shipped_expert_returns_what_its_sidecar_records(name):
     assert returns.mean() == pytest.approx(ev["return_mean"], rel=0.05)
     if env != "HalfCheetah-v5":  # it never terminates: its sidecar counts no falls
         assert abs(int((lengths < ev["horizon"]).sum()) - ev["falls"]) <= 1
+    held = sidecar.get("heldout")
+    if held:  # the held-out report, with the same tolerance (falls: within 2 of the 100)
+        again = ex.evaluate(env, expert, ics=held["n_ics"], H=held["horizon"], ic_seed=held["ic_seed"])
+        assert again.mean == pytest.approx(held["return_mean"], rel=0.05)
+        assert abs(again.falls - held["falls"]) <= 2

@@ -14,7 +14,10 @@ with the ``VecNormalize`` statistics :math:`(m, v, \\epsilon, c)` folded in and 
 the action bounds that SB3's ``predict`` applies. Training and its checkpoints are in
 :mod:`gvaempirics.bc.expert_runs`. PPO is noisy between checkpoints, so the shipped expert is *selected*: every checkpoint is
 evaluated deterministically over 20 seeded initial conditions at H=1000, and the best robust one
-(no episode terminated early) with the highest mean return is exported.
+(no episode terminated early) with the highest mean return is exported. The best of many
+checkpoints on one set of initial conditions is biased upward on that set (a checkpoint may walk
+all 20 and fall on one in ten elsewhere), so the sidecar also reports the chosen expert on
+:data:`HELDOUT_ICS` initial conditions of another seed (``heldout``): that is its figure.
 
 Export reads only plain tensors and JSON: each checkpoint's policy as training folded it
 (``expert_<N>_steps.pt``, loaded with ``weights_only=True``) and the run's manifest, never SB3's
@@ -41,6 +44,8 @@ from .expert_runs import MANIFEST, read_manifest, read_times, verified_checkpoin
 from .policy import ExpertMLP, fold, load_expert_file  # noqa: F401 (importable from here, as before)
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")
+HELDOUT_ICS = 100  # initial conditions the selected expert is reported on, none of them used to select it
+HELDOUT_SEED = 777  # their seed (the selection's default is 0)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,33 @@ def evaluate(env_id: str, expert: nn.Module, *, ics: int = 20, H: int = 1000, ic
 
     res = run_episodes(env_id, expert, initial_conditions(env_id, ics, ic_seed), H)
     return ExpertEval(res["returns"], res["lengths"], H, res["distances"])
+
+
+def eval_record(ev: ExpertEval, ic_seed: int, *, per_ic: bool = True) -> dict[str, Any]:
+    """An evaluation as a sidecar records it (``eval``, ``heldout``)."""
+    rec = {
+        "n_ics": len(ev.returns),
+        "horizon": ev.horizon,
+        "ic_seed": ic_seed,
+        "return_mean": ev.mean,
+        "return_sd": ev.sd,
+        "falls": ev.falls,
+        "distance_mean": round(ev.distance, 2),
+    }
+    if per_ic:
+        rec["returns"] = [round(float(r), 2) for r in ev.returns]
+        rec["distances"] = [round(float(x), 2) for x in ev.distances]
+    return rec
+
+
+def heldout_record(
+    env_id: str, expert: nn.Module, *, ics: int = HELDOUT_ICS, H: int = 1000, ic_seed: int = HELDOUT_SEED
+) -> dict[str, Any]:
+    """The sidecar's ``heldout`` block: ``expert`` on ``ics`` initial conditions of ``ic_seed``, with the
+    ``gva expert eval`` options that repeat it."""
+    rec = eval_record(evaluate(env_id, expert, ics=ics, H=H, ic_seed=ic_seed), ic_seed, per_ic=False)
+    rec["command"] = f"gva expert eval {env_id} --expert EXPERT --ics {ics} --H {H} --ic-seed {ic_seed}"
+    return rec
 
 
 def run_expert(manifest: dict[str, Any], path: Path) -> ExpertMLP:
@@ -145,9 +177,16 @@ def export(
     train_seed: int | None = None,
     note: str = "",
     training_time: dict[str, float] | None = None,
+    heldout_ics: int = HELDOUT_ICS,
+    heldout_seed: int = HELDOUT_SEED,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Select the best checkpoint of ``run_dir`` and write ``dest`` (state dict) + ``dest.json`` (sidecar).
+
+    The selection's evaluation (``eval``: ``ics`` initial conditions of ``ic_seed``) is biased
+    upward by the selection itself; the chosen checkpoint is then evaluated on ``heldout_ics``
+    initial conditions of ``heldout_seed`` (``heldout``; 0: not evaluated), which must differ from
+    ``ic_seed``.
 
     Checks the run directory (:func:`verified_checkpoints`) and ``dest`` before evaluating
     anything. ``command`` is recorded as given: give paths relative to the run directory (the
@@ -155,6 +194,12 @@ def export(
     manifest; one given that differs from it is refused.
     """
     run_dir, dest = Path(run_dir), check_creatable(Path(dest), "out")
+    heldout_ics = check_int("heldout_ics", heldout_ics, 0)
+    if heldout_ics and check_int("heldout_seed", heldout_seed, 0) == ic_seed:
+        raise ValueError(
+            f"heldout_seed={heldout_seed} is out of range: it must differ from ic_seed={ic_seed}, the selection's "
+            "initial conditions"
+        )
     verified_checkpoints(env_id, run_dir, min_steps=min_steps)
     manifest = read_manifest(run_dir)
     if train_seed is not None and train_seed != manifest["seed"]:
@@ -186,17 +231,8 @@ def export(
         "training_time": training_time,
         "checkpoint": z.name,
         "checkpoint_sha256": manifest["files"][z.name],
-        "eval": {
-            "n_ics": ics,
-            "horizon": H,
-            "ic_seed": ic_seed,
-            "return_mean": ev.mean,
-            "return_sd": ev.sd,
-            "falls": ev.falls,
-            "distance_mean": round(ev.distance, 2),
-            "returns": [round(float(r), 2) for r in ev.returns],
-            "distances": [round(float(x), 2) for x in ev.distances],
-        },
+        "eval": eval_record(ev, ic_seed),
+        "heldout": heldout_record(env_id, expert, ics=heldout_ics, H=H, ic_seed=heldout_seed) if heldout_ics else None,
         "candidates": [
             {
                 "steps": c.steps,

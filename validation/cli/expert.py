@@ -4,7 +4,8 @@
   into a run directory (default ``runs/experts/ENV__ALGO__sSEED``; rerunning the same command
   continues it); with
   ``--export PATH`` the best checkpoint is then exported;
-* ``gva expert export ENV --run DIR``  evaluate every checkpoint of a run and export the best robust one;
+* ``gva expert export ENV --run DIR``  evaluate every checkpoint of a run, export the best robust one,
+  and report it on held-out initial conditions;
 * ``gva expert eval ENV``    deterministic returns per initial condition and their mean ± sd.
 
 Each subcommand is generated from a frozen dataclass below (flags, ``--config FILE``, checks), and
@@ -43,7 +44,17 @@ class ExpertSelection(ExpertEnv):
     H: int = option(1000, "evaluation horizon H", low=1)
     ic_seed: int = option(0, "seed of the evaluation initial conditions", low=0)
     min_steps: int = option(0, "only consider checkpoints from this many env steps on", low=0)
+    heldout_ics: int = option(
+        100, "initial conditions the chosen checkpoint is reported on, none used to select it (0: none)", low=0
+    )
+    heldout_seed: int = option(777, "seed of the held-out initial conditions (must differ from --ic-seed)", low=0)
     note: str = option("", "note stored in the expert's JSON sidecar")
+
+    def check(self) -> None:
+        if self.heldout_ics and self.heldout_seed == self.ic_seed:
+            raise ValueError(
+                f"heldout_seed={self.heldout_seed} is out of range: it must differ from ic_seed={self.ic_seed}"
+            )
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class ExpertTrainConfig(ExpertSelection, _TrainOptions):
     optionally the selection and export of ``gva expert export``."""
 
     def check(self) -> None:
+        super().check()
         if self.checkpoint_every < self.envs:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} is out of range: must be >= n_envs={self.envs}")
 
@@ -100,6 +112,7 @@ class ExpertExportConfig(ExpertSelection, _ExportOptions):
     """``gva expert export``: select the best robust checkpoint of a run and export it."""
 
     def check(self) -> None:
+        super().check()
         if not self.run:
             raise ValueError("run='' is not valid: give the run directory written by `gva expert train` (--run DIR)")
 
@@ -193,18 +206,30 @@ def _do_export(cfg: ExpertSelection, run: Path, dest: Path, command: str, seed: 
         command=command,
         train_seed=seed,
         note=cfg.note,
+        heldout_ics=cfg.heldout_ics,
+        heldout_seed=cfg.heldout_seed,
         quiet=quiet,
     )
-    ev = info["eval"]
+    ev, ho = info["eval"], info["heldout"]
+    held = (
+        {
+            "held-out return": f"{ho['return_mean']:.1f} ± {ho['return_sd']:.1f} over {ho['n_ics']} ICs "
+            f"(seed {ho['ic_seed']}), {ho['falls']} falls: the expert's figure"
+        }
+        if ho
+        else {}
+    )
     emit(
         info["candidates"],
         as_json=False,
         title=f"{cfg.env}: checkpoints of {run}",
         extra={
             "exported": f"{dest} ({info['checkpoint']})",
-            "return": f"{ev['return_mean']:.1f} ± {ev['return_sd']:.1f} over {ev['n_ics']} ICs, H={ev['horizon']}",
+            "return": f"{ev['return_mean']:.1f} ± {ev['return_sd']:.1f} over the {ev['n_ics']} selection ICs, "
+            f"H={ev['horizon']} (biased upward by the selection)",
             "falls": f"{ev['falls']} of {ev['n_ics']}",
             "forward distance": f"{ev['distance_mean']:.1f} m (mean over the ICs)",
+            **held,
         },
     )
     return 0
