@@ -4,6 +4,7 @@ measured end to end."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,14 @@ def test_a_tiny_posthoc_run_measured_end_to_end(tmp_path, tiny_bc):
     again = ec.measure_run(run)  # from the cached files: the same numbers
     np.testing.assert_array_equal(again["osc"], m["osc"])
     np.testing.assert_equal(vars(again["law"]), vars(m["law"]))  # NaN exponent when no flip: equal as arrays
+    # On a machine that has only the run's small files (longruns/ commits no checkpoint): the same numbers.
+    shutil.rmtree(run / "checkpoints")
+    moved = ec.measure_run(run)
+    np.testing.assert_array_equal(moved["osc"], m["osc"])
+    np.testing.assert_array_equal(moved["flips"], m["flips"])
+    (run / "posthoc.json").unlink()  # a cache missing as well: the error says what is missing
+    with pytest.raises(ValueError, match="no checkpoint yet"):
+        ec.measure_run(run)
 
 
 def test_runs_that_cannot_test_the_law_are_left_out_and_the_raw_check_can_fail():

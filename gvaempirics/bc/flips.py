@@ -195,9 +195,14 @@ def load_flip_curve(path: Path) -> FlipCurve:
 
 
 def zoom_checkpoint(cfg, run: RunDir) -> int:
-    """The newest checkpoint at or before the first zoom window's start (where the curve is taken)."""
+    """The newest checkpoint at or before the first zoom window's start (where the curve is taken).
+    A run without its checkpoints (moved to another machine with its small files only) answers
+    from the curve saved there before (:func:`save_flip_curve`)."""
     start = min(cfg.zoom_windows) if cfg.zoom_windows else cfg.steps
     steps = [c.step for c in run.checkpoints() if c.step <= start]
+    if not run.checkpoints():
+        steps = [int(p.stem.rsplit("_", 1)[1]) for p in run.path.glob("flips_step_*.json")]
+        steps = [s for s in steps if s <= start]
     if not steps:
         raise ValueError(f"run={run.path} has no checkpoint at or before step {start} (the first zoom window)")
     return max(steps)

@@ -181,9 +181,10 @@ def load_posthoc(path: Path) -> PosthocSweep:
     )
 
 
-def check_run(path: Path | RunDir):
+def check_run(path: Path | RunDir, *, checkpoints: bool = True):
     """The :class:`~gvaempirics.bc.config.BCConfig` of a BC run directory trained with the post-hoc
-    stabilizer; ``ValueError`` naming ``run`` otherwise (checked before any work)."""
+    stabilizer (with its checkpoints, unless ``checkpoints`` is false: a run whose measurements are
+    already saved); ``ValueError`` naming ``run`` otherwise (checked before any work)."""
     from gvatheory.config import build_config
 
     from .config import BCConfig
@@ -205,7 +206,7 @@ def check_run(path: Path | RunDir):
             f"run={run.path} was trained with stabilizer={cfg.stabilizer!r}; post-hoc synthesis needs a run "
             "trained with --stabilizer posthoc"
         )
-    if not run.checkpoints():
+    if checkpoints and not run.checkpoints():
         raise ValueError(f"run={run.path} has no checkpoint yet: train it first")
     return cfg
 

@@ -117,13 +117,15 @@ def expert_walks(cfg) -> np.ndarray:
 
 def measure_run(path: Path, *, quiet: bool = True) -> dict[str, Any]:
     """Everything the rules read of one finished run: post-hoc widths, flip curve and expert ICs
-    (each cached in the run directory: ``posthoc.json``, ``flips_step_N.json``)."""
+    (each cached in the run directory: ``posthoc.json``, ``flips_step_N.json``). The caches are
+    small and committed with the run's other small files (``longruns/``), so a run whose
+    checkpoints stayed on the machine that trained it is measured from them alone."""
     from gvaempirics.bc.flips import compute_flip_curve, flips_path, load_flip_curve, save_flip_curve, zoom_checkpoint
     from gvaempirics.bc.posthoc import check_run, load_posthoc, posthoc_sweep, save_posthoc
     from gvaempirics.rundir import RunDir
 
     rd = RunDir(path)
-    cfg = check_run(rd)
+    cfg = check_run(rd, checkpoints=False)  # posthoc_sweep and compute_flip_curve need them; the caches do not
     cached = path / "posthoc.json"
     ph = load_posthoc(cached) if cached.is_file() else None
     if ph is None or not np.allclose(ph.sigma_rels, WIDTHS) or ph.movement is None:
