@@ -33,6 +33,7 @@ factor 2. The raw iterate at ``m = 1`` is the curve's own consistency check.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Sequence
@@ -403,6 +404,19 @@ def _describe(name: str, sweep, runs: Sequence[dict[str, Any]], what: str) -> st
     return f"- Table `{name}`: {len(runs)} runs of `{sweep.out}`, {what}{note}."
 
 
+def _heldout(name: str) -> str:
+    """A shipped Walker2d expert on its sidecar's held-out initial conditions (written by `gva expert export`)."""
+    from gvaempirics.bc.experts import expert_file
+
+    held = json.loads(expert_file("Walker2d-v5", name).with_suffix(".json").read_text()).get("heldout")
+    if not held:
+        return "not measured (its sidecar has no `heldout` block)"
+    return (
+        f"{held['return_mean']:.0f} ± {held['return_sd']:.0f} with {held['falls']} falls of {held['n_ics']} "
+        f"(seed {held['ic_seed']})"
+    )
+
+
 def _dropped(sweep_dir: Path) -> str:
     """What the demonstration filter of a sweep dropped, from its demonstration caches."""
     from gvaempirics.bc.data import Demonstrations
@@ -446,7 +460,13 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         sac_sweep, sac = measure_sweep("sac", outdir, seed=seed, quiet=quiet)
         verdicts.append(decide_window("ema-calms/sac-expert/Walker2d-v5-quick", sac))
         tables.append(
-            _describe("sac", sac_sweep, sac, f"the same on Walker2d, imitating the SAC expert `{SAC_EXPERT}`")
+            _describe(
+                "sac",
+                sac_sweep,
+                sac,
+                f"the same on Walker2d, imitating the SAC expert `{SAC_EXPERT}`. On the held-out initial conditions "
+                f"of the experts' sidecars it is {_heldout(SAC_EXPERT)}; the PPO expert {_heldout('Walker2d-v5')}",
+            )
         )
     else:
         tables.append(f"- Table `sac`: not run, the SAC expert `{SAC_EXPERT}` is not shipped yet.")
