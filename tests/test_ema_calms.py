@@ -161,6 +161,7 @@ def test_a_per_environment_law_can_fail_while_others_hold():
         "ema-calms/filtered-demos/Walker2d-v5-quick",
         "ema-calms/window/Walker2d-v5-paper",
         "ema-calms/filtered-demos/Walker2d-v5-paper",
+        "ema-calms/sac-expert/Walker2d-v5-quick",
     ],
 )
 def test_the_one_expert_tables_decide_their_own_rule_both_ways(key):
@@ -173,6 +174,39 @@ def test_the_one_expert_tables_decide_their_own_rule_both_ways(key):
     assert ec.decide_window(key, rough[:2]).outcome == "inconclusive"  # fewer than min_n seeds
     rows = ec.table(calm, "paper")
     assert [(r["env"], r["table"], r["runs"]) for r in rows] == [("Walker2d-v5", "paper", 5)]
+
+
+def test_the_sac_tables_walked_subset_decides_apart_from_the_whole_set():
+    """Averaging that calms only the initial conditions the expert walks: the restriction supports
+    while the whole set contradicts; an expert that never falls gates it; the power is stated."""
+    key = "ema-calms/expert-ics/Walker2d-v5-sac-quick"
+    rng = np.random.default_rng(5)
+    walks = np.array([True] * 6 + [False] * 4)
+    runs = [_run("Walker2d-v5", s, rng, ratio=0.9, walks=walks) for s in range(1, 6)]
+    for r in runs:
+        r["osc_walked"] = r["raw_osc_walked"] * 0.2 * np.exp(rng.normal(0, 0.1, K))
+    v = ec.decide_expert_ics(key, runs)
+    assert (v.rule, v.outcome) == (key, "supports")
+    assert "falls on initial conditions [6, 7, 8, 9]" in v.detail and "power: the budget decides a ratio" in v.detail
+    assert ec.decide_window("ema-calms/sac-expert/Walker2d-v5-quick", runs).outcome == "contradicts"
+    for r in runs:
+        r["walks"] = np.ones(10, bool)
+    assert ec.decide_expert_ics(key, runs).outcome == "inconclusive"  # nothing to separate
+
+
+def test_the_power_line_is_the_t_interval_budget():
+    """The factor printed: exp((t_{1-a/2} + t_0.8) sd / sqrt n) at the Bonferroni level, by hand."""
+    from scipy import stats
+
+    rng = np.random.default_rng(8)
+    runs = [_run("Walker2d-v5", s, rng, ratio=0.5) for s in range(1, 6)]
+    logs = np.array([[np.log(r["osc"][k] / r["raw_osc"]) for r in runs] for k in range(K)])
+    sd = float(np.median(logs.std(axis=1, ddof=1)))
+    t = stats.t.ppf(1 - 0.05 / K / 2, 4) + stats.t.ppf(0.8, 4)
+    assert (
+        ec._power(runs)
+        == f"power: the budget decides a ratio {np.exp(t * sd / np.sqrt(5)):.3g}x from an edge (80% power, 5 runs)"
+    )
 
 
 def test_the_paper_tables_train_fresh_seeds_and_the_filtered_ones_drop_falls():

@@ -269,6 +269,16 @@ def _rules() -> tuple[Rule, ...]:
             "float rounding of a matmul); the rule's 'expert rollout' is now the run's own",
         ),
     )
+    _SAC_CLAIM = (
+        Amendment(
+            "2026-12-04",
+            "the claim read 'imitating a SAC expert that walks all 20 evaluation initial conditions'",
+            "none (no verdict had been computed)",
+            "the expert walks those 20 because it was chosen on them, as the one checkpoint of 380k-510k without a "
+            "fall; held out it falls on 10 of 100 (the PPO expert on 5) and on 4 of the table's 10, so the claim "
+            "named a robustness the expert lacks. Measure, region and family are unchanged",
+        ),
+    )
     for env in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"):
         rules.append(
             R(
@@ -316,10 +326,21 @@ def _rules() -> tuple[Rule, ...]:
         ),
         R(
             "ema-calms/sac-expert/Walker2d-v5-quick",
-            "Walker2d-v5, quick size, imitating the shipped SAC expert (it falls on 10 of 100 held-out initial "
-            "conditions, the PPO expert on 5): some averaging width removes at least half of the raw oscillation",
+            "Walker2d-v5, quick size, imitating the shipped SAC expert (one expert; it falls on 10 of 100 held-out "
+            "initial conditions, the PPO expert on 5): some averaging width removes at least half of the raw "
+            "oscillation",
             measure="the window rule's ratio on runs that imitate the SAC expert (gva expert train --algo sac)",
-            **calm,
+            **{**calm, "amendments": calm["amendments"] + _SAC_CLAIM},
+        ),
+        R(
+            "ema-calms/expert-ics/Walker2d-v5-sac-quick",
+            "Walker2d-v5, quick size, imitating the shipped SAC expert, on the initial conditions it walks: some "
+            "averaging width removes at least half of the raw oscillation",
+            measure="the window rule's ratio on the SAC table's runs, computed on the run's initial conditions whose "
+            "expert rollout (the SAC expert's, with the run's own torch threads) reaches H without a fall",
+            gate="the expert falls on none of the runs' initial conditions or walks fewer than 2",
+            fixed="2026-12-04",
+            **{**calm, "amendments": ()},
         ),
     ]
     law = dict(

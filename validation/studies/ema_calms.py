@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from gvatheory.inference import Interval, mean_interval, paired_interval
+from gvatheory.inference import Interval, mean_interval, paired_interval, smallest_effect
 from validation.registry import rule
 from validation.report import Section, Verdict, markdown_table
 
@@ -249,7 +249,19 @@ def decide_window(key: str, runs: Sequence[dict[str, Any]]) -> Verdict:
     """The window rule ``key`` on the runs of one table that imitate one expert (filtered
     demonstrations, the paper's size)."""
     ints, gate = window_intervals(runs)
-    return _window_verdict(key, ints, gate, len(runs))
+    return _window_verdict(key, ints, gate, len(runs), power=_power(runs))
+
+
+def decide_expert_ics(key: str, runs: Sequence[dict[str, Any]]) -> Verdict:
+    """The window rule ``key`` on the initial conditions that the runs' own expert walks."""
+    falls = sorted({int(i) for r in runs for i in np.flatnonzero(~r["walks"])})
+    ints, gate = window_intervals(runs, walked=True)
+    if runs and not falls:
+        gate = "the expert falls on none of the run's initial conditions"
+    elif runs and all(r["walks"].sum() < 2 for r in runs):
+        gate = "the expert walks fewer than 2 of the run's initial conditions"
+    extra = f"the expert falls on initial conditions {falls or 'none'}"
+    return _window_verdict(key, ints, gate, len(runs), extra, _power(runs, walked=True))
 
 
 def decide(runs: Sequence[dict[str, Any]]) -> list[Verdict]:
@@ -258,17 +270,9 @@ def decide(runs: Sequence[dict[str, Any]]) -> list[Verdict]:
     for env in ENVS:
         mine = [r for r in runs if r["env"] == env]
         ints, gate = window_intervals(mine)
-        verdicts.append(_window_verdict(f"ema-calms/window/{env}-quick", ints, gate, len(mine)))
+        verdicts.append(_window_verdict(f"ema-calms/window/{env}-quick", ints, gate, len(mine), power=_power(mine)))
     for env in EXPERT_ICS_ENVS:
-        mine = [r for r in runs if r["env"] == env]
-        falls = sorted({int(i) for r in mine for i in np.flatnonzero(~r["walks"])})
-        ints, gate = window_intervals(mine, walked=True)
-        if mine and not falls:
-            gate = "the expert falls on none of the run's initial conditions"
-        elif mine and all(r["walks"].sum() < 2 for r in mine):
-            gate = "the expert walks fewer than 2 of the run's initial conditions"
-        extra = f"the expert falls on initial conditions {falls or 'none'}"
-        verdicts.append(_window_verdict(f"ema-calms/expert-ics/{env}-quick", ints, gate, len(mine), extra))
+        verdicts.append(decide_expert_ics(f"ema-calms/expert-ics/{env}-quick", [r for r in runs if r["env"] == env]))
     groups = [("pooled", runs)] + [(env, [r for r in runs if r["env"] == env]) for env in ENVS] + [("raw", runs)]
     for key, chosen in groups:
         used = [r for r in chosen if testable(r)]
@@ -284,12 +288,28 @@ def decide(runs: Sequence[dict[str, Any]]) -> list[Verdict]:
     return verdicts
 
 
-def _window_verdict(key: str, ints: list[Interval], gate: str, n: int, extra: str = "") -> Verdict:
+def _power(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> str:
+    """What the table's budget can decide: the factor by which a width's true ratio must lie from
+    an edge of the region for its interval (at the rule's Bonferroni level) to clear that edge with
+    80% power, from the median over the family of the sd of the runs' log ratios."""
+    raw_key, key = ("raw_osc_walked", "osc_walked") if walked else ("raw_osc", "osc")
+    runs = [r for r in runs if key in r]
+    if len(runs) < 2 or min(r[raw_key] for r in runs) <= 0:
+        return ""
+    sds = [float(np.std([math.log(r[key][k] / r[raw_key]) for r in runs], ddof=1)) for k in family(runs, walked=walked)]
+    if not sds:
+        return ""
+    factor = math.exp(smallest_effect(float(np.median(sds)), len(runs), level=LEVEL))
+    return f"power: the budget decides a ratio {factor:.3g}x from an edge (80% power, {len(runs)} runs)"
+
+
+def _window_verdict(key: str, ints: list[Interval], gate: str, n: int, extra: str = "", power: str = "") -> Verdict:
     if not ints:
         ints = [_nan(n, "paired t, log ratio")]
         gate = gate or "no interval"
     best = min(ints, key=lambda i: i.high if i.finite else math.inf)
-    detail = f"{len(ints)} widths in the family; the lowest upper bound {best}" + (f"; {extra}" if extra else "")
+    notes = [x for x in (extra, power) if x]
+    detail = f"{len(ints)} widths in the family; the lowest upper bound {best}" + "".join(f"; {x}" for x in notes)
     return rule(key).decide(ints, detail, gate=gate)
 
 
@@ -459,6 +479,7 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     if expert_file("Walker2d-v5", SAC_EXPERT).is_file():
         sac_sweep, sac = measure_sweep("sac", outdir, seed=seed, quiet=quiet)
         verdicts.append(decide_window("ema-calms/sac-expert/Walker2d-v5-quick", sac))
+        verdicts.append(decide_expert_ics("ema-calms/expert-ics/Walker2d-v5-sac-quick", sac))
         tables.append(
             _describe(
                 "sac",
