@@ -251,29 +251,26 @@ def _law_ratio(r: dict[str, Any], raw: bool = False) -> float:
 def decide_window(key: str, runs: Sequence[dict[str, Any]]) -> Verdict:
     """The window rule ``key`` on the runs of one table that imitate one expert (filtered
     demonstrations, the paper's size)."""
-    ints, gate = window_intervals(runs)
-    return _window_verdict(key, ints, gate, len(runs), power=_power(runs))
+    return _window_verdict(key, runs)
 
 
 def decide_expert_ics(key: str, runs: Sequence[dict[str, Any]]) -> Verdict:
     """The window rule ``key`` on the initial conditions that the runs' own expert walks."""
     falls = sorted({int(i) for r in runs for i in np.flatnonzero(~r["walks"])})
-    ints, gate = window_intervals(runs, walked=True)
+    gate = ""
     if runs and not falls:
         gate = "the expert falls on none of the run's initial conditions"
     elif runs and all(r["walks"].sum() < 2 for r in runs):
         gate = "the expert walks fewer than 2 of the run's initial conditions"
     extra = f"the expert falls on initial conditions {falls or 'none'}"
-    return _window_verdict(key, ints, gate, len(runs), extra, _power(runs, walked=True))
+    return _window_verdict(key, runs, walked=True, gate=gate, extra=extra)
 
 
 def decide(runs: Sequence[dict[str, Any]]) -> list[Verdict]:
     """Every verdict of the quick table (see the module docstring)."""
     verdicts = []
     for env in ENVS:
-        mine = [r for r in runs if r["env"] == env]
-        ints, gate = window_intervals(mine)
-        verdicts.append(_window_verdict(f"ema-calms/window/{env}-quick", ints, gate, len(mine), power=_power(mine)))
+        verdicts.append(_window_verdict(f"ema-calms/window/{env}-quick", [r for r in runs if r["env"] == env]))
     for env in EXPERT_ICS_ENVS:
         verdicts.append(decide_expert_ics(f"ema-calms/expert-ics/{env}-quick", [r for r in runs if r["env"] == env]))
     groups = [("pooled", runs)] + [(env, [r for r in runs if r["env"] == env]) for env in ENVS] + [("raw", runs)]
@@ -306,12 +303,18 @@ def _power(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> str:
     return f"power: the budget decides a ratio {factor:.3g}x from an edge (80% power, {len(runs)} runs)"
 
 
-def _window_verdict(key: str, ints: list[Interval], gate: str, n: int, extra: str = "", power: str = "") -> Verdict:
+def _window_verdict(
+    key: str, runs: Sequence[dict[str, Any]], *, walked: bool = False, gate: str = "", extra: str = ""
+) -> Verdict:
+    """The window rule ``key`` on ``runs`` (on the walked initial conditions if ``walked``); a
+    ``gate`` given here overrides the intervals' own."""
+    ints, why = window_intervals(runs, walked=walked)
+    gate = gate or why
     if not ints:
-        ints = [_nan(n, "paired t, log ratio")]
+        ints = [_nan(len(runs), "paired t, log ratio")]
         gate = gate or "no interval"
     best = min(ints, key=lambda i: i.high if i.finite else math.inf)
-    notes = [x for x in (extra, power) if x]
+    notes = [x for x in (extra, _power(runs, walked=walked)) if x]
     detail = f"{len(ints)} widths in the family; the lowest upper bound {best}" + "".join(f"; {x}" for x in notes)
     return rule(key).decide(ints, detail, gate=gate)
 
