@@ -422,16 +422,22 @@ class RunDir:
             )
         return read_checkpoint(ckpts[step])
 
-    def save_checkpoint(self, step: int, state: dict[str, Any], *, keep: int | None = None) -> Path:
-        """Write ``state`` (plus the metrics-log length) atomically; keep the newest ``keep`` files."""
+    def save_checkpoint(
+        self, step: int, state: dict[str, Any], *, keep: int | None = None, pin: int | None = None
+    ) -> Path:
+        """Write ``state`` (plus the metrics-log length) atomically; keep the newest ``keep`` files
+        and the newest at or before step ``pin``."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"step_{step:09d}.pt"
         with open(self.metrics_path, "ab") as fh:
             os.fsync(fh.fileno())
         atomic_torch_save({**state, "step": step, "metrics_size": self.metrics_size()}, path)
         if keep is not None:
-            for old in self.checkpoints()[:-keep]:
-                old.path.unlink(missing_ok=True)
+            found = self.checkpoints()
+            pinned = max((c.step for c in found if pin is not None and c.step <= pin), default=None)
+            for old in found[:-keep]:
+                if old.step != pinned:
+                    old.path.unlink(missing_ok=True)
         return path
 
     def load_latest(self, *, truncate: bool = True) -> dict[str, Any] | None:

@@ -79,6 +79,7 @@ class Trainer:
         self.eval_set = set(cfg.eval_steps())
         self.step = 0
         self.seconds: dict[str, float] = {}  # wall seconds per phase this session (see fit)
+        self.pinned_step: int | None = None  # also keep the newest checkpoint at or before it (a setting's choice)
 
     @contextlib.contextmanager
     def timed(self, phase: str):
@@ -171,7 +172,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         self.flush()
-        self.run.save_checkpoint(self.step, self.state_dict(), keep=2)
+        self.run.save_checkpoint(self.step, self.state_dict(), keep=2, pin=self.pinned_step)
 
     def fit(self, *, stop_at: int | None = None) -> dict[str, Any]:
         """Train to ``cfg.steps`` (or stop after step ``stop_at``, as a kill would) from wherever

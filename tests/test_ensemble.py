@@ -45,6 +45,7 @@ MEMBERS = [
     {"seed": 3, "eta": 3e-4},
     {"seed": 4, "optimizer": "adamw", "weight_decay": 1e-2, "grad_clip": 0.5, "beta2": 0.99, "stabilizer": "bema"},
     {"seed": 5, "optimizer": "sgd", "eta": 1e-2, "momentum": 0.8, "stabilizer": "polyak", "alpha": 0.7},
+    {"seed": 6, "stabilizer": "posthoc", "posthoc_sigma_rels": (0.05, 0.2), "posthoc_zoom": "rollout"},
 ]
 LOSS_RTOL, RETURN_RTOL = 1e-5, 1e-4
 
@@ -183,9 +184,12 @@ def test_members_equal_their_single_runs(runs):
             elif x["kind"] == "loss":
                 for key in ("train", "val", "train_avg", "val_avg"):
                     np.testing.assert_allclose(y[key], x[key], rtol=LOSS_RTOL, err_msg=f"member {k} {key}")
-            elif x["kind"] == "eval":
+            elif x["kind"] in ("eval", "widths"):  # widths: every tracked width of a post-hoc EMA (member 5)
                 assert x["lengths"] == y["lengths"]
                 np.testing.assert_allclose(y["returns"], x["returns"], rtol=RETURN_RTOL, err_msg=f"member {k}")
+            if x["kind"] == "widths":
+                np.testing.assert_allclose(y["movement"], x["movement"], rtol=1e-4, err_msg=f"member {k}")
+        assert any(r["kind"] == "widths" for r in a) == (cfg.posthoc_zoom == "rollout")
         assert json.loads((member / "config.json").read_text()) == json.loads((single / "config.json").read_text())
         assert summaries[k]["steps_done"] == cfg.steps
         assert RunDir(member).read_summary()["raw"].keys() == RunDir(single).read_summary()["raw"].keys()

@@ -15,6 +15,7 @@ from ..config import TrainingOptions
 ENV_IDS: tuple[str, ...] = ("Walker2d-v5", "Hopper-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5")
 POLICIES = ("mlp", "transformer")
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
+POSTHOC_ZOOM = ("snapshot", "rollout")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class BCConfig(TrainingOptions, DemoOptions):
     H: int = option(1000, "rollout horizon H", low=1, high=10**6)
     ic_seed: int = option(12345, "seed of the evaluation initial conditions", low=0)
     eval_batch: int = option(8, "checkpoints rolled out together", low=1)
+    posthoc_zoom: str = option(
+        "snapshot",
+        "posthoc: at zoom iterates, snapshot the tracked EMAs for `gva bc posthoc` to synthesize any width "
+        "later (snapshot), or roll out every tracked width now (rollout: exact widths, small checkpoints)",
+        choices=POSTHOC_ZOOM,
+    )
 
     def check(self) -> None:
         super().check()

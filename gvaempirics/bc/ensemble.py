@@ -58,7 +58,7 @@ from .train import BCTrainer, RolloutFn, trainer_inputs
 # initialization and data order) and input noise. Every other field is shared.
 MEMBER_FIELDS: tuple[str, ...] = tuple(
     "seed optimizer eta schedule warmup t0 drop drop_every decay_fraction momentum beta1 beta2 weight_decay "
-    "grad_clip stabilizer alpha gamma_min burn_in posthoc_sigma_rels posthoc_every obs_noise".split()
+    "grad_clip stabilizer alpha gamma_min burn_in posthoc_sigma_rels posthoc_every posthoc_zoom obs_noise".split()
 )
 
 
@@ -248,11 +248,11 @@ class EnsembleTrainer:
         """Roll out every member's queued raw and averaged weights in one batched evaluator call."""
         if not self.members[0].pending:
             return
-        params = [p for m in self.members for _, raw, avg in m.pending for p in (raw, avg)]
+        params = [p for m in self.members for p in m.queued()]
         returns, lengths = self.rollout(self.template, params)
         start = 0
         for m in self.members:
-            stop = start + 2 * len(m.pending)
+            stop = start + len(m.queued())
             m.log_rollouts(returns[start:stop], lengths[start:stop])
             start = stop
 
@@ -268,7 +268,7 @@ class EnsembleTrainer:
     def checkpoint(self) -> None:
         self.flush()
         for k, m in enumerate(self.members):
-            m.run.save_checkpoint(self.step, self.member_state(k), keep=2)
+            m.run.save_checkpoint(self.step, self.member_state(k), keep=2, pin=m.pinned_step)
 
     def resume(self) -> bool:
         """Load every member's checkpoint at the last step all of them reached; ``False`` if there

@@ -269,6 +269,13 @@ def posthoc_sweep(
     check_int("threads", threads, 0)
     check_int("memory_budget", memory_budget, 1)
     rd = run if isinstance(run, RunDir) else RunDir(Path(run))
+    if check_run(rd, checkpoints=False).posthoc_zoom == "rollout":
+        if iterates != "zoom":
+            raise ValueError(
+                f"iterates={iterates!r} is out of range for run={rd.path}: trained with "
+                "posthoc_zoom='rollout', it has no snapshots; use iterates='zoom'"
+            )
+        return logged_sweep(rd, sigma_rels)
     check_run(rd)
     opened = open_run(rd, -1, threads=threads)
     cfg, model, stabilizer = opened.cfg, opened.model, opened.stabilizer
@@ -346,5 +353,58 @@ def posthoc_sweep(
         expert_return=res.expert_return,
         H=cfg.H,
         seconds=time.perf_counter() - start,
+        movement=movement,
+    )
+
+
+def logged_sweep(run: Path | RunDir, sigma_rels: Sequence[float]) -> PosthocSweep:
+    """The sweep of a run trained with ``posthoc_zoom="rollout"``, read from its log: there every
+    tracked width was rolled out at every zoom iterate during training (exact, so ``fit_error`` is
+    0) and logged with its movement; each of ``sigma_rels`` must be one of its tracked widths."""
+    from .results import load_result
+
+    rd = run if isinstance(run, RunDir) else RunDir(Path(run))
+    cfg = check_run(rd, checkpoints=False)
+    tracked = [float(s) for s in cfg.posthoc_sigma_rels]
+    order = []
+    for s in sigma_rels:
+        hit = [k for k, t in enumerate(tracked) if math.isclose(float(s), t, rel_tol=1e-9)]
+        if not hit:
+            raise ValueError(
+                f"sigma_rels={float(s):g} is out of range for run={rd.path}: trained with posthoc_zoom='rollout', "
+                f"it rolled out only its tracked widths {', '.join(f'{t:g}' for t in tracked)}"
+            )
+        order.append(hit[0])
+    res = load_result(rd)
+    logged = {int(t): i for i, t in enumerate(res.eval_steps)}
+    recs = {int(r["step"]): r for r in rd.metrics("widths") if int(r["step"]) in logged}
+    steps = np.array(sorted(recs), dtype=int)
+    windows = zoom_indices(steps, cfg.zoom_windows, cfg.zoom_length)
+    if not windows:
+        raise ValueError(f"run={rd.path} has no zoom window with 2 or more rolled-out iterates yet: train it further")
+    steps = steps[np.concatenate(windows)]
+    windows = zoom_indices(steps, cfg.zoom_windows, cfg.zoom_length)
+
+    def pick(key: str) -> np.ndarray:  # (width, iterate[, ic]), widths in the order asked
+        return np.swapaxes(np.array([recs[int(t)][key] for t in steps], dtype=float)[:, order], 0, 1)
+
+    movement = pick("movement")
+    movement[:, [int(w[0]) for w in windows]] = np.nan  # a window's first iterate has no predecessor in it
+    rows = [logged[int(t)] for t in steps]
+    return PosthocSweep(
+        run=str(rd.path),
+        iterates="zoom",
+        steps=steps,
+        windows=windows,
+        sigma_rels=np.array([tracked[k] for k in order]),
+        returns=pick("returns"),
+        lengths=pick("lengths").astype(int),
+        fit_error=np.zeros((len(order), len(steps))),
+        raw_returns=res.returns["raw"][rows],
+        raw_lengths=res.lengths["raw"][rows],
+        tracked_sigma_rels=tuple(tracked),
+        expert_return=res.expert_return,
+        H=cfg.H,
+        seconds=0.0,
         movement=movement,
     )

@@ -39,6 +39,16 @@ from .results import summarize
 RolloutFn = Callable[[nn.Module, Sequence[dict[str, Tensor]]], tuple[np.ndarray, np.ndarray]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    """An evaluated iterate waiting for its rollouts: raw, averaged, then (posthoc_zoom="rollout",
+    in a zoom window) the other tracked widths; ``movement`` of every tracked width, or None."""
+
+    step: int
+    params: list[dict[str, Tensor]]
+    movement: list[float] | None = None
+
+
 # The training loss is logged at every evaluated iterate, raw and averaged; beyond this many pairs
 # it is estimated on evenly spaced ones (N = H = 1000 demonstrations give 1M pairs, whose exact
 # loss at every iterate would cost more than the rollouts). The validation loss is always exact.
@@ -86,7 +96,9 @@ class BCTrainer(Trainer):
         super().__init__(cfg, run, model, quiet=quiet)
         self.name = f"bc {cfg.env}"
         self.data, self.rollout, self.fresh_data, self._meta = data, rollout, fresh_data, meta or {}
-        self.pending: list[tuple[int, dict[str, Tensor], dict[str, Tensor]]] = []
+        self.pending: list[Queued] = []
+        # the flip-distance curve is taken at the checkpoint opening the first zoom window: never pruned
+        self.pinned_step = min(cfg.zoom_windows) if cfg.zoom_windows else None
 
     def meta(self) -> dict[str, Any]:
         return self._meta
@@ -125,11 +137,18 @@ class BCTrainer(Trainer):
             self.flush()
 
     def queue_evaluation(self) -> None:
-        """Log both losses of raw and averaged weights now; queue both for :meth:`flush`."""
+        """Log both losses of raw and averaged weights now; queue both for :meth:`flush` (and, for
+        a post-hoc EMA with ``posthoc_zoom="rollout"`` inside a zoom window, every tracked width)."""
+        widths: list[dict[str, Tensor]] = []
+        movement = None
         if isinstance(self.stabilizer, PostHocEMA) and any(
             s <= self.step < s + self.cfg.zoom_length for s in self.cfg.zoom_windows
         ):
-            self.stabilizer.snapshot()  # so that `gva bc posthoc` can synthesize every zoom iterate
+            if self.cfg.posthoc_zoom == "rollout":  # the first tracked width is the averaged weights below
+                widths = [t.averaged_parameters() for t in self.stabilizer.trackers[1:]]
+                movement = [t.last_movement() for t in self.stabilizer.trackers]
+            else:
+                self.stabilizer.snapshot()  # so that `gva bc posthoc` can synthesize every zoom iterate
         raw = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         avg = {k: v.clone() for k, v in self.stabilizer.averaged_parameters().items()}
         d = self.data
@@ -144,29 +163,49 @@ class BCTrainer(Trainer):
             rec["train_avg"] = bc_loss(self.model, train_x, train_y)
             rec["val_avg"] = bc_loss(self.model, d.val_x, d.val_y)
         self.run.log(rec)
-        self.pending.append((self.step, raw, avg))
+        self.pending.append(Queued(self.step, [raw, avg, *widths], movement))
+
+    def queued(self) -> list[dict[str, Tensor]]:
+        """Every queued weights, in the order :meth:`log_rollouts` reads their rollouts."""
+        return [p for q in self.pending for p in q.params]
 
     def flush(self) -> None:
         if not self.pending:
             return
-        params = [p for _, raw, avg in self.pending for p in (raw, avg)]
         with self.timed("rollouts"):
-            result = self.rollout(self.model, params)
+            result = self.rollout(self.model, self.queued())
         self.log_rollouts(*result)
 
     def log_rollouts(self, returns: np.ndarray, lengths: np.ndarray) -> None:
-        """Log the rollouts of the queued evaluations (rows: raw, averaged, per queued step) and clear the queue."""
-        for i, (step, _, _) in enumerate(self.pending):
+        """Log the rollouts of the queued evaluations (rows as :meth:`queued`) and clear the queue.
+
+        Each evaluation logs an ``eval`` record of the raw and of the averaged weights; one with
+        every tracked width also logs a ``widths`` record: their returns, lengths and last
+        movement (:meth:`gvaempirics.stabilizers.EMA.last_movement`), in ``posthoc_sigma_rels`` order."""
+        row = 0
+        for q in self.pending:
+            r, n = returns[row : row + len(q.params)], lengths[row : row + len(q.params)]
+            row += len(q.params)
             for j, weights in enumerate(("raw", self.cfg.stabilizer)):
-                r, n = returns[2 * i + j], lengths[2 * i + j]
                 self.run.log(
                     {
                         "kind": "eval",
-                        "step": step,
+                        "step": q.step,
                         "weights": weights,
-                        "mean": float(np.mean(r)),
-                        "returns": [float(x) for x in r],
-                        "lengths": [int(x) for x in n],
+                        "mean": float(np.mean(r[j])),
+                        "returns": [float(x) for x in r[j]],
+                        "lengths": [int(x) for x in n[j]],
+                    }
+                )
+            if q.movement is not None:
+                self.run.log(
+                    {
+                        "kind": "widths",
+                        "step": q.step,
+                        "sigma_rels": [float(x) for x in self.cfg.posthoc_sigma_rels],
+                        "returns": np.asarray(r[1:], dtype=float).tolist(),
+                        "lengths": np.asarray(n[1:], dtype=int).tolist(),
+                        "movement": q.movement,
                     }
                 )
         self.pending.clear()

@@ -10,6 +10,7 @@ The same rules in numpy are :mod:`gvatheory.stabilizers`.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -219,6 +220,27 @@ class EMA(_Averager):
 
     def _value(self) -> list[Tensor]:
         return self.average
+
+    @torch.no_grad()
+    def last_movement(self) -> float:
+        r"""How far the average moved at its last update, :math:`\|\bar\theta_t - \bar\theta_{t-1}\|`,
+        while the module still holds :math:`\theta_t` (call it before the next optimizer step).
+
+        The update moved it by :math:`\gamma_t(\theta_t - \bar\theta_{t-1}) =
+        \frac{\gamma_t}{1-\gamma_t}(\theta_t - \bar\theta_t)`, so no earlier average is kept
+        (a run resumed inside a zoom window measures what it would have). 0 if the last update
+        absorbed nothing (``every``); NaN if it copied the iterate (:math:`\gamma_t = 1`).
+        """
+        if self.count < 1:
+            raise ValueError(f"count={self.count} is out of range: call update() at least once first")
+        t = self.count - 1
+        if not self._absorbs(t):
+            return 0.0
+        gamma = float(self.schedule(t))
+        if gamma >= 1.0:
+            return float("nan")
+        gap = sum(float(((s - a) ** 2).sum()) for s, a in zip(self._sources(), self.average))
+        return gamma / (1.0 - gamma) * math.sqrt(gap)
 
     def _rule(self) -> str:
         return self._with_period(f"EMA({self.schedule!r})")

@@ -63,6 +63,12 @@ SAC_EXPERT = "Walker2d-v5-sac"  # the shipped SAC expert the "sac" table imitate
 # Paper-size seeds: 4-8, not 1-3 (whose raw iterates docs/bc.md reports), and 5 of them, sized from
 # the spread seen there before these runs (the registry's "written after seeing").
 PAPER_SEEDS = (4, 5, 6, 7, 8)
+# Paper-size runs track every width and roll each out at every zoom iterate during training
+# (posthoc_zoom="rollout": exact widths, no synthesis), with no snapshot before the last step: their
+# checkpoints stay small enough to commit, so a run continues on another machine (synthesis needs
+# about 1.3 GB of snapshots a run). The first tracked width is the averaged weights logged throughout.
+PAPER_TRACKED = (0.05, *(w for w in WIDTHS if w != 0.05))
+PAPER_BASE = {"posthoc_sigma_rels": list(PAPER_TRACKED), "posthoc_zoom": "rollout", "posthoc_every": 100000}
 
 
 def sweep_spec(name: str, seed: int = 0):
@@ -81,6 +87,7 @@ def sweep_spec(name: str, seed: int = 0):
     if name == "sac":
         base = {**base, "expert": SAC_EXPERT}
     if name.startswith("paper"):
+        base = {**base, **PAPER_BASE}
         seeds, preset, envs = PAPER_SEEDS, "paper", ("Walker2d-v5",)
     else:
         seeds, preset, envs = range(1, 6), "quick", ENVS if name == "quick" else ("Walker2d-v5",)
