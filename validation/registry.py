@@ -279,6 +279,18 @@ def _rules() -> tuple[Rule, ...]:
             "named a robustness the expert lacks. Measure, region and family are unchanged",
         ),
     )
+    _PAPER_TRACKED = (
+        Amendment(
+            "2026-12-04",
+            "each width synthesized after training from snapshots of two tracked widths (0.05, 0.1) taken every "
+            "100 steps and at every zoom iterate",
+            "none (no paper-size run had started)",
+            "a measurement method, changed before any data: a run's snapshots (about 1.3 GB) cannot be committed, "
+            "so a run could not continue on another machine; the six widths are now tracked and each rolled out at "
+            "every zoom iterate during training (exact, fit error 0; the same measure, region and family)",
+        ),
+    )
+    paper = {**calm, "amendments": calm["amendments"] + _PAPER_TRACKED}
     for env in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"):
         rules.append(
             R(
@@ -293,7 +305,7 @@ def _rules() -> tuple[Rule, ...]:
             "ema-calms/window/Walker2d-v5-paper",
             "Walker2d-v5, the paper's size: some averaging width removes at least half of the raw oscillation",
             measure="geometric mean over runs of averaged / raw zoom oscillation index (both zoom windows), per width",
-            **calm,
+            **paper,
         ),
         *[
             R(
@@ -322,7 +334,7 @@ def _rules() -> tuple[Rule, ...]:
             "removes at least half of the raw oscillation",
             measure="the window rule's ratio on paper-size runs whose training demonstrations are filtered to "
             "trajectories that reach the demonstration horizon (the shipped expert falls in 92 of the 1000)",
-            **calm,
+            **paper,
         ),
         R(
             "ema-calms/sac-expert/Walker2d-v5-quick",
