@@ -125,3 +125,18 @@ def test_refusals(twins):
         posthoc_sweep(roll, [0.05], iterates="snapshots")
     with pytest.raises(ValueError, match="posthoc_zoom"):
         BCConfig(posthoc_zoom="later")
+
+
+def test_command_reads_a_rollout_run_without_its_checkpoints(twins, tmp_path, capsys):
+    import shutil
+
+    from gvaempirics.bc.posthoc import load_posthoc
+    from validation.cli import main
+
+    _, roll = twins
+    copy = tmp_path / "run"
+    shutil.copytree(roll, copy, ignore=shutil.ignore_patterns("checkpoints", "demos.npz"))
+    assert main(["bc", "posthoc", str(copy), "--sigma-rels", "0.05", "0.2", "--out", str(tmp_path / "o")]) == 0
+    res = load_posthoc(tmp_path / "o")
+    assert list(res.sigma_rels) == [0.05, 0.2] and np.all(res.fit_error == 0)
+    assert "post-hoc EMA at 5 zoom iterates" in capsys.readouterr().out

@@ -21,6 +21,11 @@ error :math:`\|\sum_i x_i p_i - p_{out}\| / \|p_{out}\|` of the least-squares fi
 width, up to rounding near 1e-8). A width far from the tracked ones, with few snapshots
 before the zoom window, is only approximated.
 
+A run trained with ``posthoc_zoom="rollout"`` rolled every tracked width out at every zoom
+iterate during training (the ``widths`` records of its log, with each average's movement):
+:func:`posthoc_sweep` reads those instead (:func:`logged_sweep`), for tracked widths only; they
+are exact (``fit_error`` 0) and need no snapshots, so such a run's checkpoints stay small.
+
 ``gva bc posthoc RUN`` runs the sweep and writes ``posthoc.json`` and ``posthoc.png`` into the
 run directory (or ``--out``).
 """
@@ -183,8 +188,9 @@ def load_posthoc(path: Path) -> PosthocSweep:
 
 def check_run(path: Path | RunDir, *, checkpoints: bool = True):
     """The :class:`~gvaempirics.bc.config.BCConfig` of a BC run directory trained with the post-hoc
-    stabilizer (with its checkpoints, unless ``checkpoints`` is false: a run whose measurements are
-    already saved); ``ValueError`` naming ``run`` otherwise (checked before any work)."""
+    stabilizer (with its checkpoints, unless ``checkpoints`` is false, a run whose measurements are
+    already saved, or it rolled out its widths in training); ``ValueError`` naming ``run`` otherwise
+    (checked before any work)."""
     from gvatheory.config import build_config
 
     from .config import BCConfig
@@ -206,7 +212,7 @@ def check_run(path: Path | RunDir, *, checkpoints: bool = True):
             f"run={run.path} was trained with stabilizer={cfg.stabilizer!r}; post-hoc synthesis needs a run "
             "trained with --stabilizer posthoc"
         )
-    if checkpoints and not run.checkpoints():
+    if checkpoints and cfg.posthoc_zoom == "snapshot" and not run.checkpoints():  # "rollout": read from the log
         raise ValueError(f"run={run.path} has no checkpoint yet: train it first")
     return cfg
 
@@ -269,14 +275,13 @@ def posthoc_sweep(
     check_int("threads", threads, 0)
     check_int("memory_budget", memory_budget, 1)
     rd = run if isinstance(run, RunDir) else RunDir(Path(run))
-    if check_run(rd, checkpoints=False).posthoc_zoom == "rollout":
+    if check_run(rd).posthoc_zoom == "rollout":
         if iterates != "zoom":
             raise ValueError(
                 f"iterates={iterates!r} is out of range for run={rd.path}: trained with "
                 "posthoc_zoom='rollout', it has no snapshots; use iterates='zoom'"
             )
         return logged_sweep(rd, sigma_rels)
-    check_run(rd)
     opened = open_run(rd, -1, threads=threads)
     cfg, model, stabilizer = opened.cfg, opened.model, opened.stabilizer
     counts = sorted({s.count for s in stabilizer.snapshots})

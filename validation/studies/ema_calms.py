@@ -475,7 +475,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     body = (
         "\n".join(tables)
         + f"\n\nEvery run tracks the post-hoc EMA; the widths {', '.join(f'{w:.3g}' for w in WIDTHS)} "
-        "are synthesized at every zoom iterate. `raw_osc`: geometric mean "
+        "are synthesized at every zoom iterate from its snapshots (the paper-size tables track all six and roll "
+        "each out during training). `raw_osc`: geometric mean "
         "zoom oscillation index over seeds with its t interval; `raw_flip`: flip rate between consecutive zoom "
         "iterates, pooled over seeds. `width`: of the widths the window rule reads, the one whose ratio interval "
         "has the lowest upper bound (a descriptive pick: the rule reads them all); `ratio`: its averaged / raw "
