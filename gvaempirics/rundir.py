@@ -422,9 +422,7 @@ class RunDir:
             )
         return read_checkpoint(ckpts[step])
 
-    def save_checkpoint(
-        self, step: int, state: dict[str, Any], *, keep: int | None = None, pin: int | None = None
-    ) -> Path:
+    def save_checkpoint(self, step: int, state: dict[str, Any], *, keep: int | None = None, pin: int = -1) -> Path:
         """Write ``state`` (plus the metrics-log length) atomically; keep the newest ``keep`` files
         and the newest at or before step ``pin``."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -434,10 +432,9 @@ class RunDir:
         atomic_torch_save({**state, "step": step, "metrics_size": self.metrics_size()}, path)
         if keep is not None:
             found = self.checkpoints()
-            pinned = max((c.step for c in found if pin is not None and c.step <= pin), default=None)
-            for old in found[:-keep]:
-                if old.step != pinned:
-                    old.path.unlink(missing_ok=True)
+            pinned = max((c.step for c in found if c.step <= pin), default=None)
+            for old in (c for c in found[:-keep] if c.step != pinned):
+                old.path.unlink(missing_ok=True)
         return path
 
     def load_latest(self, *, truncate: bool = True) -> dict[str, Any] | None:

@@ -79,7 +79,7 @@ class Trainer:
         self.eval_set = set(cfg.eval_steps())
         self.step = 0
         self.seconds: dict[str, float] = {}  # wall seconds per phase this session (see fit)
-        self.pinned_step: int | None = None  # also keep the newest checkpoint at or before it (a setting's choice)
+        self.pinned_step = -1  # also keep the newest checkpoint at or before this step (a setting's choice)
 
     @contextlib.contextmanager
     def timed(self, phase: str):

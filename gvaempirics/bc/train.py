@@ -98,7 +98,7 @@ class BCTrainer(Trainer):
         self.data, self.rollout, self.fresh_data, self._meta = data, rollout, fresh_data, meta or {}
         self.pending: list[Queued] = []
         # the flip-distance curve is taken at the checkpoint opening the first zoom window: never pruned
-        self.pinned_step = min(cfg.zoom_windows) if cfg.zoom_windows else None
+        self.pinned_step = min(cfg.zoom_windows, default=-1)
 
     def meta(self) -> dict[str, Any]:
         return self._meta
