@@ -12,6 +12,7 @@ import pytest
 
 from gvaempirics.bc.flips import PowerLaw
 from validation.studies import ema_calms as ec
+from validation.studies.ema_calms_page import dropped
 
 ROOT = Path(__file__).resolve().parent.parent
 K = len(ec.WIDTHS)
@@ -71,10 +72,15 @@ def test_one_width_that_halves_is_enough_and_a_poorly_fitted_width_is_left_out()
         r["fit_error"][2] = 0.5  # the snapshots cannot give that width: it leaves the family
     v = next(v for v in ec.decide(runs) if v.rule == "ema-calms/window/Hopper-v5-quick")
     assert v.outcome == "contradicts" and "5 widths in the family" in v.detail
+    assert "the intervals are of widths 0.01, 0.02, 0.1, 0.2, 0.289; left out: 0.05 (fit error 0.5)" in v.detail
     for r in runs:
         r["fit_error"][2], r["mean"][2] = 0.0, r["raw_mean"] - 0.3  # calm, but by falling: also left out
     v = next(v for v in ec.decide(runs) if v.rule == "ema-calms/window/Hopper-v5-quick")
     assert v.outcome == "contradicts" and "5 widths in the family" in v.detail
+    assert "left out: 0.05 (return -0.30 x expert)" in v.detail
+    runs[0]["osc"][4] = 0.0
+    v = next(v for v in ec.decide(runs) if v.rule == "ema-calms/window/Hopper-v5-quick")
+    assert "left out: 0.05 (return -0.30 x expert); 0.2 (index 0 in a run)" in v.detail
 
 
 def test_gates_an_expert_that_never_falls_and_too_few_runs():
@@ -172,6 +178,8 @@ def test_the_one_expert_tables_decide_their_own_rule_both_ways(key):
     assert ec.decide_window(key, rough).outcome == "contradicts"  # 5 seeds: a ratio near 1 is decided
     assert ec.decide_window(key, rough[:3]).outcome == "inconclusive"  # 3 seeds at level 1 - 0.05/6: too wide
     assert ec.decide_window(key, rough[:2]).outcome == "inconclusive"  # fewer than min_n seeds
+    if key.endswith("-paper"):  # designed as 5 runs: 4 that would support do not decide
+        assert ec.decide_window(key, calm[:4]).outcome == "inconclusive"
     rows = ec.table(calm, "paper")
     assert [(r["env"], r["table"], r["runs"]) for r in rows] == [("Walker2d-v5", "paper", 5)]
 
@@ -224,5 +232,5 @@ def test_the_page_says_what_the_filter_drops(tmp_path):
     tr = Trajectories(np.zeros((4, 10, 3)), np.zeros((4, 10, 1)), lengths, np.zeros(4))
     (tmp_path / "demos").mkdir()
     Demonstrations(tr, tr, {}).save(tmp_path / "demos" / "Walker2d-v5__n4_v4_h10_s0.npz")
-    assert ec._dropped(tmp_path) == "Walker2d-v5: it drops 1 of 4 trajectories, 11.8% of the training pairs"
-    assert ec._dropped(tmp_path / "none") == "no demonstrations collected"
+    assert dropped(tmp_path) == "Walker2d-v5: it drops 1 of 4 trajectories, 11.8% of the training pairs"
+    assert dropped(tmp_path / "none") == "no demonstrations collected"

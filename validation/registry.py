@@ -20,7 +20,7 @@ import math
 
 from gvatheory.inference import Region
 
-from .registry_history import _REPLACED, _seen
+from .registry_history import _REPLACED, EXPERT_THREADS, PAPER_N, PAPER_TRACKED, SAC_CLAIM, _seen
 from .rule import FIXED, Amendment, Rule  # noqa: F401 (importable from here)
 
 
@@ -259,38 +259,18 @@ def _rules() -> tuple[Rule, ...]:
             ),
         ),
     )
-    _EXPERT_THREADS = (
-        Amendment(
-            "2026-12-03",
-            "the expert rolled out with the process's torch threads (2 in `gva validate`)",
-            "Walker2d: gated inconclusive (the expert fell on none of the 10 initial conditions); Hopper: gated",
-            "an implementation fix after that result was seen: the runs rolled the expert out with their own 1 "
-            "thread, and on Walker2d initial condition 9 the expert falls with 1 thread and walks with 2 (the "
-            "float rounding of a matmul); the rule's 'expert rollout' is now the run's own",
-        ),
+    paper = {
+        **calm,
+        "unit": "training seeds (paired: raw and averages of one run), given the table's one demonstration set, "
+        "initial conditions and expert",
+        "min_n": 5,
+        "amendments": calm["amendments"] + PAPER_TRACKED + PAPER_N,
+    }
+    paper_measure = (
+        "per run and width: the oscillation index of each zoom window (mean |change| between consecutive iterates "
+        "of the return averaged over the 20 initial conditions, over the expert's return on them), averaged over "
+        "the two windows, averaged / raw; geometric mean over runs"
     )
-    _SAC_CLAIM = (
-        Amendment(
-            "2026-12-04",
-            "the claim read 'imitating a SAC expert that walks all 20 evaluation initial conditions'",
-            "none (no verdict had been computed)",
-            "the expert walks those 20 because it was chosen on them, as the one checkpoint of 380k-510k without a "
-            "fall; held out it falls on 10 of 100 (the PPO expert on 5) and on 4 of the table's 10, so the claim "
-            "named a robustness the expert lacks. Measure, region and family are unchanged",
-        ),
-    )
-    _PAPER_TRACKED = (
-        Amendment(
-            "2026-12-04",
-            "each width synthesized after training from snapshots of two tracked widths (0.05, 0.1) taken every "
-            "100 steps and at every zoom iterate",
-            "none (no paper-size run had started)",
-            "a measurement method, changed before any data: a run's snapshots (about 1.3 GB) cannot be committed, "
-            "so a run could not continue on another machine; the six widths are now tracked and each rolled out at "
-            "every zoom iterate during training (exact, fit error 0; the same measure, region and family)",
-        ),
-    )
-    paper = {**calm, "amendments": calm["amendments"] + _PAPER_TRACKED}
     for env in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"):
         rules.append(
             R(
@@ -304,7 +284,7 @@ def _rules() -> tuple[Rule, ...]:
         R(
             "ema-calms/window/Walker2d-v5-paper",
             "Walker2d-v5, the paper's size: some averaging width removes at least half of the raw oscillation",
-            measure="geometric mean over runs of averaged / raw zoom oscillation index (both zoom windows), per width",
+            measure=paper_measure,
             **paper,
         ),
         *[
@@ -316,7 +296,7 @@ def _rules() -> tuple[Rule, ...]:
                 "reaches H without a fall",
                 gate="the expert falls on none of the runs' initial conditions (the same 10 in every run: the restriction is the whole set and "
                 "cannot separate the expert's hard initial conditions) or walks fewer than 2",
-                **{**calm, "amendments": calm["amendments"] + _EXPERT_THREADS},
+                **{**calm, "amendments": calm["amendments"] + EXPERT_THREADS},
             )
             for env in ("Hopper-v5", "Walker2d-v5")
         ],
@@ -332,8 +312,8 @@ def _rules() -> tuple[Rule, ...]:
             "ema-calms/filtered-demos/Walker2d-v5-paper",
             "Walker2d-v5, the paper's size, imitating only demonstrations without a fall: some averaging width "
             "removes at least half of the raw oscillation",
-            measure="the window rule's ratio on paper-size runs whose training demonstrations are filtered to "
-            "trajectories that reach the demonstration horizon (the shipped expert falls in 92 of the 1000)",
+            measure=paper_measure + ", on runs whose training demonstrations are filtered to trajectories that "
+            "reach the demonstration horizon (the shipped expert falls in 92 of the 1000)",
             **paper,
         ),
         R(
@@ -342,7 +322,7 @@ def _rules() -> tuple[Rule, ...]:
             "initial conditions, the PPO expert on 5): some averaging width removes at least half of the raw "
             "oscillation",
             measure="the window rule's ratio on runs that imitate the SAC expert (gva expert train --algo sac)",
-            **{**calm, "amendments": calm["amendments"] + _SAC_CLAIM},
+            **{**calm, "amendments": calm["amendments"] + SAC_CLAIM},
         ),
         R(
             "ema-calms/expert-ics/Walker2d-v5-sac-quick",

@@ -52,10 +52,15 @@ def _seen(key: str) -> str:
                 "EMA / raw ratio about 0.15 over seeds 1-3): at 3 seeds the interval at level 1 - 0.05/6 is "
                 "about exp(+-0.94) wide and could not contradict"
             )
+            seen += (
+                "; and every quick verdict of this study (2026-12-03) before the amendments of 2026-12-04. The logs "
+                "of seeds 4 and 5 up to about step 24000 (losses and the returns of the every-1000-step grid, no "
+                "zoom iterate) were committed by mistake before the min_n amendment, not read"
+            )
         if key == "ema-calms/filtered-demos/Walker2d-v5-paper":
             seen += (
-                "; and every quick verdict of this study (2026-12-03), and that the quick filter drops 1 of the 25 "
-                "Walker2d demonstrations (1.1% of the training pairs), which is why this rule was added"
+                "; that the quick filter drops 1 of the 25 Walker2d demonstrations (1.1% of the training pairs), "
+                "which is why this rule was added"
             )
         if key in ("ema-calms/sac-expert/Walker2d-v5-quick", "ema-calms/expert-ics/Walker2d-v5-sac-quick"):
             seen += (
@@ -185,3 +190,48 @@ _REPLACED: dict[str, tuple[Amendment, ...]] = {
         )
     },
 }
+
+
+# Amendments of the averaging study (ema-calms) rules, shared by several rules of validation.registry
+EXPERT_THREADS = (
+    Amendment(
+        "2026-12-03",
+        "the expert rolled out with the process's torch threads (2 in `gva validate`)",
+        "Walker2d: gated inconclusive (the expert fell on none of the 10 initial conditions); Hopper: gated",
+        "an implementation fix after that result was seen: the runs rolled the expert out with their own 1 "
+        "thread, and on Walker2d initial condition 9 the expert falls with 1 thread and walks with 2 (the "
+        "float rounding of a matmul); the rule's 'expert rollout' is now the run's own",
+    ),
+)
+SAC_CLAIM = (
+    Amendment(
+        "2026-12-04",
+        "the claim read 'imitating a SAC expert that walks all 20 evaluation initial conditions'",
+        "none (no verdict had been computed)",
+        "the expert walks those 20 because it was chosen on them, as the one checkpoint of 380k-510k without a "
+        "fall; held out it falls on 10 of 100 (the PPO expert on 5) and on 4 of the table's 10, so the claim "
+        "named a robustness the expert lacks. Measure, region and family are unchanged",
+    ),
+)
+PAPER_TRACKED = (
+    Amendment(
+        "2026-12-04",
+        "each width synthesized after training from snapshots of two tracked widths (0.05, 0.1) taken every "
+        "100 steps and at every zoom iterate",
+        "none (no paper-size run had started)",
+        "a measurement method, changed before any data: a run's snapshots (about 1.3 GB) cannot be committed, "
+        "so a run could not continue on another machine; the six widths are now tracked and each rolled out at "
+        "every zoom iterate during training (exact, fit error 0; the same measure, region and family)",
+    ),
+)
+PAPER_N = (
+    Amendment(
+        "2026-12-04",
+        "min_n 3 (the default) for tables designed as 5 runs",
+        "none (no paper-size verdict computed; no zoom iterate of seeds 4-8 seen)",
+        "a cold review before the zoom data: with 3 or 4 finished runs the interval is too wide to contradict "
+        "while it can still support, so lost runs would lean the verdict; fewer than the 5 registered runs now "
+        "leave it inconclusive. The measure's text now spells out how the two windows combine (the computation "
+        "is unchanged)",
+    ),
+)

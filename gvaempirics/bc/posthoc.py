@@ -217,6 +217,11 @@ def check_run(path: Path | RunDir, *, checkpoints: bool = True):
     return cfg
 
 
+def zoom_steps(cfg) -> list[int]:
+    """Every evaluated iterate inside the zoom windows of the run configured by ``cfg``."""
+    return [t for t in cfg.eval_steps() if any(s <= t < s + cfg.zoom_length for s in cfg.zoom_windows)]
+
+
 def fit_error(snapshots: Sequence[Snapshot], sigma_rel: float, count: int) -> float:
     r"""Relative :math:`L^2` error of the least-squares fit of the profile ``(count, sigma_rel)`` by
     the snapshots that :func:`gvaempirics.stabilizers.synthesize` uses (those at or before ``count``)."""
@@ -287,7 +292,7 @@ def posthoc_sweep(
     counts = sorted({s.count for s in stabilizer.snapshots})
     snapshotted = set(counts)
     if iterates == "zoom":
-        zoom = [t for t in cfg.eval_steps() if any(s <= t < s + cfg.zoom_length for s in cfg.zoom_windows)]
+        zoom = zoom_steps(cfg)
         steps = np.array([t for t in zoom if t + 1 in snapshotted], dtype=int)
         windows = zoom_indices(steps, cfg.zoom_windows, cfg.zoom_length)
         if not windows:
@@ -383,11 +388,13 @@ def logged_sweep(run: Path | RunDir, sigma_rels: Sequence[float]) -> PosthocSwee
     res = load_result(rd)
     logged = {int(t): i for i, t in enumerate(res.eval_steps)}
     recs = {int(r["step"]): r for r in rd.metrics("widths") if int(r["step"]) in logged}
-    steps = np.array(sorted(recs), dtype=int)
-    windows = zoom_indices(steps, cfg.zoom_windows, cfg.zoom_length)
-    if not windows:
-        raise ValueError(f"run={rd.path} has no zoom window with 2 or more rolled-out iterates yet: train it further")
-    steps = steps[np.concatenate(windows)]
+    steps = np.array(zoom_steps(cfg), dtype=int)
+    missing = [int(t) for t in steps if int(t) not in recs]
+    if missing:  # a run still training: its windows are incomplete, and a sweep of them is not the run's
+        raise ValueError(
+            f"run={rd.path} has rolled out {len(steps) - len(missing)} of its {len(steps)} zoom iterates "
+            f"(first missing: step {missing[0]}): train it to the end of its zoom windows first"
+        )
     windows = zoom_indices(steps, cfg.zoom_windows, cfg.zoom_length)
 
     def pick(key: str) -> np.ndarray:  # (width, iterate[, ic]), widths in the order asked

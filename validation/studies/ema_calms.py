@@ -34,7 +34,6 @@ factor 2. The raw iterate at ``m = 1`` is the curve's own consistency check.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from gvatheory.inference import Interval, mean_interval, paired_interval, smalle
 from validation.registry import rule
 from validation.report import Section, Verdict, markdown_table
 
-from .ema_calms_figures import plot_curves, plot_law
+from .ema_calms_page import describe_table, dropped, heldout, plot_curves, plot_law
 
 ENVS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
 WIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, 12**-0.5)  # the last: the uniform average (gvaempirics.bc.posthoc)
@@ -132,14 +131,15 @@ def measure_run(path: Path, *, quiet: bool = True) -> dict[str, Any]:
     small and committed with the run's other small files (``longruns/``), so a run whose
     checkpoints stayed on the machine that trained it is measured from them alone."""
     from gvaempirics.bc.flips import compute_flip_curve, flips_path, load_flip_curve, save_flip_curve, zoom_checkpoint
-    from gvaempirics.bc.posthoc import check_run, load_posthoc, posthoc_sweep, save_posthoc
+    from gvaempirics.bc.posthoc import check_run, load_posthoc, posthoc_sweep, save_posthoc, zoom_steps
     from gvaempirics.rundir import RunDir
 
     rd = RunDir(path)
     cfg = check_run(rd, checkpoints=False)  # posthoc_sweep and compute_flip_curve need them; the caches do not
     cached = path / "posthoc.json"
     ph = load_posthoc(cached) if cached.is_file() else None
-    if ph is None or not np.allclose(ph.sigma_rels, WIDTHS) or ph.movement is None:
+    stale = ph is None or len(ph.sigma_rels) != len(WIDTHS) or not np.allclose(ph.sigma_rels, WIDTHS)
+    if stale or ph.movement is None or list(ph.steps) != zoom_steps(cfg):  # a cache of part of the run: redo
         ph = posthoc_sweep(rd, WIDTHS, quiet=quiet)
         save_posthoc(ph, path)
     step = zoom_checkpoint(cfg, rd)
@@ -229,14 +229,18 @@ def family(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> list[int]
     """The widths the window rules read (as registered): profile fit error within
     :data:`FIT_LIMIT` in every run, a positive oscillation index in every run, and a mean return
     over runs not below the raw's by more than :data:`RETURN_LOSS` x the expert's."""
+    return [k for k in range(len(WIDTHS)) if not left_out(runs, k, walked=walked)]
+
+
+def left_out(runs: Sequence[dict[str, Any]], k: int, *, walked: bool = False) -> str:
+    """Why width ``k`` leaves the window rules' family ("" if it stays in: see :func:`family`)."""
     key, mean, raw_mean = ("osc_walked", "mean_walked", "raw_mean_walked") if walked else ("osc", "mean", "raw_mean")
-    return [
-        k
-        for k in range(len(WIDTHS))
-        if max(r["fit_error"][k] for r in runs) <= FIT_LIMIT
-        and min(r[key][k] for r in runs) > 0
-        and np.mean([r[mean][k] - r[raw_mean] for r in runs]) >= -RETURN_LOSS
-    ]
+    if max(r["fit_error"][k] for r in runs) > FIT_LIMIT:
+        return f"fit error {max(r['fit_error'][k] for r in runs):.2g}"
+    if min(r[key][k] for r in runs) <= 0:
+        return "index 0 in a run"
+    change = float(np.mean([r[mean][k] - r[raw_mean] for r in runs]))
+    return f"return {change:+.2f} x expert" if change < -RETURN_LOSS else ""
 
 
 MIN_RAW_FLIPS = 10  # a run whose raw iterate flips less often cannot test the law (as registered)
@@ -321,9 +325,21 @@ def _window_verdict(
         ints = [_nan(len(runs), "paired t, log ratio")]
         gate = gate or "no interval"
     best = min(ints, key=lambda i: i.high if i.finite else math.inf)
-    notes = [x for x in (extra, _power(runs, walked=walked)) if x]
+    notes = [x for x in (extra, _members(runs, walked=walked), _power(runs, walked=walked)) if x]
     detail = f"{len(ints)} widths in the family; the lowest upper bound {best}" + "".join(f"; {x}" for x in notes)
     return rule(key).decide(ints, detail, gate=gate)
+
+
+def _members(runs: Sequence[dict[str, Any]], *, walked: bool = False) -> str:
+    """The family's widths in the order of the verdict's intervals, and why each other width left it."""
+    key = "osc_walked" if walked else "osc"
+    runs = [r for r in runs if key in r]
+    if not runs:
+        return ""
+    why = {WIDTHS[k]: left_out(runs, k, walked=walked) for k in range(len(WIDTHS))}
+    inside = ", ".join(f"{w:.3g}" for w, y in why.items() if not y) or "none"
+    out = "; ".join(f"{w:.3g} ({y})" for w, y in why.items() if y)
+    return f"the intervals are of widths {inside}" + (f"; left out: {out}" if out else "")
 
 
 # ------------------------------------------------------------------------------ present
@@ -376,44 +392,6 @@ def measure_sweep(name: str, outdir: Path, *, seed: int, quiet: bool):
     return sweep, runs
 
 
-def _describe(name: str, sweep, runs: Sequence[dict[str, Any]], what: str) -> str:
-    """One line of the page per table: what it is, and how many of its runs finished."""
-    missing = len(sweep.rows) - len(runs)
-    note = f" ({missing} of {len(sweep.rows)} runs did not finish: see `failures.jsonl`)" if missing else ""
-    return f"- Table `{name}`: {len(runs)} runs of `{sweep.out}`, {what}{note}."
-
-
-def _heldout(name: str) -> str:
-    """A shipped Walker2d expert on its sidecar's held-out initial conditions (written by `gva expert export`)."""
-    from gvaempirics.bc.experts import expert_file
-
-    held = json.loads(expert_file("Walker2d-v5", name).with_suffix(".json").read_text()).get("heldout")
-    if not held:
-        return "not measured (its sidecar has no `heldout` block)"
-    return (
-        f"{held['return_mean']:.0f} ± {held['return_sd']:.0f} with {held['falls']} falls of {held['n_ics']} "
-        f"(seed {held['ic_seed']})"
-    )
-
-
-def _dropped(sweep_dir: Path) -> str:
-    """What the demonstration filter of a sweep dropped, from its demonstration caches."""
-    from gvaempirics.bc.data import Demonstrations
-
-    caches = sorted((sweep_dir / "demos").glob("*.npz"))
-    if not caches:
-        return "no demonstrations collected"
-    parts = []
-    for path in caches:
-        tr = Demonstrations.load(path).train
-        falls = tr.lengths < tr.actions.shape[1]
-        parts.append(
-            f"{path.name.split('__')[0]}: it drops {int(falls.sum())} of {len(falls)} trajectories, "
-            f"{tr.lengths[falls].sum() / tr.lengths.sum():.1%} of the training pairs"
-        )
-    return "; ".join(parts)
-
-
 def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     from validation.report import save_figure
 
@@ -423,13 +401,13 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     filtered_sweep, filtered = measure_sweep("filtered", outdir, seed=seed, quiet=quiet)
     verdicts.append(decide_window("ema-calms/filtered-demos/Walker2d-v5-quick", filtered))
     tables = [
-        _describe("quick", sweep, runs, "the quick preset on four environments"),
-        _describe(
+        describe_table("quick", sweep, runs, "the quick preset on four environments"),
+        describe_table(
             "filtered",
             filtered_sweep,
             filtered,
             f"the same on Walker2d, imitating only the training demonstrations without a fall: "
-            f"{_dropped(filtered_sweep.out)}. At this size the filter is a weak treatment: these runs are close "
+            f"{dropped(filtered_sweep.out)}. At this size the filter is a weak treatment: these runs are close "
             "to the quick table's Walker2d runs, and their verdict cannot be credited to the filter",
         ),
     ]
@@ -437,13 +415,13 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
     verdicts.append(decide_window("ema-calms/sac-expert/Walker2d-v5-quick", sac))
     verdicts.append(decide_expert_ics("ema-calms/expert-ics/Walker2d-v5-sac-quick", sac))
     tables.append(
-        _describe(
+        describe_table(
             "sac",
             sac_sweep,
             sac,
             f"the same on Walker2d, imitating the SAC expert `{SAC_EXPERT}` (one expert, not a better one: on the "
-            f"held-out initial conditions of the experts' sidecars it is {_heldout(SAC_EXPERT)}, the PPO expert "
-            f"{_heldout('Walker2d-v5')}). No rule compares this table with the quick one",
+            f"held-out initial conditions of the experts' sidecars it is {heldout(SAC_EXPERT)}, the PPO expert "
+            f"{heldout('Walker2d-v5')}). No rule compares this table with the quick one",
         )
     )
     paper = paper_filtered = []
@@ -453,8 +431,8 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         pf_sweep, paper_filtered = measure_sweep("paper-filtered", outdir, seed=seed, quiet=quiet)
         verdicts.append(decide_window("ema-calms/filtered-demos/Walker2d-v5-paper", paper_filtered))
         tables += [
-            _describe("paper", paper_sweep, paper, "Walker2d at the paper's size"),
-            _describe("paper-filtered", pf_sweep, paper_filtered, f"the same, filtered: {_dropped(pf_sweep.out)}"),
+            describe_table("paper", paper_sweep, paper, "Walker2d at the paper's size"),
+            describe_table("paper-filtered", pf_sweep, paper_filtered, f"the same, filtered: {dropped(pf_sweep.out)}"),
         ]
     figures = []
     if runs:

@@ -1,10 +1,13 @@
-"""The averaging study's figures (:mod:`validation.studies.ema_calms`): flip rate against
-distance per environment, and measured against predicted flip rate. ``runs`` are
-:func:`~validation.studies.ema_calms.measure_run` results."""
+"""The averaging study's page (:mod:`validation.studies.ema_calms`): its figures, flip rate
+against distance per environment and measured against predicted flip rate (``runs`` are
+:func:`~validation.studies.ema_calms.measure_run` results), and the lines that describe its
+tables: runs finished, the experts' held-out returns, what a demonstration filter dropped."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,3 +65,41 @@ def plot_law(runs: Sequence[dict[str, Any]], envs: Sequence[str]):
     ax.set_title(f"averages (dots) and raw (crosses); below {floor:g} drawn at {floor:g}", fontsize=8)
     ax.legend(fontsize=7)
     return fig
+
+
+def describe_table(name: str, sweep, runs: Sequence[dict[str, Any]], what: str) -> str:
+    """One line of the page per table: what it is, and how many of its runs finished."""
+    missing = len(sweep.rows) - len(runs)
+    note = f" ({missing} of {len(sweep.rows)} runs did not finish: see `failures.jsonl`)" if missing else ""
+    return f"- Table `{name}`: {len(runs)} runs of `{sweep.out}`, {what}{note}."
+
+
+def heldout(name: str) -> str:
+    """A shipped Walker2d expert on its sidecar's held-out initial conditions (written by `gva expert export`)."""
+    from gvaempirics.bc.experts import expert_file
+
+    held = json.loads(expert_file("Walker2d-v5", name).with_suffix(".json").read_text()).get("heldout")
+    if not held:
+        return "not measured (its sidecar has no `heldout` block)"
+    return (
+        f"{held['return_mean']:.0f} ± {held['return_sd']:.0f} with {held['falls']} falls of {held['n_ics']} "
+        f"(seed {held['ic_seed']})"
+    )
+
+
+def dropped(sweep_dir: Path) -> str:
+    """What the demonstration filter of a sweep dropped, from its demonstration caches."""
+    from gvaempirics.bc.data import Demonstrations
+
+    caches = sorted((sweep_dir / "demos").glob("*.npz"))
+    if not caches:
+        return "no demonstrations collected"
+    parts = []
+    for path in caches:
+        tr = Demonstrations.load(path).train
+        falls = tr.lengths < tr.actions.shape[1]
+        parts.append(
+            f"{path.name.split('__')[0]}: it drops {int(falls.sum())} of {len(falls)} trajectories, "
+            f"{tr.lengths[falls].sum() / tr.lengths.sum():.1%} of the training pairs"
+        )
+    return "; ".join(parts)
