@@ -42,14 +42,20 @@ def _interval(v: dict) -> str:
     def f(x) -> str:
         return f"{x:.3g}" if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") else "n/a"
 
-    return "; ".join(f"{f(i['estimate'])} [{f(i['low'])}, {f(i['high'])}], n={i['n']}" for i in v["intervals"])
+    def level(i: dict) -> str:  # 95% unless the rule corrects for a family (say, Bonferroni over widths)
+        lv = i.get("level", 0.95)
+        return "" if abs(lv - 0.95) < 1e-9 else f", {100 * lv:.3g}%"
+
+    return "; ".join(
+        f"{f(i['estimate'])} [{f(i['low'])}, {f(i['high'])}], n={i['n']}{level(i)}" for i in v["intervals"]
+    )
 
 
 def render(pages: Path, *, link_prefix: str = "results/") -> str:
     """The Markdown table: one row per registered rule, in registry order."""
     seen = recorded(pages)
     lines = [
-        "| rule | claim | supports if the 95% interval lies in | outcome | estimate [95% interval], units |",
+        "| rule | claim | supports if the interval lies in | outcome | estimate [interval, 95% unless stated], units |",
         "| --- | --- | --- | --- | --- |",
     ]
     counts = {"supports": 0, "contradicts": 0, "inconclusive": 0, "not run": 0}
