@@ -444,10 +444,15 @@ def run(outdir: Path, *, quick: bool, seed: int, quiet: bool) -> Section:
         if fig3.is_file():
             outdir.mkdir(parents=True, exist_ok=True)
             figures.append(Path(shutil.copyfile(fig3, outdir / "ema_calms_rewards.png")))
-    if paper and (paper_sweep.out / "stabilized.png").is_file():
-        figures.append(
-            Path(shutil.copyfile(paper_sweep.out / "stabilized.png", outdir / "ema_calms_rewards_paper.png"))
-        )
+    if paper:  # descriptive: hypothesis 3 has rules at the quick size only
+        figures += [
+            save_figure(plot_curves(paper, ("Walker2d-v5",)), outdir / "ema_calms_flip_curves_paper.png"),
+            save_figure(plot_law(paper, ("Walker2d-v5",)), outdir / "ema_calms_flip_law_paper.png"),
+        ]
+        if (paper_sweep.out / "stabilized.png").is_file():
+            figures.append(
+                Path(shutil.copyfile(paper_sweep.out / "stabilized.png", outdir / "ema_calms_rewards_paper.png"))
+            )
     rows = table(runs) + table(filtered, "filtered") + table(sac, "sac") + table(paper, "paper")
     rows += table(paper_filtered, "paper-filtered")
     body = (
